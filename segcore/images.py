@@ -15,7 +15,8 @@ Conventions, kept everywhere in the package:
 
 Every function that reads a file checks the pixel count from the file header *before* decoding
 (``max_pixels``, default :data:`DEFAULT_MAX_PIXELS`), so a small file that would decode to gigabytes
-is refused cheaply. All failures raise :class:`~segcore.errors.InvalidImageError` naming the file.
+is refused cheaply. (Images above Pillow's decompression-bomb limit, about 179 megapixels,
+are refused whatever ``max_pixels`` says.) All failures raise :class:`~segcore.errors.InvalidImageError` naming the file.
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ def _header(data: bytes, label: str) -> tuple[int, int, str]:
                 width, height = img.size
                 mode = img.mode
     except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"{label}: image is far too large to decode ({exc})") from exc
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise InvalidImageError(
+            f"{label}: more than {limit / 1e6:.0f} megapixels, above the limit of what segcore "
+            "decodes; crop or downscale it first"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(
             f"{label}: not a readable image (expected PNG, JPEG, TIFF or BMP; {exc.__class__.__name__})"

@@ -1,0 +1,5 @@
+"""``python -m segcore``: see :mod:`segcore.cli`."""
+
+from segcore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,456 @@
+"""Dataset folders and arrays: discovery, pairing, validation, splits and loading.
+
+Supported layouts (detected by :func:`open_dataset`):
+
+``pairs``
+    ``images/`` and ``masks/`` side by side, paired by file stem (the PanNuke-derived
+    "nuclei-256" layout). PNG, JPEG, TIFF and BMP are read. A mask may carry a suffix after the
+    image's stem (``_mask``, ``-mask``, ``_masks``, ``_label``, ``_labels``, ``_gt``, ``-gt``,
+    ``_seg``): ``a.png`` pairs with ``a_mask.png``.
+``presplit``
+    ``train/``, and optionally ``val/`` and ``test/``, each holding the ``pairs`` layout
+    (``../shared/data/monuseg`` is one, with no ``val/``).
+``pannuke``
+    a PanNuke fold: ``images.npy`` (N×256×256×3, 0–255) and ``masks.npy`` (N×256×256×6 whose last
+    channel is background); a pixel is nucleus when any of the first five channels is > 0.
+    The two files may sit directly in the folder or anywhere below it (PanNuke's own
+    ``Fold 1/images/fold1/images.npy`` nesting).
+
+Splits are deterministic: where a layout gives none, the samples (sorted by id) are permuted with
+``numpy.random.default_rng(seed)`` and cut into test, val and train (default 9 % / 12 % / 79 %,
+close to the reference set's 67/91/603). When only train and test exist, val is carved from train
+the same way.
+
+Every problem found while opening a folder — images without masks, orphan masks, duplicate stems,
+unreadable files, image/mask size mismatches — is collected and raised as one
+:class:`~segcore.errors.DatasetError` listing every offending file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segcore.errors import DatasetError, InvalidImageError
+from segcore.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    check_same_size,
+    image_shape,
+    read_image,
+    read_mask,
+    to_binary_mask,
+    to_rgb_uint8,
+)
+
+log = logging.getLogger(__name__)
+
+MASK_SUFFIXES = ("_mask", "-mask", "_masks", "_label", "_labels", "_gt", "-gt", "_seg")
+SPLITS = ("train", "val", "test")
+DEFAULT_VAL_FRACTION = 0.12
+DEFAULT_TEST_FRACTION = 0.09
+
+
+class SampleSet(Sequence):
+    """An ordered collection of (image, mask) samples; ``len()`` and ``load(i)``.
+
+    Subclasses hold files or arrays. ``load`` returns ``(image, mask)``: ``uint8`` RGB
+    ``(H, W, 3)`` and ``uint8`` 0/1 ``(H, W)`` of the same size.
+    """
+
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index):  # Sequence protocol: the id
+        return self.ids[index]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """Returns a human-readable name of sample ``index`` (its path) for messages."""
+        return self.ids[index]
+
+    def subset(self, indices: Sequence[int]) -> SampleSet:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+
+@dataclass(frozen=True)
+class FilePair:
+    """One image file and its mask file."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+class FileSampleSet(SampleSet):
+    """Samples stored as image and mask files.
+
+    Args:
+        pairs: the files, in order.
+        max_pixels: pixel cap passed to :func:`segcore.images.read_image`.
+    """
+
+    def __init__(self, pairs: Sequence[FilePair], max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.pairs = list(pairs)
+        self.ids = [p.id for p in self.pairs]
+        self.max_pixels = max_pixels
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[index]
+        image = read_image(pair.image, max_pixels=self.max_pixels)
+        mask = read_mask(pair.mask, max_pixels=self.max_pixels)
+        check_same_size(image, mask, name=f"{pair.image} / {pair.mask.name}")
+        return image, mask
+
+    def describe(self, index: int) -> str:
+        return str(self.pairs[index].image)
+
+    def subset(self, indices: Sequence[int]) -> FileSampleSet:
+        return FileSampleSet([self.pairs[i] for i in indices], self.max_pixels)
+
+
+class ArraySampleSet(SampleSet):
+    """Samples stored in a PanNuke fold's ``images.npy`` / ``masks.npy`` (memory-mapped).
+
+    Args:
+        images_file: path of ``images.npy``, N×H×W×3.
+        masks_file: path of ``masks.npy``, N×H×W×C; the last channel is background and a pixel
+            is nucleus when any other channel is > 0.
+        indices: which rows belong to this set; defaults to all.
+    """
+
+    def __init__(self, images_file: Path, masks_file: Path, indices: Sequence[int] | None = None):
+        self.images_file = Path(images_file)
+        self.masks_file = Path(masks_file)
+        self._images = _open_npy(self.images_file)
+        self._masks = _open_npy(self.masks_file)
+        problems = []
+        if self._images.ndim != 4 or self._images.shape[-1] != 3:
+            problems.append((str(self.images_file), f"expected N×H×W×3, got {self._images.shape}"))
+        if self._masks.ndim != 4 or self._masks.shape[-1] < 2:
+            problems.append((str(self.masks_file), f"expected N×H×W×C (C ≥ 2), got {self._masks.shape}"))
+        if not problems and self._images.shape[:3] != self._masks.shape[:3]:
+            problems.append(
+                (str(self.masks_file), f"shape {self._masks.shape} does not match images "
+                                       f"{self._images.shape}")
+            )
+        if problems:
+            raise DatasetError("malformed PanNuke arrays:", problems)
+        n = self._images.shape[0]
+        self.indices = list(range(n)) if indices is None else [int(i) for i in indices]
+        self.ids = [f"{self.images_file.parent.name}_{i:05d}" for i in self.indices]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        row = self.indices[index]
+        image = to_rgb_uint8(np.asarray(self._images[row]), name=self.describe(index))
+        mask = to_binary_mask(np.asarray(self._masks[row][..., :-1]).max(axis=-1))
+        return image, mask
+
+    def describe(self, index: int) -> str:
+        return f"{self.images_file}[{self.indices[index]}]"
+
+    def subset(self, indices: Sequence[int]) -> ArraySampleSet:
+        return ArraySampleSet(self.images_file, self.masks_file, [self.indices[i] for i in indices])
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError("unreadable PanNuke array file:", [(str(path), str(exc))]) from exc
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """The train/val/test splits of one dataset, and how they were made.
+
+    Attributes:
+        root: the dataset folder.
+        layout: ``"pairs"``, ``"presplit"`` or ``"pannuke"``.
+        train, val, test: the sample sets (``val`` or ``test`` may be empty).
+        seed: the seed used for any split made here.
+        carved: the splits that were made here rather than given by the layout.
+    """
+
+    root: Path
+    layout: str
+    train: SampleSet
+    val: SampleSet
+    test: SampleSet
+    seed: int = 0
+    carved: tuple[str, ...] = field(default=())
+
+    def split(self, name: str) -> SampleSet:
+        """Returns the sample set called ``name`` (``train``, ``val`` or ``test``)."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; use one of {SPLITS}")
+        return getattr(self, name)
+
+    def summary(self) -> dict:
+        """Returns a JSON-serialisable description (layout, sizes, seed, carved splits)."""
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "sizes": {name: len(self.split(name)) for name in SPLITS},
+            "seed": self.seed,
+            "carved": list(self.carved),
+        }
+
+
+def split_indices(
+    n: int, fractions: Sequence[float], seed: int = 0
+) -> list[list[int]]:
+    """Deterministically splits ``range(n)`` into parts of the given fractions.
+
+    The indices are permuted with ``numpy.random.default_rng(seed)``; part ``k`` (for ``k`` ≥ 1)
+    gets ``round(n * fractions[k])`` indices, at least 1 when the fraction is > 0 and ``n`` allows,
+    and part 0 gets the rest. Each part is returned sorted.
+
+    Raises:
+        DatasetError: the fractions are negative or sum to more than 1.
+    """
+    if any(f < 0 for f in fractions) or sum(fractions[1:]) >= 1:
+        raise DatasetError(f"invalid split fractions {list(fractions)}")
+    order = np.random.default_rng(seed).permutation(n)
+    parts: list[list[int]] = []
+    start = 0
+    for fraction in fractions[1:]:
+        size = round(n * fraction)
+        if fraction > 0 and size == 0 and n - start > 1:
+            size = 1
+        parts.append(sorted(int(i) for i in order[start : start + size]))
+        start += size
+    return [sorted(int(i) for i in order[start:]), *parts]
+
+
+def _strip_mask_suffix(stem: str) -> str:
+    for suffix in MASK_SUFFIXES:
+        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def pair_files(
+    folder: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, check: bool = True
+) -> tuple[list[FilePair], list[tuple[str, str]]]:
+    """Pairs ``folder/images/*`` with ``folder/masks/*`` by stem.
+
+    Args:
+        folder: a folder with ``images/`` and ``masks/`` inside.
+        max_pixels: images above this pixel count are reported as problems.
+        check: also read every file's header (cheap; no pixel decoding) to report unreadable
+            files and image/mask size mismatches.
+
+    Returns:
+        ``(pairs, problems)``: the pairs sorted by id, and ``(path, problem)`` for every
+        offending file. Nothing is raised for per-file problems; the caller decides.
+    """
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    problems: list[tuple[str, str]] = []
+    images: dict[str, Path] = {}
+    for path in _image_files(images_dir):
+        if path.stem in images:
+            problems.append((str(path), f"duplicate image stem (also {images[path.stem].name})"))
+            continue
+        images[path.stem] = path
+    masks: dict[str, Path] = {}
+    orphans: list[Path] = []
+    for path in _image_files(masks_dir):
+        stem = path.stem if path.stem in images else _strip_mask_suffix(path.stem)
+        if stem not in images:
+            orphans.append(path)
+        elif stem in masks:
+            problems.append((str(path), f"second mask for image {images[stem].name} "
+                                        f"(also {masks[stem].name})"))
+        else:
+            masks[stem] = path
+    for stem, path in images.items():
+        if stem not in masks:
+            problems.append((str(path), f"no mask in {masks_dir} (looked for {stem}.* and "
+                                        f"{stem}_mask.* and the other mask suffixes)"))
+    problems += [(str(p), "orphan mask: no image with this stem in images/") for p in orphans]
+    pairs = [FilePair(stem, images[stem], masks[stem]) for stem in sorted(masks)]
+    if check:
+        pairs, header_problems = _check_headers(pairs, max_pixels)
+        problems += header_problems
+    return pairs, problems
+
+
+def _check_headers(
+    pairs: list[FilePair], max_pixels: int | None
+) -> tuple[list[FilePair], list[tuple[str, str]]]:
+    def check(pair: FilePair) -> list[tuple[str, str]]:
+        found, shapes = [], {}
+        for path in (pair.image, pair.mask):
+            try:
+                shapes[path] = image_shape(path)
+            except InvalidImageError as exc:
+                found.append((str(path), str(exc).removeprefix(f"{path}: ")))
+                continue
+            h, w = shapes[path]
+            if max_pixels is not None and h * w > max_pixels:
+                found.append((str(path), f"{w}×{h} is above the {max_pixels / 1e6:.0f}-megapixel limit"))
+        if len(shapes) == 2 and shapes[pair.image] != shapes[pair.mask]:
+            (hi, wi), (hm, wm) = shapes[pair.image], shapes[pair.mask]
+            found.append((str(pair.mask), f"mask is {wm}×{hm} but its image is {wi}×{hi}"))
+        return found
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        results = list(pool.map(check, pairs))
+    good = [pair for pair, found in zip(pairs, results, strict=True) if not found]
+    return good, [problem for found in results for problem in found]
+
+
+def _find_one(root: Path, name: str) -> Path | None:
+    direct = root / name
+    if direct.is_file():
+        return direct
+    found = sorted(root.rglob(name))
+    if len(found) > 1:
+        raise DatasetError(f"{root}: several {name} files found; point at one fold's folder",
+                           [(str(p), "candidate") for p in found])
+    return found[0] if found else None
+
+
+def detect_layout(root: Path) -> str:
+    """Returns ``"presplit"``, ``"pairs"`` or ``"pannuke"`` for a dataset folder.
+
+    Raises:
+        DatasetError: the folder does not exist or matches no supported layout.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    if (root / "train").is_dir():
+        return "presplit"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "pairs"
+    if _find_one(root, "images.npy") and _find_one(root, "masks.npy"):
+        return "pannuke"
+    raise DatasetError(
+        f"{root}: no supported dataset layout found. Expected images/ + masks/ folders, "
+        "train/ (val/, test/) folders of that layout, or a PanNuke fold's images.npy + masks.npy"
+    )
+
+
+def open_dataset(
+    root: str | os.PathLike,
+    *,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    check: bool = True,
+) -> DatasetSplits:
+    """Opens a dataset folder of any supported layout and returns its splits.
+
+    Args:
+        root: the dataset folder.
+        val_fraction: share of samples put in val where the layout gives no val split
+            (of all samples for ``pairs``/``pannuke``, of train for ``presplit``), default 0.12.
+        test_fraction: share of samples put in test where the layout gives no test split,
+            default 0.09.
+        seed: seed of the permutation that makes those splits.
+        max_pixels: largest accepted image.
+        check: read every file's header to find unreadable files and size mismatches.
+
+    Raises:
+        DatasetError: no supported layout, or any offending file (all of them listed).
+    """
+    root = Path(root)
+    layout = detect_layout(root)
+    if layout == "pannuke":
+        everything: SampleSet = ArraySampleSet(_find_one(root, "images.npy"),
+                                               _find_one(root, "masks.npy"))
+        return _carve(root, layout, {"train": everything}, val_fraction, test_fraction, seed)
+    if layout == "pairs":
+        pairs, problems = pair_files(root, max_pixels=max_pixels, check=check)
+        given = {"train": pairs}
+    else:
+        given, problems = {}, []
+        for name in SPLITS:
+            folder = root / name
+            if not folder.is_dir():
+                continue
+            if not ((folder / "images").is_dir() and (folder / "masks").is_dir()):
+                problems.append((str(folder), "split folder without images/ and masks/ inside"))
+                continue
+            pairs, found = pair_files(folder, max_pixels=max_pixels, check=check)
+            given[name] = pairs
+            problems += found
+    if problems:
+        raise DatasetError(f"{root}: {len(problems)} problem(s) in the dataset:", problems)
+    sets = {name: FileSampleSet(pairs, max_pixels) for name, pairs in given.items()}
+    if not sets.get("train"):
+        raise DatasetError(f"{root}: no training samples found")
+    return _carve(root, layout, sets, val_fraction, test_fraction, seed)
+
+
+def _carve(
+    root: Path,
+    layout: str,
+    sets: dict[str, SampleSet],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> DatasetSplits:
+    train = sets["train"]
+    missing = [name for name in ("val", "test") if name not in sets]
+    fractions = {"val": val_fraction, "test": test_fraction}
+    if missing:
+        # Parts are cut in the order test, val so adding a val split keeps the test split.
+        order = [name for name in ("test", "val") if name in missing]
+        parts = split_indices(len(train), [0.0] + [fractions[n] for n in order], seed)
+        for name, indices in zip(order, parts[1:], strict=True):
+            sets[name] = train.subset(indices)
+        sets["train"] = train.subset(parts[0])
+    log.info("dataset %s (%s): %s", root, layout,
+             ", ".join(f"{n} {len(sets[n])}" for n in SPLITS))
+    return DatasetSplits(root, layout, sets["train"], sets["val"], sets["test"], seed,
+                         tuple(n for n in SPLITS if n in missing))
+
+
+def load_samples(
+    samples: SampleSet, *, workers: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Decodes every sample of a set into memory, in order, with a thread pool.
+
+    Returns:
+        ``[(image, mask), ...]`` as returned by ``samples.load``.
+
+    Raises:
+        DatasetError: listing every sample that failed to load.
+    """
+
+    def load(index: int):
+        try:
+            return samples.load(index)
+        except InvalidImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
+        results = list(pool.map(load, range(len(samples))))
+    problems = [(samples.describe(i), str(r)) for i, r in enumerate(results)
+                if isinstance(r, Exception)]
+    if problems:
+        raise DatasetError(f"{len(problems)} sample(s) could not be loaded:", problems)
+    return results

@@ -1,0 +1,226 @@
+"""The DeepLabV3+ network on a ResNet50 backbone, assembled from :mod:`segcore.layers`.
+
+Contract of :func:`build_deeplabv3plus`:
+
+* **Input**: a batch of RGB images, float32 in ``[0, 1]`` (the output of
+  :func:`segcore.preprocessing.preprocess_image`), shape ``(B, H, W, 3)`` with H and W multiples
+  of 16 (the backbone's output stride). The ImageNet normalisation ResNet50 expects happens
+  inside the model (:class:`~segcore.layers.ImageNetNormalization`).
+* **Encoder**: Keras' ResNet50. High-level features at output stride 16 (``conv4_block6_2_relu``,
+  256 channels) go through :class:`~segcore.layers.DSPP`; low-level features at stride 4
+  (``conv2_block3_2_relu``, 64 channels) are reduced by a 1×1 :class:`~segcore.layers.ConvBlock`.
+* **Decoder**: DSPP output upsampled to stride 4, concatenated with the low-level features, two
+  3×3 ConvBlocks, bilinear upsampling to the input size, a 1×1 convolution to one channel and a
+  sigmoid computed in float32 (also under a mixed-precision policy).
+* **Output**: nucleus probability, shape ``(B, H, W, 1)``, float32.
+
+With the defaults the model has 11,852,097 parameters, like the keras.io DeepLabV3+ example.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from segcore.errors import BackboneWeightsError, ConfigError
+from segcore.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
+
+log = logging.getLogger(__name__)
+
+OUTPUT_STRIDE = 16
+"""Input height and width must be multiples of this."""
+
+HIGH_LEVEL_LAYER = "conv4_block6_2_relu"
+LOW_LEVEL_LAYER = "conv2_block3_2_relu"
+
+RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+RESNET50_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + RESNET50_NOTOP_FILE
+)
+RESNET50_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+DOWNLOAD_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters of :func:`build_deeplabv3plus` (saved with every model).
+
+    Args:
+        backbone_weights: ``"imagenet"``, ``None`` (random initialisation) or a path to a
+            ResNet50 "notop" ``.h5`` weights file; defaults to ``None``.
+        aspp_filters: channels of every DSPP branch, defaults to 256.
+        aspp_rates: dilation rates of the DSPP 3×3 branches, defaults to ``(6, 12, 18)``.
+        low_level_filters: channels of the reduced stride-4 skip features, defaults to 48.
+        decoder_filters: channels of the two decoder 3×3 ConvBlocks, defaults to 256.
+    """
+
+    backbone_weights: str | None = None
+    aspp_filters: int = 256
+    aspp_rates: tuple[int, ...] = field(default=(6, 12, 18))
+    low_level_filters: int = 48
+    decoder_filters: int = 256
+
+    def __post_init__(self):
+        object.__setattr__(self, "aspp_rates", tuple(int(r) for r in self.aspp_rates))
+        for name in ("aspp_filters", "low_level_filters", "decoder_filters"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer")
+        if not self.aspp_rates or min(self.aspp_rates) < 1:
+            raise ConfigError("ModelConfig.aspp_rates must be a non-empty list of positive ints")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-serialisable dict of the fields."""
+        data = asdict(self)
+        data["aspp_rates"] = list(self.aspp_rates)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Builds a config from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Returns the config as a JSON string."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        """Parses :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+
+@contextmanager
+def _socket_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def resolve_backbone_weights(backbone_weights: str | os.PathLike | None) -> str | None:
+    """Returns the local ``.h5`` path to load into ResNet50, or ``None`` for random weights.
+
+    ``None`` never touches the network. ``"imagenet"`` uses Keras' cache
+    (``$KERAS_HOME/models``, default ``~/.keras/models``) when the file is there; otherwise it tries
+    one download with a short timeout and raises :class:`BackboneWeightsError` on failure.
+
+    Raises:
+        BackboneWeightsError: the ImageNet weights are neither cached nor downloadable, or a
+            given path does not exist.
+    """
+    if backbone_weights is None:
+        return None
+    if str(backbone_weights).lower() != "imagenet":
+        path = Path(backbone_weights)
+        if not path.is_file():
+            raise BackboneWeightsError(f"{path}: backbone weights file not found")
+        return str(path)
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            return keras.utils.get_file(
+                RESNET50_NOTOP_FILE,
+                RESNET50_NOTOP_URL,
+                cache_subdir="models",
+                file_hash=RESNET50_NOTOP_MD5,
+            )
+    except Exception as exc:
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        raise BackboneWeightsError(
+            "ImageNet weights for ResNet50 are not cached and could not be downloaded "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}). Either train from scratch with "
+            "backbone_weights=None (CLI: --backbone-weights none), or download "
+            f"{RESNET50_NOTOP_URL} on a machine with internet and put it at "
+            f"{cache / RESNET50_NOTOP_FILE}, or pass the file's path as backbone_weights."
+        ) from exc
+
+
+def build_deeplabv3plus(
+    input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+    *,
+    backbone_weights: str | os.PathLike | None = None,
+    aspp_filters: int = 256,
+    aspp_rates: tuple[int, ...] = (6, 12, 18),
+    low_level_filters: int = 48,
+    decoder_filters: int = 256,
+    name: str = "deeplabv3plus",
+) -> keras.Model:
+    """Builds DeepLabV3+ (ResNet50 encoder) for binary nucleus segmentation.
+
+    See the module docstring for the input/output contract.
+
+    Args:
+        input_shape: ``(H, W, 3)``; ``None`` for H and W (the default) makes one model that
+            predicts on any size that is a multiple of 16.
+        backbone_weights: ``"imagenet"``, ``None`` or a path to a ResNet50 notop ``.h5`` file.
+            ``None`` never uses the network; ``"imagenet"`` without a cached file and without
+            internet fails within seconds with :class:`BackboneWeightsError`.
+        aspp_filters: channels of the DSPP branches, defaults to 256.
+        aspp_rates: dilation rates of the DSPP 3×3 branches, defaults to ``(6, 12, 18)``.
+        low_level_filters: channels of the reduced stride-4 features, defaults to 48.
+        decoder_filters: channels of the decoder ConvBlocks, defaults to 256.
+        name: model name.
+
+    Returns:
+        An uncompiled ``keras.Model``.
+
+    Raises:
+        ConfigError: ``input_shape`` is not ``(H, W, 3)`` with H, W multiples of 16 or ``None``.
+        BackboneWeightsError: see ``backbone_weights``.
+
+    Example:
+        >>> model = build_deeplabv3plus(backbone_weights=None)
+        >>> model.predict(np.zeros((1, 256, 256, 3))).shape
+        (1, 256, 256, 1)
+    """
+    config = ModelConfig(
+        backbone_weights=None if backbone_weights is None else str(backbone_weights),
+        aspp_filters=aspp_filters,
+        aspp_rates=tuple(aspp_rates),
+        low_level_filters=low_level_filters,
+        decoder_filters=decoder_filters,
+    )
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[2] != 3:
+        raise ConfigError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape}")
+    for side in input_shape[:2]:
+        if side is not None and (side < OUTPUT_STRIDE or side % OUTPUT_STRIDE):
+            raise ConfigError(
+                f"input_shape {input_shape}: height and width must be multiples of "
+                f"{OUTPUT_STRIDE} (or None), e.g. 256×256"
+            )
+    weights_path = resolve_backbone_weights(config.backbone_weights)
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    normalized = ImageNetNormalization(name="imagenet_normalization")(inputs)
+    backbone = keras.applications.ResNet50(
+        include_top=False, weights=weights_path, input_tensor=normalized
+    )
+    high = backbone.get_layer(HIGH_LEVEL_LAYER).output
+    low = backbone.get_layer(LOW_LEVEL_LAYER).output
+
+    x = DSPP(config.aspp_filters, config.aspp_rates, name="dspp")(high)
+    x = ResizeLike(name="upsample_to_stride4")([x, low])
+    skip = ConvBlock(config.low_level_filters, kernel_size=1, name="low_level_reduce")(low)
+    x = layers.Concatenate(axis=-1, name="decoder_concat")([x, skip])
+    x = ConvBlock(config.decoder_filters, 3, name="decoder_conv1")(x)
+    x = ConvBlock(config.decoder_filters, 3, name="decoder_conv2")(x)
+    x = ResizeLike(name="upsample_to_input")([x, inputs])
+    x = layers.Conv2D(1, kernel_size=1, padding="same", name="logits")(x)
+    outputs = layers.Activation("sigmoid", dtype="float32", name="mask")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    log.debug("built %s with %d parameters", name, model.count_params())
+    return model

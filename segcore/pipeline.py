@@ -1,0 +1,236 @@
+"""tf.data input pipelines for training and evaluation.
+
+Both pipelines start from a :class:`~segcore.datasets.SampleSet` and run
+
+    decode → preprocess → [random crop → augmentation] → batch → prefetch
+
+Decoding and the deterministic preprocessing (:func:`~segcore.preprocessing.enhance_image`,
+:func:`~segcore.preprocessing.preprocess_mask`) happen once per image, in a thread pool, when the
+pipeline is made; the images are kept in memory as ``uint8``. Random crops and augmentation run
+in TensorFlow, in parallel, every epoch.
+
+Randomness is keyed by ``(seed, epoch)``: the same seed gives the same crops and augmentations
+whatever the parallelism, and epoch ``k`` can be reproduced on its own (for resuming).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from segcore.datasets import SampleSet, load_samples
+from segcore.errors import ConfigError
+from segcore.preprocessing import PreprocessConfig, enhance_image, preprocess_mask
+from segcore.tiling import extract_tiles, pad_to_at_least
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation applied to training crops (all "mild" by default).
+
+    Args:
+        flips: random horizontal and vertical flips, defaults to True.
+        rot90: random multiples of 90° rotation, defaults to True.
+        scale_min: smallest scale factor of the crop (the crop side is ``size / scale`` before
+            being resized to ``size``), defaults to 0.8.
+        scale_max: largest scale factor, defaults to 1.25.
+        brightness: maximum absolute brightness shift on the ``[0, 1]`` scale, defaults to 0.05.
+        contrast: maximum relative contrast change, defaults to 0.1.
+        saturation: maximum relative saturation change, defaults to 0.1.
+        hue: maximum hue shift (fraction of the colour circle), defaults to 0.02.
+    """
+
+    flips: bool = True
+    rot90: bool = True
+    scale_min: float = 0.8
+    scale_max: float = 1.25
+    brightness: float = 0.05
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+
+    def __post_init__(self):
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ConfigError("AugmentConfig needs 0 < scale_min <= scale_max")
+        if min(self.brightness, self.contrast, self.saturation, self.hue) < 0 or self.hue > 0.5:
+            raise ConfigError("AugmentConfig colour jitter amounts must be >= 0 (hue <= 0.5)")
+
+    def to_dict(self) -> dict:
+        """Returns the fields as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+@dataclass
+class TrainingData:
+    """A training pipeline and how many batches make one epoch.
+
+    Attributes:
+        dataset: yields ``(images, masks)`` batches: float32 ``(B, S, S, 3)`` in ``[0, 1]`` and
+            float32 ``(B, S, S, 1)`` 0/1. Each pass over it is one epoch.
+        steps_per_epoch: batches per pass.
+        crops_per_epoch: random crops per pass.
+    """
+
+    dataset: tf.data.Dataset
+    steps_per_epoch: int
+    crops_per_epoch: int
+
+
+def prepare_samples(
+    samples: SampleSet, config: PreprocessConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Decodes and preprocesses every sample: ``[(enhanced uint8 RGB, uint8 0/1 mask), ...]``."""
+    return [
+        (enhance_image(image, config), preprocess_mask(mask, config))
+        for image, mask in load_samples(samples)
+    ]
+
+
+def default_crops_per_epoch(shapes: list[tuple[int, int]], size: int) -> int:
+    """As many crops as tiles of side ``size`` are needed to cover every image once."""
+    return sum(math.ceil(h / size) * math.ceil(w / size) for h, w in shapes)
+
+
+def make_training_dataset(
+    samples: SampleSet,
+    config: PreprocessConfig,
+    *,
+    image_size: int = 256,
+    batch_size: int = 8,
+    augment: AugmentConfig | None = AugmentConfig(),  # noqa: B008 - frozen, immutable
+    crops_per_epoch: int | None = None,
+    seed: int = 0,
+    first_epoch: int = 0,
+) -> TrainingData:
+    """Builds the training pipeline: random ``image_size`` crops, augmented, batched.
+
+    Args:
+        samples: the training samples.
+        config: preprocessing of images and masks.
+        image_size: side of the square crops (a multiple of 16).
+        batch_size: crops per batch; the last batch of an epoch may be smaller.
+        augment: augmentation to apply, or ``None`` for plain random crops.
+        crops_per_epoch: crops per pass; defaults to :func:`default_crops_per_epoch`.
+        seed: seed of every random choice.
+        first_epoch: number of the epoch the first pass produces (later passes count up), so a
+            resumed run sees the same data as an uninterrupted one.
+
+    Raises:
+        ConfigError: empty sample set or invalid sizes.
+    """
+    if len(samples) == 0:
+        raise ConfigError("the training set is empty")
+    if image_size < 16 or image_size % 16 or batch_size < 1:
+        raise ConfigError("image_size must be a multiple of 16 and batch_size >= 1")
+    prepared = prepare_samples(samples, config)
+    images = [pad_to_at_least(img, image_size) for img, _ in prepared]
+    masks = [pad_to_at_least(mask, image_size) for _, mask in prepared]
+    crops = crops_per_epoch or default_crops_per_epoch([m.shape for m in masks], image_size)
+    epochs = itertools.count(first_epoch)
+
+    def generate():
+        rng = np.random.default_rng([seed, next(epochs)])
+        picks = rng.integers(0, len(images), size=crops)
+        seeds = rng.integers(0, 2**31 - 1, size=(crops, 2), dtype=np.int64)
+        for index, pair in zip(picks, seeds, strict=True):
+            yield images[index], masks[index], pair
+
+    dataset = tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec((None, None, 3), tf.uint8),
+            tf.TensorSpec((None, None), tf.uint8),
+            tf.TensorSpec((2,), tf.int64),
+        ),
+    )
+
+    def crop_and_augment(image, mask, pair_seed):
+        return _random_crop_augment(image, mask, pair_seed, image_size, augment)
+
+    dataset = (
+        dataset.map(crop_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return TrainingData(dataset, math.ceil(crops / batch_size), crops)
+
+
+def _random_crop_augment(image, mask, seed, size: int, augment: AugmentConfig | None):
+    seeds = tf.random.experimental.stateless_split(seed, num=8)
+    stacked = tf.concat([image, mask[..., None]], axis=-1)  # crop uint8 first: cheap
+    height, width = tf.shape(stacked)[0], tf.shape(stacked)[1]
+    if augment is not None and (augment.scale_min != 1 or augment.scale_max != 1):
+        scale = tf.random.stateless_uniform(
+            (), seeds[0], math.log(augment.scale_min), math.log(augment.scale_max))
+        side = tf.cast(tf.round(size / tf.exp(scale)), tf.int32)
+        side = tf.minimum(side, tf.minimum(height, width))
+    else:
+        side = tf.constant(size, tf.int32)
+    crop = tf.image.stateless_random_crop(stacked, tf.stack([side, side, 4]), seeds[1])
+    crop_image = tf.image.resize(tf.cast(crop[..., :3], tf.float32) / 255.0, (size, size))
+    crop_mask = tf.cast(tf.image.resize(crop[..., 3:], (size, size), method="nearest"), tf.float32)
+    if augment is not None:
+        crop_image, crop_mask = _augment(crop_image, crop_mask, seeds, augment)
+    crop_image = tf.ensure_shape(tf.clip_by_value(crop_image, 0.0, 1.0), (size, size, 3))
+    return crop_image, tf.ensure_shape(crop_mask, (size, size, 1))
+
+
+def _augment(image, mask, seeds, augment: AugmentConfig):
+    if augment.flips or augment.rot90:
+        both = tf.concat([image, mask], axis=-1)
+        if augment.flips:
+            both = tf.image.stateless_random_flip_left_right(both, seeds[2])
+            both = tf.image.stateless_random_flip_up_down(both, seeds[3])
+        if augment.rot90:
+            k = tf.random.stateless_uniform((), seeds[4], 0, 4, dtype=tf.int32)
+            both = tf.image.rot90(both, k)
+        image, mask = both[..., :3], both[..., 3:]
+    if augment.brightness:
+        image = tf.image.stateless_random_brightness(image, augment.brightness, seeds[5])
+    if augment.contrast:
+        image = tf.image.stateless_random_contrast(
+            image, 1 - augment.contrast, 1 + augment.contrast, seeds[6])
+    if augment.saturation or augment.hue:
+        sat_seed, hue_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[7], 2))
+        if augment.saturation:
+            image = tf.image.stateless_random_saturation(
+                tf.clip_by_value(image, 0.0, 1.0), 1 - augment.saturation,
+                1 + augment.saturation, sat_seed)
+        if augment.hue:
+            image = tf.image.stateless_random_hue(
+                tf.clip_by_value(image, 0.0, 1.0), augment.hue, hue_seed)
+    return image, mask
+
+
+def make_eval_dataset(
+    samples: SampleSet,
+    config: PreprocessConfig,
+    *,
+    image_size: int = 256,
+    batch_size: int = 8,
+) -> tf.data.Dataset:
+    """Builds an evaluation pipeline: every image cut into ``image_size`` tiles, in order.
+
+    Images larger than ``image_size`` are covered by tiles (:func:`~segcore.tiling.extract_tiles`;
+    the last row and column of tiles overlap their neighbours, so a few pixels count twice);
+    smaller ones are reflect-padded. No augmentation.
+
+    Returns:
+        A dataset of ``(images, masks)`` batches as in :class:`TrainingData`.
+    """
+    if len(samples) == 0:
+        raise ConfigError("the evaluation set is empty")
+    prepared = prepare_samples(samples, config)
+    tiles = np.concatenate([extract_tiles(img, image_size) for img, _ in prepared])
+    tile_masks = np.concatenate([extract_tiles(mask, image_size) for _, mask in prepared])
+    images = tiles.astype(np.float32) / np.float32(255.0)
+    masks = tile_masks[..., None].astype(np.float32)
+    return (
+        tf.data.Dataset.from_tensor_slices((images, masks))
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
