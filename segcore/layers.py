@@ -22,6 +22,22 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 """Per-channel means (B, G, R) that Keras' ResNet50 subtracts from 0–255 inputs ("caffe" mode)."""
 
 
+class _NativeDilatedConv2D(layers.Conv2D):
+    """Conv2D ("same" padding, stride 1) that runs dilation as one native convolution.
+
+    ``tf.nn.convolution`` emulates dilation with SpaceToBatchND and computes its padding wrongly
+    when the traced input shape is only partly known (e.g. batch and height fixed, width
+    ``None``), which ``model.predict`` produces after seeing several image sizes
+    ("padded_shape[1]=39 is not divisible by block_shape[1]=12"). ``tf.nn.conv2d`` passes the
+    dilation to the Conv2D kernel itself and has no such step.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        return tf.nn.conv2d(
+            inputs, kernel, strides=1, padding="SAME", dilations=self.dilation_rate
+        )
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ConvBlock(layers.Layer):
     """Conv2D, then BatchNormalization and an activation when ``batch`` is on.
@@ -59,7 +75,8 @@ class ConvBlock(layers.Layer):
         self.use_bias = bool(use_bias)
         self.batch = bool(batch)
         self.activation = activation
-        self.conv = layers.Conv2D(
+        conv_class = _NativeDilatedConv2D if self.dilation_rate > 1 else layers.Conv2D
+        self.conv = conv_class(
             self.filters,
             kernel_size=self.kernel_size,
             dilation_rate=self.dilation_rate,

@@ -129,16 +129,18 @@ def resolve_backbone_weights(backbone_weights: str | os.PathLike | None) -> str 
         if not path.is_file():
             raise BackboneWeightsError(f"{path}: backbone weights file not found")
         return str(path)
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    cache = keras_home / "models"
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
             return keras.utils.get_file(
                 RESNET50_NOTOP_FILE,
                 RESNET50_NOTOP_URL,
+                cache_dir=str(keras_home),
                 cache_subdir="models",
                 file_hash=RESNET50_NOTOP_MD5,
             )
     except Exception as exc:
-        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         raise BackboneWeightsError(
             "ImageNet weights for ResNet50 are not cached and could not be downloaded "
             f"({exc.__class__.__name__}: {str(exc)[:200]}). Either train from scratch with "
