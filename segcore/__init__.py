@@ -36,7 +36,23 @@ _EXPORTS = {
     "ConfigError": "segcore.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
+    "ConvBlock",
+    "DSPP",
+    "ResizeLike",
+    "ImageNetNormalization",
+    "build_deeplabv3plus",
+    "ModelConfig",
+    "dice_coef",
+    "dice_coef_loss",
+    "jaccard_coef",
+    "PreprocessConfig",
+    "SegcoreError",
+    "InvalidImageError",
+    "DatasetError",
+    "BackboneWeightsError",
+    "ConfigError",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from segcore.errors import (

@@ -25,8 +25,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = generate_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
-    log.info("wrote %d tiles of %d×%d to %s in %.1f s", args.count, args.size, args.size, out,
-             time.perf_counter() - start)
+    log.info(
+        "wrote %d tiles of %d×%d to %s in %.1f s",
+        args.count,
+        args.size,
+        args.size,
+        out,
+        time.perf_counter() - start,
+    )
     return 0
 
 

@@ -141,11 +141,15 @@ class ArraySampleSet(SampleSet):
         if self._images.ndim != 4 or self._images.shape[-1] != 3:
             problems.append((str(self.images_file), f"expected N×H×W×3, got {self._images.shape}"))
         if self._masks.ndim != 4 or self._masks.shape[-1] < 2:
-            problems.append((str(self.masks_file), f"expected N×H×W×C (C ≥ 2), got {self._masks.shape}"))
+            problems.append(
+                (str(self.masks_file), f"expected N×H×W×C (C ≥ 2), got {self._masks.shape}")
+            )
         if not problems and self._images.shape[:3] != self._masks.shape[:3]:
             problems.append(
-                (str(self.masks_file), f"shape {self._masks.shape} does not match images "
-                                       f"{self._images.shape}")
+                (
+                    str(self.masks_file),
+                    f"shape {self._masks.shape} does not match images {self._images.shape}",
+                )
             )
         if problems:
             raise DatasetError("malformed PanNuke arrays:", problems)
@@ -210,9 +214,7 @@ class DatasetSplits:
         }
 
 
-def split_indices(
-    n: int, fractions: Sequence[float], seed: int = 0
-) -> list[list[int]]:
+def split_indices(n: int, fractions: Sequence[float], seed: int = 0) -> list[list[int]]:
     """Deterministically splits ``range(n)`` into parts of the given fractions.
 
     The indices are permuted with ``numpy.random.default_rng(seed)``; part ``k`` (for ``k`` ≥ 1)
@@ -245,7 +247,8 @@ def _strip_mask_suffix(stem: str) -> str:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
 
@@ -280,14 +283,20 @@ def pair_files(
         if stem not in images:
             orphans.append(path)
         elif stem in masks:
-            problems.append((str(path), f"second mask for image {images[stem].name} "
-                                        f"(also {masks[stem].name})"))
+            problems.append(
+                (str(path), f"second mask for image {images[stem].name} (also {masks[stem].name})")
+            )
         else:
             masks[stem] = path
     for stem, path in images.items():
         if stem not in masks:
-            problems.append((str(path), f"no mask in {masks_dir} (looked for {stem}.* and "
-                                        f"{stem}_mask.* and the other mask suffixes)"))
+            problems.append(
+                (
+                    str(path),
+                    f"no mask in {masks_dir} (looked for {stem}.* and "
+                    f"{stem}_mask.* and the other mask suffixes)",
+                )
+            )
     problems += [(str(p), "orphan mask: no image with this stem in images/") for p in orphans]
     pairs = [FilePair(stem, images[stem], masks[stem]) for stem in sorted(masks)]
     if check:
@@ -309,7 +318,9 @@ def _check_headers(
                 continue
             h, w = shapes[path]
             if max_pixels is not None and h * w > max_pixels:
-                found.append((str(path), f"{w}×{h} is above the {max_pixels / 1e6:.0f}-megapixel limit"))
+                found.append(
+                    (str(path), f"{w}×{h} is above the {max_pixels / 1e6:.0f}-megapixel limit")
+                )
         if len(shapes) == 2 and shapes[pair.image] != shapes[pair.mask]:
             (hi, wi), (hm, wm) = shapes[pair.image], shapes[pair.mask]
             found.append((str(pair.mask), f"mask is {wm}×{hm} but its image is {wi}×{hi}"))
@@ -327,8 +338,10 @@ def _find_one(root: Path, name: str) -> Path | None:
         return direct
     found = sorted(root.rglob(name))
     if len(found) > 1:
-        raise DatasetError(f"{root}: several {name} files found; point at one fold's folder",
-                           [(str(p), "candidate") for p in found])
+        raise DatasetError(
+            f"{root}: several {name} files found; point at one fold's folder",
+            [(str(p), "candidate") for p in found],
+        )
     return found[0] if found else None
 
 
@@ -379,8 +392,9 @@ def open_dataset(
     root = Path(root)
     layout = detect_layout(root)
     if layout == "pannuke":
-        everything: SampleSet = ArraySampleSet(_find_one(root, "images.npy"),
-                                               _find_one(root, "masks.npy"))
+        everything: SampleSet = ArraySampleSet(
+            _find_one(root, "images.npy"), _find_one(root, "masks.npy")
+        )
         return _carve(root, layout, {"train": everything}, val_fraction, test_fraction, seed)
     if layout == "pairs":
         pairs, problems = pair_files(root, max_pixels=max_pixels, check=check)
@@ -423,10 +437,16 @@ def _carve(
         for name, indices in zip(order, parts[1:], strict=True):
             sets[name] = train.subset(indices)
         sets["train"] = train.subset(parts[0])
-    log.info("dataset %s (%s): %s", root, layout,
-             ", ".join(f"{n} {len(sets[n])}" for n in SPLITS))
-    return DatasetSplits(root, layout, sets["train"], sets["val"], sets["test"], seed,
-                         tuple(n for n in SPLITS if n in missing))
+    log.info("dataset %s (%s): %s", root, layout, ", ".join(f"{n} {len(sets[n])}" for n in SPLITS))
+    return DatasetSplits(
+        root,
+        layout,
+        sets["train"],
+        sets["val"],
+        sets["test"],
+        seed,
+        tuple(n for n in SPLITS if n in missing),
+    )
 
 
 def load_samples(
@@ -449,8 +469,9 @@ def load_samples(
 
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = list(pool.map(load, range(len(samples))))
-    problems = [(samples.describe(i), str(r)) for i, r in enumerate(results)
-                if isinstance(r, Exception)]
+    problems = [
+        (samples.describe(i), str(r)) for i, r in enumerate(results) if isinstance(r, Exception)
+    ]
     if problems:
         raise DatasetError(f"{len(problems)} sample(s) could not be loaded:", problems)
     return results

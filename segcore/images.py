@@ -14,9 +14,10 @@ Conventions, kept everywhere in the package:
   stay aligned pixel for pixel. Only the first page of a multi-page TIFF is read.
 
 Every function that reads a file checks the pixel count from the file header *before* decoding
-(``max_pixels``, default :data:`DEFAULT_MAX_PIXELS`), so a small file that would decode to gigabytes
-is refused cheaply. (Images above Pillow's decompression-bomb limit, about 179 megapixels,
-are refused whatever ``max_pixels`` says.) All failures raise :class:`~segcore.errors.InvalidImageError` naming the file.
+(``max_pixels``, default :data:`DEFAULT_MAX_PIXELS`), so a small file that would decode to
+gigabytes is refused cheaply. (Images above Pillow's decompression-bomb limit, about 179
+megapixels, are refused whatever ``max_pixels`` says.) All failures raise
+:class:`~segcore.errors.InvalidImageError` naming the file.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def _header(data: bytes, label: str) -> tuple[int, int, str]:
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(
-            f"{label}: not a readable image (expected PNG, JPEG, TIFF or BMP; {exc.__class__.__name__})"
+            f"{label}: not a readable image (expected PNG, JPEG, TIFF or BMP; "
+            f"{exc.__class__.__name__})"
         ) from exc
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"{label}: image has zero size ({width}×{height})")

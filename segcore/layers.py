@@ -33,9 +33,7 @@ class _NativeDilatedConv2D(layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        return tf.nn.conv2d(
-            inputs, kernel, strides=1, padding="SAME", dilations=self.dilation_rate
-        )
+        return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME", dilations=self.dilation_rate)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -201,7 +199,9 @@ class DSPP(layers.Layer):
         self.resize = ResizeLike(dtype=policy, name="pool_resize")
         self.conv_1x1 = ConvBlock(self.filters, 1, dtype=policy, name="conv_1x1")
         self.dilated = [
-            ConvBlock(self.filters, 3, dilation_rate=rate, dtype=policy, name=f"conv_3x3_rate{rate}")
+            ConvBlock(
+                self.filters, 3, dilation_rate=rate, dtype=policy, name=f"conv_3x3_rate{rate}"
+            )
             for rate in self.rates
         ]
         self.concat = layers.Concatenate(axis=-1, dtype=policy)

@@ -101,7 +101,7 @@ def make_training_dataset(
     *,
     image_size: int = 256,
     batch_size: int = 8,
-    augment: AugmentConfig | None = AugmentConfig(),  # noqa: B008 - frozen, immutable
+    augment: AugmentConfig | None = AugmentConfig(),
     crops_per_epoch: int | None = None,
     seed: int = 0,
     first_epoch: int = 0,
@@ -165,7 +165,8 @@ def _random_crop_augment(image, mask, seed, size: int, augment: AugmentConfig | 
     height, width = tf.shape(stacked)[0], tf.shape(stacked)[1]
     if augment is not None and (augment.scale_min != 1 or augment.scale_max != 1):
         scale = tf.random.stateless_uniform(
-            (), seeds[0], math.log(augment.scale_min), math.log(augment.scale_max))
+            (), seeds[0], math.log(augment.scale_min), math.log(augment.scale_max)
+        )
         side = tf.cast(tf.round(size / tf.exp(scale)), tf.int32)
         side = tf.minimum(side, tf.minimum(height, width))
     else:
@@ -193,16 +194,21 @@ def _augment(image, mask, seeds, augment: AugmentConfig):
         image = tf.image.stateless_random_brightness(image, augment.brightness, seeds[5])
     if augment.contrast:
         image = tf.image.stateless_random_contrast(
-            image, 1 - augment.contrast, 1 + augment.contrast, seeds[6])
+            image, 1 - augment.contrast, 1 + augment.contrast, seeds[6]
+        )
     if augment.saturation or augment.hue:
         sat_seed, hue_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[7], 2))
         if augment.saturation:
             image = tf.image.stateless_random_saturation(
-                tf.clip_by_value(image, 0.0, 1.0), 1 - augment.saturation,
-                1 + augment.saturation, sat_seed)
+                tf.clip_by_value(image, 0.0, 1.0),
+                1 - augment.saturation,
+                1 + augment.saturation,
+                sat_seed,
+            )
         if augment.hue:
             image = tf.image.stateless_random_hue(
-                tf.clip_by_value(image, 0.0, 1.0), augment.hue, hue_seed)
+                tf.clip_by_value(image, 0.0, 1.0), augment.hue, hue_seed
+            )
     return image, mask
 
 

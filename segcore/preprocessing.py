@@ -67,14 +67,14 @@ class PreprocessConfig:
             raise ConfigError("PreprocessConfig.clahe_tile_grid must be >= 1")
         if self.blur_kernel < 0 or (self.blur_kernel > 1 and self.blur_kernel % 2 == 0):
             raise ConfigError(
-                f"PreprocessConfig.blur_kernel must be 0 (off) or an odd size, got {self.blur_kernel}"
+                "PreprocessConfig.blur_kernel must be 0 (off) or an odd size, "
+                f"got {self.blur_kernel}"
             )
         if self.blur_sigma < 0:
             raise ConfigError("PreprocessConfig.blur_sigma must be >= 0")
         if self.mask_dilate_kernel < 0 or self.mask_dilate_iterations < 1:
             raise ConfigError(
-                "PreprocessConfig.mask_dilate_kernel must be >= 0 and "
-                "mask_dilate_iterations >= 1"
+                "PreprocessConfig.mask_dilate_kernel must be >= 0 and mask_dilate_iterations >= 1"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,9 @@ def pad_to_at_least(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def extract_tiles(array: np.ndarray, size: int) -> np.ndarray:
-    """Cuts an ``(H, W, ...)`` array into ``size``×``size`` tiles covering it (see :func:`tile_starts`).
+    """Cuts an ``(H, W, ...)`` array into ``size``×``size`` tiles covering it.
+
+    Tile positions come from :func:`tile_starts` on each axis.
 
     Arrays smaller than ``size`` are first padded with :func:`pad_to_at_least`.
 

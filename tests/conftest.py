@@ -7,8 +7,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MONUSEG = Path(os.environ.get("SEGCORE_MONUSEG", REPO.parent / "shared" / "data" / "monuseg"))
@@ -33,8 +33,9 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def make_pairs_dataset(root: Path, n: int = 6, size: int = 48, seed: int = 0,
-                       mask_suffix: str = "") -> Path:
+def make_pairs_dataset(
+    root: Path, n: int = 6, size: int = 48, seed: int = 0, mask_suffix: str = ""
+) -> Path:
     """Writes ``n`` random image/mask pairs in the images/ + masks/ layout."""
     rng = np.random.default_rng(seed)
     for i in range(n):

@@ -35,7 +35,9 @@ def keras_io_reference(size: int) -> keras.Model:
     x = resnet.get_layer("conv4_block6_2_relu").output
     d = x.shape[1]
     pool = layers.AveragePooling2D(pool_size=(d, d))(x)
-    pool = layers.UpSampling2D(size=(d, d), interpolation="bilinear")(block(pool, kernel=1, bias=True))
+    pool = layers.UpSampling2D(size=(d, d), interpolation="bilinear")(
+        block(pool, kernel=1, bias=True)
+    )
     branches = [pool, block(x, kernel=1)] + [block(x, rate=r) for r in (6, 12, 18)]
     x = block(layers.Concatenate()(branches), kernel=1)
     x = layers.UpSampling2D(size=(4, 4), interpolation="bilinear")(x)
@@ -80,8 +82,9 @@ def test_any_multiple_of_16(model, shape):
 def test_predict_on_a_sequence_of_sizes_after_relaxed_retrace(model):
     # model.predict relaxes its trace to (1, 48, None, 3) here; TensorFlow's SpaceToBatch
     # dilation used to fail for some widths in that case.
-    fn = tf.function(lambda x: model(x, training=False),
-                     input_signature=[tf.TensorSpec([1, 48, None, 3])])
+    fn = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, 48, None, 3])]
+    )
     for width in (96, 80, 112):
         assert fn(tf.zeros((1, 48, width, 3))).shape == (1, 48, width, 1)
 
@@ -103,8 +106,7 @@ def test_input_shape_validation():
 
 
 def test_fixed_size_model():
-    fixed = build_deeplabv3plus((64, 64, 3), aspp_filters=32, decoder_filters=32,
-                                aspp_rates=(2, 4))
+    fixed = build_deeplabv3plus((64, 64, 3), aspp_filters=32, decoder_filters=32, aspp_rates=(2, 4))
     assert fixed.output_shape == (None, 64, 64, 1)
     assert fixed.get_layer("dspp").rates == (2, 4)
 
@@ -173,10 +175,12 @@ def test_backbone_weights_from_local_file(tmp_path, no_network):
     path = tmp_path / "resnet50_notop.h5"
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, source)
-    built = build_deeplabv3plus((32, 32, 3), backbone_weights=path, aspp_filters=8,
-                                decoder_filters=8)
-    np.testing.assert_array_equal(built.get_layer("conv1_conv").kernel.numpy(),
-                                  source.get_layer("conv1_conv").kernel.numpy())
+    built = build_deeplabv3plus(
+        (32, 32, 3), backbone_weights=path, aspp_filters=8, decoder_filters=8
+    )
+    np.testing.assert_array_equal(
+        built.get_layer("conv1_conv").kernel.numpy(), source.get_layer("conv1_conv").kernel.numpy()
+    )
     with pytest.raises(BackboneWeightsError, match="not found"):
         build_deeplabv3plus(backbone_weights=tmp_path / "missing.h5")
 

@@ -79,7 +79,7 @@ def test_smooth_matches_opencv_and_reduces_noise():
 def test_preprocess_image_range_and_shape():
     out = preprocess_image(he_like(48))
     assert out.dtype == np.float32 and out.shape == (48, 48, 3)
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
     assert out.max() > 0.9  # equalised: the range is used
     plain = preprocess_image(he_like(48), PreprocessConfig(equalize="none", blur_kernel=0))
     np.testing.assert_allclose(plain, he_like(48) / 255.0, atol=1e-7)

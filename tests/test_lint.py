@@ -1,0 +1,41 @@
+"""The tree is ruff-clean (lint and format), as configured in pyproject.toml."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def ruff() -> list[str]:
+    exe = shutil.which("ruff")
+    if exe is None:
+        pytest.fail("ruff is not installed; install requirements-test.txt")
+    return [exe]
+
+
+def test_ruff_check():
+    result = subprocess.run([*ruff(), "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format():
+    result = subprocess.run(
+        [*ruff(), "format", "--check", "."], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_segcore_does_not_load_tensorflow():
+    code = (
+        "import sys, segcore, segcore.images, segcore.preprocessing, segcore.datasets, "
+        "segcore.metrics, segcore.tiling; "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
