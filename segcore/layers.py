@@ -22,18 +22,28 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 """Per-channel means (B, G, R) that Keras' ResNet50 subtracts from 0–255 inputs ("caffe" mode)."""
 
 
-class _NativeDilatedConv2D(layers.Conv2D):
-    """Conv2D ("same" padding, stride 1) that runs dilation as one native convolution.
+class _DilatedConv2D(layers.Conv2D):
+    """Conv2D with dilation that works at inference on any input size.
 
-    ``tf.nn.convolution`` emulates dilation with SpaceToBatchND and computes its padding wrongly
-    when the traced input shape is only partly known (e.g. batch and height fixed, width
-    ``None``), which ``model.predict`` produces after seeing several image sizes
-    ("padded_shape[1]=39 is not divisible by block_shape[1]=12"). ``tf.nn.conv2d`` passes the
-    dilation to the Conv2D kernel itself and has no such step.
+    Keras runs dilated convolutions through ``tf.nn.convolution``, which emulates dilation with
+    SpaceToBatchND. When the traced input shape is only partly known (``model.predict`` relaxes
+    its trace to e.g. ``(1, 48, None, 3)`` after seeing several image sizes) that path computes
+    its padding wrongly and fails ("padded_shape[1]=57 is not divisible by block_shape[1]=18").
+    At inference (``training`` falsy) this layer calls ``tf.nn.conv2d`` with the dilation
+    instead, a single native convolution with no such step. In training it keeps the Keras path,
+    because the native op's gradient is not implemented on CPU; training runs on fixed-size
+    crops, where the Keras path is correct.
     """
 
-    def convolution_op(self, inputs, kernel):
-        return tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME", dilations=self.dilation_rate)
+    def call(self, inputs, training=None):
+        if training:
+            return super().call(inputs)
+        outputs = tf.nn.conv2d(
+            inputs, self.kernel, strides=1, padding="SAME", dilations=self.dilation_rate
+        )
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -73,7 +83,7 @@ class ConvBlock(layers.Layer):
         self.use_bias = bool(use_bias)
         self.batch = bool(batch)
         self.activation = activation
-        conv_class = _NativeDilatedConv2D if self.dilation_rate > 1 else layers.Conv2D
+        conv_class = _DilatedConv2D if self.dilation_rate > 1 else layers.Conv2D
         self.conv = conv_class(
             self.filters,
             kernel_size=self.kernel_size,
@@ -94,7 +104,7 @@ class ConvBlock(layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        x = self.conv(inputs)
+        x = self.conv(inputs, training=training)
         if self.bn is not None:
             x = self.bn(x, training=training)
             x = self.act(x)

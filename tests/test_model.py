@@ -215,3 +215,17 @@ def test_resize_like_and_normalization():
     rgb = np.array([[[[1.0, 0.5, 0.0]]]], "float32")
     expected = keras.applications.resnet50.preprocess_input(rgb * 255.0)
     np.testing.assert_allclose(ImageNetNormalization()(rgb), expected, rtol=1e-6)
+
+
+def test_dilated_conv_paths_agree_and_train_on_cpu():
+    block = ConvBlock(filters=4, kernel_size=3, dilation_rate=3, batch=False, use_bias=True)
+    x = np.random.default_rng(0).normal(size=(2, 12, 20, 5)).astype("float32")
+    native = block(x, training=False)
+    emulated = block(x, training=True)  # the Keras SpaceToBatch path, used for training
+    np.testing.assert_allclose(native, emulated, atol=1e-5)
+    # Training steps (gradients of dilated convolutions) run on CPU.
+    tiny = build_deeplabv3plus((32, 32, 3), aspp_filters=8, decoder_filters=8, low_level_filters=8)
+    tiny.compile(optimizer="adam", loss="binary_crossentropy")
+    y = (np.random.default_rng(1).random((2, 32, 32, 1)) > 0.5).astype("float32")
+    loss = tiny.train_on_batch(np.random.default_rng(2).random((2, 32, 32, 3)), y)
+    assert np.isfinite(loss)
