@@ -34,6 +34,7 @@ _EXPORTS = {
     "DatasetError": "segcore.errors",
     "BackboneWeightsError": "segcore.errors",
     "ConfigError": "segcore.errors",
+    "BundleError": "segcore.errors",
 }
 
 __all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
@@ -52,11 +53,13 @@ __all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
     "DatasetError",
     "BackboneWeightsError",
     "ConfigError",
+    "BundleError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from segcore.errors import (
         BackboneWeightsError,
+        BundleError,
         ConfigError,
         DatasetError,
         InvalidImageError,

@@ -37,3 +37,8 @@ class BackboneWeightsError(SegcoreError, RuntimeError):
 
 class ConfigError(SegcoreError, ValueError):
     """A configuration value or file is invalid."""
+
+
+class BundleError(SegcoreError):
+    """A model bundle (``model.keras`` + ``card.json``) is missing, malformed, altered or
+    could not be downloaded."""
