@@ -1,0 +1,305 @@
+"""Evaluating a model on a set of samples at full image size (library code; no CLI here).
+
+:func:`evaluate` predicts every sample with :func:`segcore.inference.predict_probabilities`
+(so images of any size are tiled exactly as in production) and scores it with
+:mod:`segcore.metrics`:
+
+* at one ``threshold``: Dice, Jaccard, precision and recall per image, pooled (counts summed
+  over all pixels of all images) and averaged over images, plus the number of nuclei in the
+  ground truth and the prediction (8-connected components of the binary masks, so touching
+  nuclei count as one);
+* over a grid of thresholds: the pooled and mean-over-images curves of the same four metrics,
+  and the threshold of best pooled Dice.
+
+Only one probability map is in memory at a time: each image's sweep counts
+(:func:`segcore.metrics.threshold_sweep`, ``(T, 4)`` integers) are kept and combined at the
+end, giving exactly the sweep that one call on all images at once would give.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segcore.datasets import SampleSet
+from segcore.errors import ConfigError, DatasetError
+from segcore.images import check_same_size
+from segcore.inference import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    predict_probabilities,
+)
+from segcore.metrics import (
+    METRIC_NAMES,
+    ConfusionCounts,
+    MetricCurves,
+    SweepResult,
+    binarize,
+    confusion_counts,
+    threshold_sweep,
+)
+from segcore.preprocessing import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+EvaluationProgress = Callable[[int, int, str], None]
+"""``progress(done, total, sample_id)``: called after each sample."""
+
+COUNT_NAMES = ("tp", "fp", "fn", "tn")
+
+
+def count_nuclei(mask: np.ndarray) -> int:
+    """Number of 8-connected components of the positive pixels of a binary mask.
+
+    Touching nuclei form one component, so this undercounts crowded regions; it is meant for
+    comparing a prediction with its ground truth, not as an instance count.
+
+    Args:
+        mask: ``(H, W)`` array; nonzero pixels are positive.
+
+    Returns:
+        The number of components (0 for an empty mask).
+    """
+    binary = (np.asarray(mask) != 0).astype(np.uint8)
+    n_labels, _ = cv2.connectedComponents(binary, connectivity=8)
+    return int(n_labels) - 1
+
+
+def _metrics_dict(counts: ConfusionCounts) -> dict[str, float | int]:
+    return {
+        "dice": counts.dice,
+        "jaccard": counts.jaccard,
+        "precision": counts.precision,
+        "recall": counts.recall,
+        "tp": counts.tp,
+        "fp": counts.fp,
+        "fn": counts.fn,
+        "tn": counts.tn,
+    }
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values)
+
+
+def _fsum_mean_columns(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 with :func:`math.fsum`, as :func:`segcore.metrics.threshold_sweep`."""
+    n = values.shape[0]
+    return np.array([math.fsum(column) / n for column in values.T], dtype=np.float64)
+
+
+def combine_sweeps(sweeps: list[SweepResult]) -> SweepResult:
+    """Merges the sweeps of disjoint image sets (on the same grid) into one.
+
+    The result equals :func:`segcore.metrics.threshold_sweep` called once on all the images,
+    in the same order: pooled counts are summed, per-image curves stacked, and the mean over
+    images recomputed with :func:`math.fsum`.
+
+    Args:
+        sweeps: results of :func:`~segcore.metrics.threshold_sweep`, at least one, all on the
+            same threshold grid.
+
+    Returns:
+        The combined :class:`~segcore.metrics.SweepResult` (read-only arrays).
+
+    Raises:
+        ValueError: ``sweeps`` is empty or the grids differ.
+    """
+    if not sweeps:
+        raise ValueError("combine_sweeps needs at least one sweep")
+    grid = sweeps[0].thresholds
+    for sweep in sweeps[1:]:
+        if not np.array_equal(sweep.thresholds, grid):
+            raise ValueError("combine_sweeps: the sweeps use different threshold grids")
+    image_counts = np.concatenate([s.image_counts for s in sweeps], axis=0)
+    pooled_counts = image_counts.sum(axis=0)
+    tp, fp, fn, tn = (np.ascontiguousarray(pooled_counts[:, j]) for j in range(4))
+    per_image = MetricCurves.from_counts(
+        image_counts[..., 0], image_counts[..., 1], image_counts[..., 2]
+    )
+    mean = {}
+    for name in METRIC_NAMES:
+        values = _fsum_mean_columns(per_image.get(name))
+        values.setflags(write=False)
+        mean[name] = values
+    for array in (tp, fp, fn, tn, image_counts):
+        array.setflags(write=False)
+    return SweepResult(
+        thresholds=grid,
+        pooled=MetricCurves.from_counts(tp, fp, fn),
+        per_image_mean=MetricCurves(**mean),
+        per_image=per_image,
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
+        image_counts=image_counts,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationResult:
+    """The outcome of :func:`evaluate`.
+
+    Attributes:
+        threshold: the threshold the per-image, pooled and mean metrics were computed at.
+        per_image: one dict per sample, in order: ``id``, ``dice``, ``jaccard``,
+            ``precision``, ``recall``, ``tp``, ``fp``, ``fn``, ``tn``, ``nuclei_true``,
+            ``nuclei_pred``.
+        pooled: the same keys (without ``id``) from the counts summed over all images; the
+            nucleus counts are summed too.
+        mean: ``dice``, ``jaccard``, ``precision``, ``recall``, ``nuclei_true`` and
+            ``nuclei_pred`` averaged over images with equal weight.
+        sweep: the threshold sweep over all images (pooled, mean-over-images and per-image
+            curves and counts).
+        best_threshold: the grid threshold of best pooled Dice (ties: closest to 0.5).
+    """
+
+    threshold: float
+    per_image: list[dict[str, Any]]
+    pooled: dict[str, float | int]
+    mean: dict[str, float]
+    sweep: SweepResult
+    best_threshold: float
+
+    @property
+    def n_images(self) -> int:
+        """Number of images evaluated."""
+        return len(self.per_image)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-serialisable dict (Python numbers and lists, no arrays).
+
+        Keys: ``threshold``, ``n_images``, ``per_image``, ``pooled``, ``mean``,
+        ``best_threshold`` and ``sweep`` (``thresholds``; ``pooled`` and ``mean``, each
+        mapping the four metric names to lists; pooled ``tp``, ``fp``, ``fn``, ``tn``).
+        """
+        sweep = {
+            "thresholds": self.sweep.thresholds.tolist(),
+            "pooled": {m: self.sweep.pooled.get(m).tolist() for m in METRIC_NAMES},
+            "mean": {m: self.sweep.per_image_mean.get(m).tolist() for m in METRIC_NAMES},
+            **{name: getattr(self.sweep, name).tolist() for name in COUNT_NAMES},
+        }
+        return {
+            "threshold": float(self.threshold),
+            "n_images": self.n_images,
+            "per_image": [dict(row) for row in self.per_image],
+            "pooled": dict(self.pooled),
+            "mean": dict(self.mean),
+            "best_threshold": float(self.best_threshold),
+            "sweep": sweep,
+        }
+
+
+def _check_threshold_args(threshold: object, thresholds: object) -> tuple[float, np.ndarray]:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
+    try:  # validated by the metrics module's own rules before any model call
+        grid = threshold_sweep(np.zeros((1, 1)), np.zeros((1, 1)), thresholds).thresholds
+    except ValueError as exc:
+        raise ConfigError(f"invalid thresholds: {exc}") from exc
+    return float(threshold), grid
+
+
+def evaluate(
+    model: Any,
+    samples: SampleSet,
+    preprocess: PreprocessConfig,
+    *,
+    threshold: float = 0.5,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    thresholds=None,
+    progress: EvaluationProgress | None = None,
+) -> EvaluationResult:
+    """Predicts every sample at full size and scores it at one threshold and over a grid.
+
+    Args:
+        model: a ``keras.Model`` or a callable on batches, as for
+            :func:`segcore.inference.predict_probabilities`.
+        samples: the samples; ``samples.load(i)`` gives ``(image, mask)``.
+        preprocess: the preprocessing the model was trained with.
+        threshold: where the per-image, pooled and mean metrics are computed (a pixel is
+            positive when ``prob >= threshold``), defaults to 0.5; need not be on the grid.
+        tile_size: tile side for :func:`~segcore.inference.predict_probabilities`, default 256.
+        overlap: tile overlap, default 64.
+        batch_size: tiles per model call, default 8.
+        thresholds: the sweep's grid, ascending in ``[0, 1]``; defaults to
+            :data:`segcore.metrics.DEFAULT_THRESHOLDS` (0.00, 0.01, …, 1.00).
+        progress: called as ``progress(done, total, sample_id)`` after each sample.
+
+    Returns:
+        An :class:`EvaluationResult`.
+
+    Raises:
+        DatasetError: ``samples`` is empty.
+        ConfigError: ``threshold``, ``thresholds`` or the tiling arguments are invalid (checked
+            before the first prediction).
+        InvalidImageError: a sample cannot be loaded, or its image and mask differ in size.
+    """
+    threshold, grid = _check_threshold_args(threshold, thresholds)
+    if len(samples) == 0:
+        raise DatasetError("evaluate: the sample set is empty")
+    total = len(samples)
+    per_image: list[dict[str, Any]] = []
+    counts: list[ConfusionCounts] = []
+    sweeps: list[SweepResult] = []
+    for index in range(total):
+        sample_id = samples.ids[index]
+        image, mask = samples.load(index)
+        check_same_size(image, mask, name=samples.describe(index))
+        probs = predict_probabilities(
+            model,
+            image,
+            preprocess,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+        )
+        predicted = binarize(probs, threshold)
+        image_counts = confusion_counts(mask, predicted)
+        counts.append(image_counts)
+        sweeps.append(threshold_sweep(mask, probs, grid))
+        per_image.append(
+            {
+                "id": sample_id,
+                **_metrics_dict(image_counts),
+                "nuclei_true": count_nuclei(mask),
+                "nuclei_pred": count_nuclei(predicted),
+            }
+        )
+        log.info("evaluated %s (%d/%d): Dice %.4f", sample_id, index + 1, total, image_counts.dice)
+        del image, mask, probs, predicted
+        if progress is not None:
+            progress(index + 1, total, sample_id)
+
+    pooled_counts = sum(counts, ConfusionCounts(0, 0, 0, 0))
+    pooled: dict[str, float | int] = {
+        **_metrics_dict(pooled_counts),
+        "nuclei_true": sum(row["nuclei_true"] for row in per_image),
+        "nuclei_pred": sum(row["nuclei_pred"] for row in per_image),
+    }
+    mean = {
+        name: _mean(row[name] for row in per_image)
+        for name in (*METRIC_NAMES, "nuclei_true", "nuclei_pred")
+    }
+    sweep = combine_sweeps(sweeps)
+    return EvaluationResult(
+        threshold=threshold,
+        per_image=per_image,
+        pooled=pooled,
+        mean=mean,
+        sweep=sweep,
+        best_threshold=sweep.best_threshold("dice", pooled=True),
+    )
