@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
 import sys
 
@@ -12,10 +12,10 @@ from tests.conftest import REPO
 
 
 def ruff() -> list[str]:
-    exe = shutil.which("ruff")
-    if exe is None:
+    """``python -m ruff`` from this interpreter's environment (no PATH needed)."""
+    if importlib.util.find_spec("ruff") is None:
         pytest.fail("ruff is not installed; install requirements-test.txt")
-    return [exe]
+    return [sys.executable, "-m", "ruff"]
 
 
 def test_ruff_check():

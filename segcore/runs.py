@@ -1,0 +1,290 @@
+"""Training run directories: the files a run writes and how readers interpret them.
+
+A run lives in ``runs/<run-id>/``::
+
+    config.json          the TrainConfig that started it
+    status.json          state and progress (see STATUS_FIELDS), rewritten atomically
+    metrics.csv          one row per completed epoch
+    train.log            the training process's log (human-readable)
+    previews/epoch_NNN.png   image | ground truth | prediction for fixed validation tiles
+    checkpoints/last.keras   model + optimizer after the last completed epoch (for --resume)
+    checkpoints/best.keras   model with the best validation Dice so far
+    checkpoints/state.json   epoch counter and best score belonging to last.keras
+    bundle/              the final model bundle (model.keras + card.json)
+    stop.request         present when someone asked the run to stop
+
+Every file is written atomically (temporary file + ``os.replace``), so a reader never sees half
+of one. A status that says ``running`` (or ``queued``) while its process is gone is reported as
+``failed`` by :meth:`RunDir.read_status`, so a killed run never looks alive.
+
+This module has no TensorFlow or Streamlit dependency.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from segcore.atomic import write_json_atomic, write_text_atomic
+from segcore.errors import SegcoreError
+
+STATES = ("queued", "running", "completed", "failed", "stopped")
+ACTIVE_STATES = ("queued", "running")
+
+STATUS_FIELDS = {
+    "run_id": "the folder name",
+    "state": "one of STATES",
+    "epoch": "epochs completed so far",
+    "epochs": "epochs planned",
+    "batch": "batches done in the current epoch",
+    "steps_per_epoch": "batches per epoch",
+    "eta_s": "estimated seconds to the end, or null",
+    "pid": "process id of the training process",
+    "pid_started": "that process's start time (seconds since the epoch), to detect pid reuse",
+    "device": "what it trains on, e.g. 'CPU' or 'GPU:0 NVIDIA H100 (80 GB)'",
+    "started_at": "ISO time the process started",
+    "updated_at": "ISO time of the last update",
+    "ended_at": "ISO time it ended, or null",
+    "best": "{'epoch': n, 'val_dice': x} of the best epoch so far, or null",
+    "reason": "why it failed or stopped, or null",
+    "hint": "what to try after a failure, or null",
+    "traceback": "the Python traceback of a failure, or null",
+    "bundle": "path of the final bundle, or null",
+}
+
+DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+
+
+class RunError(SegcoreError):
+    """A run directory is missing or unreadable."""
+
+
+def utc_now() -> str:
+    """Returns the current UTC time as an ISO 8601 string (seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """Returns a sortable, unique run id such as ``run-20261127-161502-3fa2``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time of process ``pid`` (seconds since the epoch), or ``None`` if it is gone."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def process_alive(pid: int | None, started: float | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if ``started`` is given, is the same process."""
+    if not pid:
+        return False
+    actual = process_start_time(int(pid))
+    if actual is None:
+        return False
+    return started is None or abs(actual - float(started)) < 1.0
+
+
+class RunDir:
+    """Paths and atomic readers/writers of one run directory.
+
+    Args:
+        path: the run folder (``runs/<run-id>``); not created until something is written.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # --- paths ---------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def previews_dir(self) -> Path:
+        return self.path / "previews"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.path / "bundle"
+
+    @property
+    def stop_request_path(self) -> Path:
+        return self.path / "stop.request"
+
+    def exists(self) -> bool:
+        """Whether the folder holds a run (has a config or a status file)."""
+        return self.config_path.is_file() or self.status_path.is_file()
+
+    # --- status --------------------------------------------------------------------------
+    def read_status_raw(self) -> dict[str, Any]:
+        """Returns status.json as written, or ``{}`` if there is none yet."""
+        try:
+            return json.loads(self.status_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunError(f"{self.status_path}: unreadable status file ({exc})") from exc
+
+    def read_status(self) -> dict[str, Any]:
+        """Returns the status, reporting an active state whose process is gone as ``failed``."""
+        status = self.read_status_raw()
+        active = status.get("state") in ACTIVE_STATES and status.get("pid")
+        if active and not process_alive(status.get("pid"), status.get("pid_started")):
+            status = {
+                **status,
+                "state": "failed",
+                "reason": status.get("reason")
+                or f"the training process (pid {status.get('pid')}) ended without "
+                "reporting: it was probably killed (e.g. out of memory or kill -9)",
+                "hint": f"resume it with: python -m segcore train --resume {self.path}",
+            }
+        return status
+
+    def write_status(self, **updates: Any) -> dict[str, Any]:
+        """Merges ``updates`` into status.json (atomically) and returns the new status."""
+        if "state" in updates and updates["state"] not in STATES:
+            raise ValueError(f"unknown run state {updates['state']!r}")
+        status = {"run_id": self.run_id, **self.read_status_raw(), **updates}
+        status["updated_at"] = utc_now()
+        write_json_atomic(self.status_path, status)
+        return status
+
+    # --- config --------------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """Returns config.json as a dict."""
+        try:
+            return json.loads(self.config_path.read_text())
+        except FileNotFoundError as exc:
+            raise RunError(f"{self.path}: not a run folder (no config.json)") from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunError(f"{self.config_path}: unreadable ({exc})") from exc
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Writes config.json atomically."""
+        write_json_atomic(self.config_path, config)
+
+    # --- metrics -------------------------------------------------------------------------
+    def read_metrics(self) -> list[dict[str, float]]:
+        """Returns metrics.csv as a list of rows (numbers as floats, ``epoch`` as int)."""
+        try:
+            text = self.metrics_path.read_text()
+        except FileNotFoundError:
+            return []
+        rows = []
+        for row in csv.DictReader(io.StringIO(text)):
+            parsed: dict[str, float] = {}
+            for key, value in row.items():
+                if value in (None, ""):
+                    continue
+                parsed[key] = int(value) if key == "epoch" else float(value)
+            rows.append(parsed)
+        return rows
+
+    def write_metrics(self, rows: list[dict[str, float]]) -> None:
+        """Rewrites metrics.csv atomically with ``rows`` (columns: union of keys, epoch first)."""
+        columns: list[str] = ["epoch"]
+        for row in rows:
+            columns += [key for key in row if key not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.metrics_path, buffer.getvalue())
+
+    # --- stop requests -------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Asks the training process to stop after its current batch (it polls this file)."""
+        write_text_atomic(self.stop_request_path, f"{utc_now()}\n")
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested."""
+        return self.stop_request_path.exists()
+
+    def clear_stop_request(self) -> None:
+        """Removes a stop request (done when a run is resumed)."""
+        self.stop_request_path.unlink(missing_ok=True)
+
+    # --- previews ------------------------------------------------------------------------
+    def preview_path(self, epoch: int) -> Path:
+        """Path of the preview image written after epoch ``epoch`` (1-based)."""
+        return self.previews_dir / f"epoch_{epoch:03d}.png"
+
+    def latest_preview(self) -> Path | None:
+        """The newest preview image, or ``None``."""
+        previews = sorted(self.previews_dir.glob("epoch_*.png"))
+        return previews[-1] if previews else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of train.log (empty string if none)."""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - 64 * 1024))
+                data = handle.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(data.splitlines()[-lines:])
+
+
+def list_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[RunDir]:
+    """Returns the runs under ``runs_dir``, newest first (by folder name, which is time-sorted)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted((r for r in runs if r.exists()), key=lambda r: r.run_id, reverse=True)
+
+
+def wait_for_state(
+    run: RunDir, states: tuple[str, ...], timeout: float = 60.0, poll: float = 0.2
+) -> dict[str, Any]:
+    """Polls ``run``'s status until its state is in ``states``; returns it.
+
+    Raises:
+        TimeoutError: the state was not reached in ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run.read_status()
+        if status.get("state") in states:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run.path}: state {status.get('state')!r} after {timeout} s")
+        time.sleep(poll)
