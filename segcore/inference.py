@@ -26,10 +26,11 @@ preprocessed image only the ``(H, W)`` float32 sum and weight arrays grow with t
 mapping a float32 ``(B, T, T, 3)`` NumPy batch to ``(B, T, T, 1)`` or ``(B, T, T)``
 probabilities (stand-ins for tests, other back-ends). A Keras model is called through one
 ``tf.function`` per model and tile size with the input signature ``[None, T, T, 3]``, cached
-for the model's lifetime: it is traced once, and a last, partial batch does not retrace.
-(Measured on the 2-core CPU, DeepLabV3+ at 8×256×256: this ``tf.function`` and
-``model.predict_on_batch`` are within noise of each other, ``model.predict`` is no faster, and
-eager ``model(x, training=False)`` is about 2.5× slower.)
+for the model's lifetime: it is traced once (about 3 s for the full DeepLabV3+ on the 2-core
+CPU), and a last, partial batch neither retraces nor needs padding. (Measured there at
+8×256×256: this ``tf.function``, one with a fixed batch of 8, ``model.predict_on_batch`` and
+``model.predict`` are within noise of each other; eager ``model(x, training=False)`` is 1.5–2.5×
+slower. A batch of 1 costs 1/8 of a batch of 8, so padding the last batch would only add work.)
 
 This module imports TensorFlow only when given a Keras model.
 """
