@@ -109,3 +109,47 @@ def bce_dice_loss(y_true, y_pred, smooth=1.0):
     flat_true, flat_pred = _flat_float32(y_true, y_pred)
     bce = ops.mean(keras.losses.binary_crossentropy(flat_true, flat_pred))
     return bce + dice_coef_loss(flat_true, flat_pred, smooth)
+
+
+@keras.saving.register_keras_serializable(package="segcore")
+class PooledDice(keras.metrics.Metric):
+    """Hard Dice over all pixels seen in an epoch (counts accumulated, not batch means).
+
+    Pixels are positive when ``y_pred >= threshold`` (the rule of
+    :func:`segcore.metrics.binarize`) and ``y_true >= 0.5``. The result is
+    ``2·TP / (2·TP + FP + FN)``, and 1.0 when there are no positives at all (the convention of
+    :func:`segcore.metrics.dice`). Used to pick the best epoch on validation data.
+
+    Args:
+        threshold: float. Probability threshold, defaults to 0.5.
+        name: str. Metric name, defaults to ``"pooled_dice"``.
+        **kwargs: base ``keras.metrics.Metric`` arguments.
+    """
+
+    def __init__(self, threshold: float = 0.5, name: str = "pooled_dice", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = float(threshold)
+        self.tp = self.add_variable(shape=(), initializer="zeros", name="tp", dtype="float64")
+        self.fp = self.add_variable(shape=(), initializer="zeros", name="fp", dtype="float64")
+        self.fn = self.add_variable(shape=(), initializer="zeros", name="fn", dtype="float64")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        truth = ops.cast(ops.greater_equal(ops.cast(y_true, "float32"), 0.5), "float64")
+        pred = ops.cast(ops.greater_equal(ops.cast(y_pred, "float32"), self.threshold), "float64")
+        self.tp.assign_add(ops.sum(truth * pred))
+        self.fp.assign_add(ops.sum((1.0 - truth) * pred))
+        self.fn.assign_add(ops.sum(truth * (1.0 - pred)))
+
+    def result(self):
+        denominator = 2.0 * self.tp + self.fp + self.fn
+        return ops.cast(
+            ops.where(denominator > 0, 2.0 * self.tp / ops.maximum(denominator, 1.0), 1.0),
+            "float32",
+        )
+
+    def reset_state(self):
+        for variable in (self.tp, self.fp, self.fn):
+            variable.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}

@@ -14,7 +14,7 @@ Contract of :func:`build_deeplabv3plus`:
   sigmoid computed in float32 (also under a mixed-precision policy).
 * **Output**: nucleus probability, shape ``(B, H, W, 1)``, float32.
 
-With the defaults the model has 11,852,097 parameters, like the keras.io DeepLabV3+ example.
+With the defaults the model has 11,852,353 parameters, like the keras.io DeepLabV3+ example.
 """
 
 from __future__ import annotations

@@ -62,6 +62,16 @@ STATUS_FIELDS = {
 }
 
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+"""The repository's ``runs/`` folder; ``SEGCORE_RUNS_DIR`` overrides it (see default_runs_dir)."""
+
+
+def default_runs_dir() -> Path:
+    """``$SEGCORE_RUNS_DIR`` if set, else :data:`DEFAULT_RUNS_DIR` (read at call time).
+
+    The device locks live in this folder too, so every training that should exclude the others
+    must use the same runs folder.
+    """
+    return Path(os.environ.get("SEGCORE_RUNS_DIR") or DEFAULT_RUNS_DIR)
 
 
 class RunError(SegcoreError):
@@ -263,9 +273,9 @@ class RunDir:
         return "\n".join(data.splitlines()[-lines:])
 
 
-def list_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[RunDir]:
-    """Returns the runs under ``runs_dir``, newest first (by folder name, which is time-sorted)."""
-    root = Path(runs_dir)
+def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunDir]:
+    """Returns the runs under ``runs_dir`` (default :func:`default_runs_dir`), newest first."""
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not root.is_dir():
         return []
     runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
