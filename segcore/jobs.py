@@ -47,9 +47,9 @@ from segcore.errors import ConfigError
 from segcore.locks import LOCK_ENV, DeviceLock, TrainingBusyError, lock_path
 from segcore.runs import (
     ACTIVE_STATES,
-    DEFAULT_RUNS_DIR,
     RunDir,
     RunError,
+    default_runs_dir,
     list_runs,
     new_run_id,
     process_alive,
@@ -80,8 +80,9 @@ def train_arguments(run: RunDir, *, resume: bool = False) -> list[str]:
     return ["--config", str(run.config_path), "--run-dir", str(run.path)]
 
 
-def _child_env(lock: DeviceLock, env: Mapping[str, str] | None) -> dict[str, str]:
+def _child_env(run: RunDir, lock: DeviceLock, env: Mapping[str, str] | None) -> dict[str, str]:
     child_env = {**os.environ, **(env or {})}
+    child_env["SEGCORE_RUNS_DIR"] = str(run.path.parent)
     paths = [str(REPO_ROOT), *filter(None, child_env.get("PYTHONPATH", "").split(os.pathsep))]
     child_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     child_env["PYTHONUNBUFFERED"] = "1"
@@ -129,7 +130,7 @@ def _spawn(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
-            env=_child_env(lock, env),
+            env=_child_env(run, lock, env),
             start_new_session=True,
             close_fds=True,
         )
@@ -192,7 +193,7 @@ def _queued_status(lock: DeviceLock) -> dict[str, Any]:
 def start_training(
     config: Mapping[str, Any],
     *,
-    runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
+    runs_dir: str | os.PathLike | None = None,
     run_id: str | None = None,
     command: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -203,11 +204,13 @@ def start_training(
     Creates ``<runs_dir>/<run_id>/`` with ``config.json`` (``run_dir`` filled in) and a
     ``queued`` status carrying the trainer's pid, then spawns
     ``python -m segcore train --config <run>/config.json --run-dir <run>`` in its own session
-    (stdin closed, output appended to ``train.log``, working directory the repository root).
+    (stdin closed, output appended to ``train.log``, working directory the repository root,
+    ``SEGCORE_RUNS_DIR`` set to ``runs_dir`` and :data:`~segcore.locks.LOCK_ENV` to the lock file).
 
     Args:
         config: the training configuration (a ``TrainConfig`` as a dict).
-        runs_dir: where runs live, defaults to ``runs/`` of the repository.
+        runs_dir: where runs live (and their device locks), defaults to
+            :func:`segcore.runs.default_runs_dir` (``$SEGCORE_RUNS_DIR`` or ``runs/``).
         run_id: the run's folder name, defaults to a new :func:`~segcore.runs.new_run_id`.
         command: the program to run instead of ``python -m segcore train`` (same arguments
             appended), e.g. ``[sys.executable, "fake_trainer.py"]`` in tests.
@@ -222,7 +225,7 @@ def start_training(
         TrainingBusyError: another training holds the device (nothing is created).
         ConfigError: ``run_id`` is not a plain folder name or that run already exists.
     """
-    runs_dir = Path(runs_dir).resolve()
+    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
     run_id = run_id or new_run_id()
     if not run_id or run_id.startswith(".") or Path(run_id).name != run_id:
         raise ConfigError(f"run id must be a plain folder name, got {run_id!r}")
@@ -321,18 +324,18 @@ def stop_training(
 
 
 def running_job(
-    runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR, device_key: str | None = None
+    runs_dir: str | os.PathLike | None = None, device_key: str | None = None
 ) -> RunDir | None:
     """The job holding a device lock in ``runs_dir``, or None.
 
     Args:
-        runs_dir: where runs live.
+        runs_dir: where runs live, defaults to :func:`segcore.runs.default_runs_dir`.
         device_key: look at this device's lock only, defaults to every ``.lock-*.json``.
 
     Returns:
         The holder's :class:`~segcore.runs.RunDir` (``<runs_dir>/<run_id>``), or None.
     """
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir())
     if device_key is not None:
         paths = [lock_path(runs_dir, device_key)]
     else:
@@ -353,11 +356,11 @@ def _config_summary(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_jobs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
+def list_jobs(runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Every run in ``runs_dir``, newest first, for a job table.
 
     Args:
-        runs_dir: where runs live.
+        runs_dir: where runs live, defaults to :func:`segcore.runs.default_runs_dir`.
 
     Returns:
         One dict per run: ``run_id``, ``path``, ``state``, ``status`` (from
@@ -366,7 +369,7 @@ def list_jobs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[dict[str, 
         settings). An unreadable run has state ``"unreadable"`` and its error under ``reason``.
     """
     jobs = []
-    for run in list_runs(runs_dir):
+    for run in list_runs(runs_dir if runs_dir is not None else default_runs_dir()):
         job: dict[str, Any] = {"run_id": run.run_id, "path": str(run.path)}
         try:
             status = run.read_status()

@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 
 from segcore.errors import SegcoreError
-from segcore.runs import DEFAULT_RUNS_DIR, process_alive, process_start_time, utc_now
+from segcore.runs import default_runs_dir, process_alive, process_start_time, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,20 @@ def lock_path(runs_dir: str | os.PathLike, key: str) -> Path:
     return Path(runs_dir) / f".lock-{key}.json"
 
 
-def lock_for(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR, key: str = "cpu") -> DeviceLock:
+def lock_for(runs_dir: str | os.PathLike | None = None, key: str = "cpu") -> DeviceLock:
     """Returns the lock a trainer must take: :data:`LOCK_ENV` if set, else ``runs_dir``'s.
 
     Args:
-        runs_dir: the runs folder, defaults to ``runs/`` of the repository.
+        runs_dir: the runs folder, defaults to :func:`segcore.runs.default_runs_dir`.
         key: the device key (see :func:`segcore.devices.lock_key`), defaults to ``"cpu"``.
 
     Returns:
         The :class:`DeviceLock`.
     """
     named = os.environ.get(LOCK_ENV)
-    return DeviceLock(named if named else lock_path(runs_dir, key))
+    if named:
+        return DeviceLock(named)
+    return DeviceLock(lock_path(runs_dir if runs_dir is not None else default_runs_dir(), key))
 
 
 def _parent_pid(pid: int) -> int | None:

@@ -49,7 +49,8 @@ except TrainingBusyError as exc:
     run.write_status(state="failed", reason=str(exc), pid=pid, pid_started=process_start_time(pid))
     sys.exit(2)
 try:
-    print("fake trainer running", args.resume is not None, flush=True)
+    env = [os.environ.get(k) for k in ("SEGCORE_RUNS_DIR", "SEGCORE_DEVICE_LOCK")]
+    print("fake trainer running", args.resume is not None, *env, flush=True)
     run.write_status(
         state="running", pid=pid, pid_started=process_start_time(pid), started_at=utc_now()
     )
@@ -112,7 +113,7 @@ def gone(pid):
     return not psutil.pid_exists(pid)
 
 
-def test_start_refuse_stop_and_start_again(runs_dir, fake):
+def test_start_refuse_stop_and_start_again(runs_dir, fake, monkeypatch):
     run = start(runs_dir, fake, run_id="run-first")
     assert run.path == runs_dir.resolve() / "run-first"
     config = run.read_config()
@@ -120,11 +121,17 @@ def test_start_refuse_stop_and_start_again(runs_dir, fake):
     status = wait_for_state(run, ("running",), timeout=20)
     pid = status["pid"]
     assert pid != os.getpid() and process_alive(pid, status["pid_started"])
-    assert "fake trainer running False" in run.log_path.read_text()
-    holder = DeviceLock(lock_path(runs_dir, "cpu")).holder()
+    lock_file = lock_path(runs_dir.resolve(), "cpu")
+    assert (
+        f"fake trainer running False {runs_dir.resolve()} {lock_file}" in run.log_path.read_text()
+    )
+    holder = DeviceLock(lock_file).holder()
     assert holder["run_id"] == "run-first" and holder["pid"] == pid
     assert running_job(runs_dir).path == run.path
     assert running_job(runs_dir, "gpu0") is None
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(runs_dir))  # the default runs folder
+    assert running_job().path == run.path
+    assert [job["run_id"] for job in list_jobs()] == ["run-first"]
 
     with pytest.raises(TrainingBusyError, match="run-first") as info:
         start(runs_dir, fake)

@@ -245,5 +245,7 @@ def test_hand_over_wait_times_out(path):
 def test_lock_for_prefers_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv(LOCK_ENV, raising=False)
     assert lock_for(tmp_path, "gpu0").path == tmp_path / ".lock-gpu0.json"
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(tmp_path / "runs"))
+    assert lock_for(key="cpu").path == tmp_path / "runs" / ".lock-cpu.json"
     monkeypatch.setenv(LOCK_ENV, str(tmp_path / "elsewhere.json"))
     assert lock_for(tmp_path, "gpu0").path == tmp_path / "elsewhere.json"
