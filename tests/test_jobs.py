@@ -250,7 +250,7 @@ def test_trainer_that_dies_without_reporting_is_recorded_as_failed(runs_dir):
         device_key="cpu",
     )
     status = wait_for_state(run, ("failed",), timeout=20)
-    wait_until(lambda: "status 3" in run.read_status_raw().get("reason", ""))
+    wait_until(lambda: "status 3" in (run.read_status_raw().get("reason") or ""))
     assert DeviceLock(lock_path(runs_dir, "cpu")).holder() is None
     wait_until(lambda: gone(status["pid"]))
 
