@@ -2,6 +2,10 @@
 
 Commands:
     synth   write a synthetic H&E nuclei dataset in the ``images/`` + ``masks/`` layout.
+    train   train DeepLabV3+ in a run directory (or resume one); ends with a model bundle.
+    evaluate  score a model bundle on a dataset split (per image, pooled, threshold sweep).
+    predict   write probability and mask PNGs for images of any size.
+    push    publish a model bundle to the Hugging Face Hub.
 
 Errors of type :class:`~segcore.errors.SegcoreError` are printed as one line on stderr with exit
 status 2; anything else is a bug and keeps its traceback.
@@ -14,6 +18,8 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+
+import numpy as np
 
 from segcore.errors import SegcoreError
 
@@ -36,6 +42,169 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_FLAGS = {
+    # CLI flag -> TrainConfig field
+    "data": "data",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "image_size": "image_size",
+    "lr": "lr",
+    "loss": "loss",
+    "augment": "augment",
+    "backbone_weights": "backbone_weights",
+    "crops_per_epoch": "crops_per_epoch",
+    "seed": "seed",
+    "name": "name",
+    "licence": "licence",
+    "run_dir": "run_dir",
+}
+
+
+def _train_config(args: argparse.Namespace):
+    """Defaults, then ``--config FILE``, then explicit flags (the last wins)."""
+    from segcore.training import TrainConfig
+
+    base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    flags = {
+        field: getattr(args, flag)
+        for flag, field in _TRAIN_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if flags.get("backbone_weights") == "none":
+        flags["backbone_weights"] = None
+    return TrainConfig.from_dict({**base, **flags})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from segcore.training import command_line, train
+
+    if args.resume:
+        run = train(run_dir=args.resume, resume=True, command=command_line())
+    else:
+        run = train(_train_config(args), command=command_line())
+    status = run.read_status()
+    print(
+        f"{run.path}: {status.get('state')}"
+        + (f", bundle {status['bundle']}" if status.get("bundle") else "")
+    )
+    return 0 if status.get("state") in ("completed", "stopped") else 1
+
+
+class _Progress:
+    """A console progress bar (Keras' Progbar) driven by ``done, total`` callbacks."""
+
+    def __init__(self, label: str, quiet: bool):
+        self.label, self.quiet, self.bar = label, quiet, None
+
+    def __call__(self, done: int, total: int, *_ignored) -> None:
+        if self.quiet:
+            return
+        import keras
+
+        if self.bar is None:
+            print(self.label, file=sys.stderr)
+            self.bar = keras.utils.Progbar(total, unit_name="tile")
+        self.bar.update(done)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from segcore.atomic import write_json_atomic
+    from segcore.bundle import load_bundle
+    from segcore.datasets import open_dataset
+    from segcore.evaluation import evaluate
+
+    bundle = load_bundle(args.model)
+    splits = open_dataset(args.data, seed=args.seed)
+    samples = splits.split(args.split)
+    threshold = bundle.threshold if args.threshold is None else args.threshold
+
+    def progress(done, total, sample_id):
+        if not args.quiet:
+            print(f"[{done}/{total}] {sample_id}", file=sys.stderr)
+
+    result = evaluate(
+        bundle.model,
+        samples,
+        bundle.preprocess,
+        threshold=threshold,
+        tile_size=args.tile_size or bundle.input_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
+    print(f"{'image':40s} {'dice':>7s} {'jaccard':>7s} {'prec':>7s} {'recall':>7s}")
+    for row in result.per_image:
+        print(
+            f"{row['id']:40s} {row['dice']:7.4f} {row['jaccard']:7.4f} "
+            f"{row['precision']:7.4f} {row['recall']:7.4f}"
+        )
+    for label, values in (("pooled", result.pooled), ("mean", result.mean)):
+        print(
+            f"{label:40s} {values['dice']:7.4f} {values['jaccard']:7.4f} "
+            f"{values['precision']:7.4f} {values['recall']:7.4f}"
+        )
+    best = result.best_threshold
+    print(
+        f"threshold {threshold:.2f}; best pooled Dice "
+        f"{float(result.sweep.pooled.dice[result.sweep.index_of(best)]):.4f} at {best:.2f}"
+    )
+    if args.json:
+        data = {
+            "model": str(bundle.path),
+            "data": str(args.data),
+            "split": args.split,
+            **result.to_dict(),
+        }
+        write_json_atomic(args.json, data)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segcore.atomic import write_bytes_atomic
+    from segcore.bundle import load_bundle
+    from segcore.images import encode_png, read_image
+    from segcore.inference import predict_mask, predict_probabilities
+
+    bundle = load_bundle(args.model)
+    threshold = bundle.threshold if args.threshold is None else args.threshold
+    out = Path(args.out)
+    failures = 0
+    for name in args.images:
+        try:
+            image = read_image(name)
+        except SegcoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        probs = predict_probabilities(
+            bundle.model,
+            image,
+            bundle.preprocess,
+            tile_size=args.tile_size or bundle.input_size,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            progress=_Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", args.quiet),
+        )
+        stem = Path(name).stem
+        prob_png = encode_png(np.round(probs * 255).astype(np.uint8))
+        mask_png = encode_png(predict_mask(probs, threshold) * 255)
+        write_bytes_atomic(out / f"{stem}_prob.png", prob_png)
+        write_bytes_atomic(out / f"{stem}_mask.png", mask_png)
+        log.info("%s -> %s_{prob,mask}.png (threshold %.2f)", name, out / stem, threshold)
+    return 2 if failures else 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from segcore.hub import push_bundle
+
+    commit = push_bundle(args.bundle, args.repo, private=args.private, revision=args.revision)
+    print(f"pushed {args.bundle} to {args.repo}; load it with hf://{args.repo}@{commit}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser for every ``python -m segcore`` command."""
     parser = argparse.ArgumentParser(prog="python -m segcore", description=__doc__.split("\n")[0])
@@ -48,6 +217,67 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=256, help="tile side in pixels (default 256)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(func=_cmd_synth)
+
+    tr = commands.add_parser(
+        "train",
+        help="train DeepLabV3+ (or --resume a run)",
+        description="Train DeepLabV3+ in runs/<id>/ (config, status, metrics, previews, "
+        "checkpoints, bundle). Flags override --config, which overrides the defaults.",
+    )
+    tr.add_argument("--data", help="dataset folder, or 'synthetic' (default)")
+    tr.add_argument("--epochs", type=int, help="number of epochs (default 40)")
+    tr.add_argument("--batch-size", type=int, help="crops per batch (default 8)")
+    tr.add_argument("--image-size", type=int, help="training crop side, multiple of 16 (256)")
+    tr.add_argument("--lr", type=float, help="initial learning rate of Adam (default 1e-3)")
+    tr.add_argument("--loss", choices=("bce", "bce+dice"), help="loss (default bce)")
+    tr.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random flips, rotations, scale and colour jitter (default on)",
+    )
+    tr.add_argument("--backbone-weights", help="imagenet, none (default) or a ResNet50 .h5 path")
+    tr.add_argument("--crops-per-epoch", type=int, help="random crops per epoch")
+    tr.add_argument("--seed", type=int, help="random seed (default 0)")
+    tr.add_argument("--name", help="name recorded in the bundle's card")
+    tr.add_argument("--licence", help="licence of the weights (that of the training data)")
+    tr.add_argument("--run-dir", help="run folder (default runs/<new id>)")
+    tr.add_argument("--config", help="JSON file with any TrainConfig fields")
+    tr.add_argument("--resume", metavar="RUN", help="resume the run in this folder")
+    tr.set_defaults(func=_cmd_train)
+
+    def add_inference_args(sub):
+        sub.add_argument(
+            "--model",
+            default="default",
+            help="bundle: a folder, a name under weights/, or hf://org/name@rev "
+            "(default: weights/default)",
+        )
+        sub.add_argument("--threshold", type=float, help="default: the bundle's threshold")
+        sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")
+        sub.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
+        sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
+
+    ev = commands.add_parser("evaluate", help="score a bundle on a dataset split")
+    add_inference_args(ev)
+    ev.add_argument("--data", required=True, help="dataset folder (any supported layout)")
+    ev.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ev.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
+    ev.add_argument("--json", help="also write the full result (per image, sweep) to this file")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
+    add_inference_args(pr)
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, BMP; any size)")
+    pr.set_defaults(func=_cmd_predict)
+
+    pu = commands.add_parser("push", help="publish a bundle to the Hugging Face Hub")
+    pu.add_argument("bundle", help="bundle folder")
+    pu.add_argument("--repo", required=True, help="org/name of the model repository")
+    pu.add_argument("--revision", help="branch to push to (default main)")
+    pu.add_argument("--private", action="store_true", help="create the repository as private")
+    pu.set_defaults(func=_cmd_push)
     return parser
 
 

@@ -146,7 +146,7 @@ def make_training_dataset(
             tf.TensorSpec((None, None), tf.uint8),
             tf.TensorSpec((2,), tf.int64),
         ),
-    )
+    ).apply(tf.data.experimental.assert_cardinality(crops))  # so Keras knows the epoch length
 
     def crop_and_augment(image, mask, pair_seed):
         return _random_crop_augment(image, mask, pair_seed, image_size, augment)

@@ -1,0 +1,229 @@
+"""Training runs on tiny configurations: files, resume after kill -9, stop, failure, lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from segcore.bundle import load_bundle
+from segcore.errors import ConfigError
+from segcore.runs import RunDir, wait_for_state
+from segcore.synthetic import generate_dataset
+from segcore.training import TrainConfig, train
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY_MODEL = {"aspp_filters": 8, "aspp_rates": [2, 4], "low_level_filters": 8, "decoder_filters": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=10, size=64, seed=1)
+
+
+def tiny_config(data, run_dir, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        epochs=2,
+        batch_size=2,
+        image_size=64,
+        crops_per_epoch=4,
+        model=TINY_MODEL,
+        preview_tiles=2,
+        val_fraction=0.2,
+        test_fraction=0.1,
+        run_dir=str(run_dir),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def cli(*args, runs_dir):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SEGCORE_RUNS_DIR": str(runs_dir)}
+    return [sys.executable, "-m", "segcore", *args], env
+
+
+def test_config_validation_and_file(tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        TrainConfig(image_size=100)
+    with pytest.raises(ConfigError, match="unknown training config keys"):
+        TrainConfig.from_dict({"epochz": 3})
+    with pytest.raises(ConfigError, match="equalize"):
+        TrainConfig(preprocess={"equalize": "sideways"})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": 3, "loss": "bce+dice", "backbone_weights": "none"}))
+    config = TrainConfig.from_file(path)
+    assert config.epochs == 3 and config.loss == "bce+dice" and config.backbone_weights is None
+    path.write_text("{oops")
+    with pytest.raises(ConfigError, match="not a readable JSON"):
+        TrainConfig.from_file(path)
+
+
+def test_a_run_writes_every_file_and_a_loadable_bundle(tiny_data, tmp_path):
+    run = train(tiny_config(tiny_data, tmp_path / "runs" / "r1"), runs_dir=tmp_path / "runs")
+    status = run.read_status()
+    assert status["state"] == "completed", status
+    assert status["epoch"] == 2 and status["pid"] == os.getpid()
+    assert status["device"] and status["ended_at"]
+    rows = run.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("loss", "dice_coef", "jaccard_coef", "accuracy", "val_loss", "val_pooled_dice"):
+        assert key in rows[0]
+    assert run.preview_path(1).is_file() and run.preview_path(2).is_file()
+    assert json.loads(run.config_path.read_text())["epochs"] == 2
+    state = json.loads((run.checkpoints_dir / "state.json").read_text())
+    assert state["epoch"] == 2 and (run.checkpoints_dir / state["checkpoint"]).is_file()
+    assert (run.checkpoints_dir / "best.keras").is_file()
+    assert len(list(run.checkpoints_dir.glob("epoch-*.keras"))) == 1  # old ones removed
+    bundle = load_bundle(run.bundle_dir)
+    assert 0.0 <= bundle.threshold <= 1.0
+    assert bundle.card.metrics["validation"]["dice"] >= 0.0
+    assert bundle.card.training["epochs_completed"] == 2
+    out = bundle.model.predict(np.zeros((1, 64, 96, 3), np.float32), verbose=0)
+    assert out.shape == (1, 64, 96, 1)
+    assert run.log_path.read_text().count("epoch 2/2") == 1
+
+
+def test_kill_9_then_resume_continues_the_history(tiny_data, tmp_path):
+    run_dir = tmp_path / "runs" / "killed"
+    config = tiny_config(tiny_data, run_dir, epochs=3, crops_per_epoch=8)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    args, env = cli("train", "--config", str(config_file), runs_dir=run_dir.parent)
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    run = RunDir(run_dir)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if run.read_metrics():
+            break
+        assert proc.poll() is None, "training ended before the first epoch"
+        time.sleep(0.2)
+    else:
+        pytest.fail("no epoch completed in time")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = run.read_metrics()
+    status = run.read_status()
+    assert status["state"] == "failed" and "killed" in status["reason"]
+    args, env = cli("train", "--resume", str(run_dir), runs_dir=run_dir.parent)
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = run.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[0] == before[0]  # the history before the kill is kept as it was
+    assert run.read_status()["state"] == "completed"
+
+
+def test_sigterm_stops_after_the_batch_and_resume_finishes(tiny_data, tmp_path):
+    run_dir = tmp_path / "runs" / "stopped"
+    config = tiny_config(tiny_data, run_dir, epochs=2, crops_per_epoch=400, batch_size=2)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    args, env = cli("train", "--config", str(config_file), runs_dir=run_dir.parent)
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    run = RunDir(run_dir)
+    deadline = time.monotonic() + 240
+    while (run.read_status_raw().get("batch") or 0) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    status = run.read_status()
+    assert status["state"] == "stopped" and "batch" in status["reason"]
+    state = json.loads((run.checkpoints_dir / "state.json").read_text())
+    assert state["epoch"] == 0 and state["stopped_at_batch"] >= 2
+    # Resume with a shorter epoch, through a stop request file this time.
+    cfg = json.loads(run.config_path.read_text())
+    cfg["crops_per_epoch"] = 4
+    run.write_config(cfg)
+    resumed = train(run_dir=run_dir, resume=True, runs_dir=tmp_path / "runs")
+    assert resumed.read_status()["state"] == "completed"
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+
+
+def test_stop_request_file(tiny_data, tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "req"
+    run = RunDir(run_dir)
+    import segcore.training as training
+
+    original = training._make_callback
+
+    def make_callback(*args, **kwargs):
+        callback = original(*args, **kwargs)
+        on_batch = callback.on_train_batch_end
+
+        def request_then_continue(batch, logs=None):
+            if batch == 0:
+                run.request_stop()
+            on_batch(batch, logs)
+
+        callback.on_train_batch_end = request_then_continue
+        return callback
+
+    monkeypatch.setattr(training, "_make_callback", make_callback)
+    train(tiny_config(tiny_data, run_dir, crops_per_epoch=8), runs_dir=tmp_path / "runs")
+    status = run.read_status()
+    assert status["state"] == "stopped"
+    assert "after batch 1" in status["reason"]
+
+
+def test_an_exception_marks_the_run_failed(tiny_data, tmp_path, monkeypatch):
+    import segcore.training as training
+
+    def boom(config):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(training, "_open_data", boom)
+    run_dir = tmp_path / "runs" / "boom"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(tiny_config(tiny_data, run_dir), runs_dir=tmp_path / "runs")
+    status = RunDir(run_dir).read_status()
+    assert status["state"] == "failed"
+    assert "disk on fire" in status["reason"] and "Traceback" in status["traceback"]
+    assert status["ended_at"]
+
+
+def test_out_of_memory_gets_a_hint():
+    from segcore.training import _hint_for
+
+    class ResourceExhaustedError(Exception):
+        pass
+
+    assert "batch-size" in _hint_for(ResourceExhaustedError("OOM when allocating tensor"))
+
+
+def test_a_second_training_is_refused(tiny_data, tmp_path):
+    from segcore.locks import DeviceLock, TrainingBusyError
+
+    runs = tmp_path / "runs"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = DeviceLock(runs / ".lock-cpu.json")
+        lock.acquire("the-running-one", holder.pid)
+        with pytest.raises(TrainingBusyError, match="the-running-one"):
+            train(tiny_config(tiny_data, runs / "second"), runs_dir=runs)
+        assert RunDir(runs / "second").read_status()["state"] == "failed"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+    from segcore.training import prepare_run
+
+    run = prepare_run(tiny_config(tiny_data, tmp_path / "runs" / "fresh"), tmp_path / "runs")
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(run_dir=run.path, resume=True, runs_dir=tmp_path / "runs")
+    wait_for_state(run, ("failed",), timeout=5)
