@@ -79,9 +79,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from segcore.training import command_line, train
 
     if args.resume:
-        run = train(run_dir=args.resume, resume=True, command=command_line())
+        run = train(run_dir=args.resume, resume=True, command=command_line(args.argv))
     else:
-        run = train(_train_config(args), command=command_line())
+        run = train(_train_config(args), command=command_line(args.argv))
     status = run.read_status()
     print(
         f"{run.path}: {status.get('state')}"
@@ -148,6 +148,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"threshold {threshold:.2f}; best pooled Dice "
         f"{float(result.sweep.pooled.dice[result.sweep.index_of(best)]):.4f} at {best:.2f}"
     )
+    if args.update_card:
+        _record_in_card(bundle.path, args, result, threshold)
     if args.json:
         data = {
             "model": str(bundle.path),
@@ -158,6 +160,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, data)
         print(f"wrote {args.json}")
     return 0
+
+
+def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) -> None:
+    """Writes the evaluation's summary into the bundle card under ``metrics[<split>]``."""
+    import dataclasses
+
+    from segcore.atomic import write_text_atomic
+    from segcore.bundle import CARD_FILE, read_card
+    from segcore.training import command_line
+
+    card = read_card(folder)
+    metrics = dict(card.metrics)
+    best = result.best_threshold
+    metrics[args.split] = {
+        "data": str(args.data),
+        "images": result.n_images,
+        "threshold": threshold,
+        "pooled": {k: float(result.pooled[k]) for k in ("dice", "jaccard", "precision", "recall")},
+        "mean": {k: float(result.mean[k]) for k in ("dice", "jaccard", "precision", "recall")},
+        "best_threshold_on_this_split": float(best),
+        "pooled_dice_at_best": float(result.sweep.pooled.dice[result.sweep.index_of(best)]),
+        "evaluated": "full-size images, tiled inference, pooled over pixels",
+        "command": command_line(args.argv),
+    }
+    updated = dataclasses.replace(card, metrics=metrics)
+    write_text_atomic(folder / CARD_FILE, updated.to_json())
+    print(f"recorded the {args.split} figures in {folder / CARD_FILE}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -264,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
     ev.add_argument("--json", help="also write the full result (per image, sweep) to this file")
+    ev.add_argument(
+        "--update-card",
+        action="store_true",
+        help="record the figures and this command in the bundle's card.json",
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
@@ -283,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(message)s",

@@ -717,8 +717,10 @@ def evaluate_summary_at(result, threshold: float) -> dict[str, float]:
     return out
 
 
-def command_line() -> str:
-    """The current process's command line, shell-quoted (recorded in bundle cards)."""
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]).replace(
-        str(Path(__file__).resolve().parent / "__main__.py"), "-m segcore"
-    )
+def command_line(argv: list[str] | None = None) -> str:
+    """The ``python -m segcore ...`` command line (recorded in bundle cards), shell-quoted.
+
+    Args:
+        argv: the arguments after ``python -m segcore``; defaults to ``sys.argv[1:]``.
+    """
+    return "python -m segcore " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,102 @@
+"""The command line: evaluate and predict with a tiny bundle; errors as one line, status 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segcore.bundle import ModelCard, load_bundle, save_bundle
+from segcore.cli import main
+from segcore.images import read_image, read_mask
+from segcore.metrics import binarize
+from segcore.model import build_deeplabv3plus
+from segcore.preprocessing import PreprocessConfig
+from segcore.synthetic import generate_dataset
+from tests.conftest import write_png
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    model = build_deeplabv3plus(
+        aspp_filters=8, aspp_rates=(2, 4), low_level_filters=8, decoder_filters=8
+    )
+    card = ModelCard(
+        name="tiny", input_size=64, preprocess=PreprocessConfig().to_dict(), threshold=0.5
+    )
+    return save_bundle(model, tmp_path_factory.mktemp("bundles") / "tiny", card)
+
+
+def test_predict_writes_prob_and_mask_of_the_input_size(tiny_bundle, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    write_png(tmp_path / "odd.png", rng.integers(0, 256, (70, 101, 3), dtype=np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    status = main(
+        [
+            "-q",
+            "predict",
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--overlap",
+            "16",
+            str(tmp_path / "broken.png"),
+            str(tmp_path / "odd.png"),
+        ]
+    )
+    assert status == 2  # one input failed, the other was still processed
+    assert "broken.png: not a readable image" in capsys.readouterr().err
+    prob = read_image(out / "odd_prob.png")[..., 0]
+    mask = read_mask(out / "odd_mask.png")
+    assert prob.shape == (70, 101) and mask.shape == (70, 101)
+    # The mask is the probability map thresholded at the bundle's threshold (up to rounding).
+    agree = np.mean(mask == binarize(prob / 255.0, 0.5))
+    assert agree > 0.99
+
+
+def test_evaluate_prints_writes_json_and_updates_the_card(tiny_bundle, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "synth", count=6, size=64, seed=2)
+    report = tmp_path / "report.json"
+    status = main(
+        [
+            "-q",
+            "evaluate",
+            "--model",
+            str(tiny_bundle),
+            "--data",
+            str(data),
+            "--split",
+            "train",
+            "--overlap",
+            "16",
+            "--json",
+            str(report),
+            "--update-card",
+        ]
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "pooled" in printed and "best pooled Dice" in printed
+    result = json.loads(report.read_text())
+    assert result["split"] == "train" and result["n_images"] == len(result["per_image"])
+    assert len(result["sweep"]["thresholds"]) == 101
+    card = load_bundle(tiny_bundle).card  # still loads: the sha256 of model.keras is unchanged
+    recorded = card.metrics["train"]
+    assert recorded["pooled"]["dice"] == pytest.approx(result["pooled"]["dice"])
+    assert "evaluate" in recorded["command"]
+
+
+def test_errors_are_one_line_with_status_2(tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err
+    assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: config file not found" in capsys.readouterr().err
+
+
+def test_synth_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--count", "0"]) == 2
+    assert "count" in capsys.readouterr().err
