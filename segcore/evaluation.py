@@ -39,10 +39,10 @@ from segcore.inference import (
 from segcore.metrics import (
     METRIC_NAMES,
     ConfusionCounts,
-    MetricCurves,
     SweepResult,
     binarize,
     confusion_counts,
+    sweep_from_image_counts,
     threshold_sweep,
 )
 from segcore.preprocessing import PreprocessConfig
@@ -90,12 +90,6 @@ def _mean(values) -> float:
     return math.fsum(values) / len(values)
 
 
-def _fsum_mean_columns(values: np.ndarray) -> np.ndarray:
-    """Mean over axis 0 with :func:`math.fsum`, as :func:`segcore.metrics.threshold_sweep`."""
-    n = values.shape[0]
-    return np.array([math.fsum(column) / n for column in values.T], dtype=np.float64)
-
-
 def combine_sweeps(sweeps: list[SweepResult]) -> SweepResult:
     """Merges the sweeps of disjoint image sets (on the same grid) into one.
 
@@ -119,30 +113,7 @@ def combine_sweeps(sweeps: list[SweepResult]) -> SweepResult:
     for sweep in sweeps[1:]:
         if not np.array_equal(sweep.thresholds, grid):
             raise ValueError("combine_sweeps: the sweeps use different threshold grids")
-    image_counts = np.concatenate([s.image_counts for s in sweeps], axis=0)
-    pooled_counts = image_counts.sum(axis=0)
-    tp, fp, fn, tn = (np.ascontiguousarray(pooled_counts[:, j]) for j in range(4))
-    per_image = MetricCurves.from_counts(
-        image_counts[..., 0], image_counts[..., 1], image_counts[..., 2]
-    )
-    mean = {}
-    for name in METRIC_NAMES:
-        values = _fsum_mean_columns(per_image.get(name))
-        values.setflags(write=False)
-        mean[name] = values
-    for array in (tp, fp, fn, tn, image_counts):
-        array.setflags(write=False)
-    return SweepResult(
-        thresholds=grid,
-        pooled=MetricCurves.from_counts(tp, fp, fn),
-        per_image_mean=MetricCurves(**mean),
-        per_image=per_image,
-        tp=tp,
-        fp=fp,
-        fn=fn,
-        tn=tn,
-        image_counts=image_counts,
-    )
+    return sweep_from_image_counts(grid, np.concatenate([s.image_counts for s in sweeps], axis=0))
 
 
 @dataclass(frozen=True, eq=False)

@@ -570,6 +570,38 @@ def _fsum_mean(values: np.ndarray) -> np.ndarray:
     return np.array([math.fsum(column) / n for column in values.T], dtype=np.float64)
 
 
+def sweep_from_image_counts(thresholds: np.ndarray, image_counts: np.ndarray) -> SweepResult:
+    """Builds a :class:`SweepResult` from per-image counts ``(N, T, 4)`` (tp, fp, fn, tn).
+
+    Pooled curves come from the counts summed over images; the mean over images is correctly
+    rounded (``math.fsum``), so it does not depend on the order of the images.
+    """
+    image_counts = np.ascontiguousarray(image_counts, dtype=np.int64)
+    pooled_counts = image_counts.sum(axis=0)  # (T, 4)
+    tp, fp, fn, tn = (np.ascontiguousarray(pooled_counts[:, j]) for j in range(4))
+    per_image = MetricCurves.from_counts(
+        image_counts[..., 0], image_counts[..., 1], image_counts[..., 2]
+    )
+    mean = {}
+    for name in METRIC_NAMES:
+        values = _fsum_mean(per_image.get(name))
+        values.setflags(write=False)
+        mean[name] = values
+    for array in (tp, fp, fn, tn, image_counts):
+        array.setflags(write=False)
+    return SweepResult(
+        thresholds=thresholds,
+        pooled=MetricCurves.from_counts(tp, fp, fn),
+        per_image_mean=MetricCurves(**mean),
+        per_image=per_image,
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
+        image_counts=image_counts,
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class SweepResult:
     """The outcome of :func:`threshold_sweep`. All arrays are read-only.
@@ -703,27 +735,4 @@ def threshold_sweep(y_true, probs, thresholds=None) -> SweepResult:
         truth = _as_mask_array(truth, "y_true" if len(truths) == 1 else f"y_true[{i}]")
         hists[i] = _threshold_histogram(truth, _as_prob_array(prob, label), grid, table)
 
-    image_counts = _counts_from_histogram(hists)  # (N, T, 4)
-    pooled_counts = image_counts.sum(axis=0)  # (T, 4)
-    tp, fp, fn, tn = (np.ascontiguousarray(pooled_counts[:, j]) for j in range(4))
-    per_image = MetricCurves.from_counts(
-        image_counts[..., 0], image_counts[..., 1], image_counts[..., 2]
-    )
-    mean = {}
-    for name in METRIC_NAMES:
-        values = _fsum_mean(per_image.get(name))
-        values.setflags(write=False)
-        mean[name] = values
-    for array in (tp, fp, fn, tn, image_counts):
-        array.setflags(write=False)
-    return SweepResult(
-        thresholds=grid,
-        pooled=MetricCurves.from_counts(tp, fp, fn),
-        per_image_mean=MetricCurves(**mean),
-        per_image=per_image,
-        tp=tp,
-        fp=fp,
-        fn=fn,
-        tn=tn,
-        image_counts=image_counts,
-    )
+    return sweep_from_image_counts(grid, _counts_from_histogram(hists))  # counts (N, T, 4)
