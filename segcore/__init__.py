@@ -21,7 +21,7 @@ _EXPORTS = {
     "ResizeLike": "segcore.layers",
     "ImageNetNormalization": "segcore.layers",
     "build_deeplabv3plus": "segcore.model",
-    "ModelConfig": "segcore.model",
+    "ModelConfig": "segcore.model_config",
     # Keras metrics and loss (TensorFlow)
     "dice_coef": "segcore.keras_metrics",
     "dice_coef_loss": "segcore.keras_metrics",
@@ -67,7 +67,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from segcore.keras_metrics import dice_coef, dice_coef_loss, jaccard_coef
     from segcore.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
-    from segcore.model import ModelConfig, build_deeplabv3plus
+    from segcore.model import build_deeplabv3plus
+    from segcore.model_config import ModelConfig
     from segcore.preprocessing import PreprocessConfig
 
 

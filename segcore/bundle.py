@@ -59,7 +59,7 @@ from segcore.preprocessing import PreprocessConfig
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-    from segcore.model import ModelConfig
+    from segcore.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class ModelCard:
         Raises:
             ConfigError: ``architecture`` has unknown keys or invalid values.
         """
-        from segcore.model import ModelConfig  # imports TensorFlow
+        from segcore.model_config import ModelConfig
 
         return ModelConfig.from_dict(self.architecture)
 

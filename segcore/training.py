@@ -42,7 +42,7 @@ import numpy as np
 
 from segcore.atomic import write_bytes_atomic, write_json_atomic
 from segcore.errors import ConfigError, SegcoreError
-from segcore.model import ModelConfig
+from segcore.model_config import ModelConfig
 from segcore.preprocessing import PreprocessConfig
 from segcore.runs import RunDir, default_runs_dir, new_run_id, process_start_time, utc_now
 
@@ -368,12 +368,11 @@ def _log_to_run(run: RunDir) -> logging.Handler | None:
         pass
     handler = logging.FileHandler(run.log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("segcore").addHandler(handler)
-    if (
-        logging.getLogger("segcore").level in (logging.NOTSET,)
-        or logging.getLogger("segcore").level > logging.INFO
-    ):
-        logging.getLogger("segcore").setLevel(logging.INFO)
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("segcore")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # the log file always gets the progress lines
     return handler
 
 

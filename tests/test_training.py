@@ -40,7 +40,7 @@ def tiny_config(data, run_dir, **overrides) -> TrainConfig:
         preview_tiles=2,
         val_fraction=0.2,
         test_fraction=0.1,
-        run_dir=str(run_dir),
+        run_dir=None if run_dir is None else str(run_dir),
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -227,3 +227,26 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="nothing to resume"):
         train(run_dir=run.path, resume=True, runs_dir=tmp_path / "runs")
     wait_for_state(run, ("failed",), timeout=5)
+
+
+def test_background_job_with_the_real_trainer(tiny_data, tmp_path):
+    from segcore import jobs
+    from segcore.locks import TrainingBusyError
+
+    runs = tmp_path / "runs"
+    config = tiny_config(tiny_data, None, crops_per_epoch=400).to_dict()
+    run = jobs.start_training(config, runs_dir=runs, run_id="bg-1")
+    try:
+        status = wait_for_state(run, ("running",), timeout=120)
+        assert status["pid"] != os.getpid()
+        with pytest.raises(TrainingBusyError, match="bg-1"):
+            jobs.start_training(config, runs_dir=runs, run_id="bg-2")
+        assert jobs.running_job(runs).run_id == "bg-1"
+        final = jobs.stop_training(run.path, wait=True, timeout=120)
+        assert final["state"] == "stopped"
+    finally:
+        status = run.read_status_raw()
+        if status.get("state") in ("queued", "running"):
+            os.kill(status["pid"], signal.SIGKILL)
+    assert jobs.running_job(runs) is None
+    assert not (runs / "bg-2").exists()
