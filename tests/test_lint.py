@@ -35,7 +35,7 @@ def test_importing_segcore_does_not_load_tensorflow():
         "import sys, segcore, segcore.images, segcore.preprocessing, segcore.datasets, "
         "segcore.metrics, segcore.tiling, segcore.model_config, segcore.training, "
         "segcore.runs, segcore.jobs, segcore.locks, segcore.bundle, segcore.hub, "
-        "segcore.inference, segcore.evaluation, segcore.synthetic; "
+        "segcore.inference, segcore.evaluation, segcore.synthetic, segcore.visualize; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
