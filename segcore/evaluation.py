@@ -72,19 +72,6 @@ def count_nuclei(mask: np.ndarray) -> int:
     return int(n_labels) - 1
 
 
-def _metrics_dict(counts: ConfusionCounts) -> dict[str, float | int]:
-    return {
-        "dice": counts.dice,
-        "jaccard": counts.jaccard,
-        "precision": counts.precision,
-        "recall": counts.recall,
-        "tp": counts.tp,
-        "fp": counts.fp,
-        "fn": counts.fn,
-        "tn": counts.tn,
-    }
-
-
 def _mean(values) -> float:
     values = list(values)
     return math.fsum(values) / len(values)
@@ -245,7 +232,7 @@ def evaluate(
         per_image.append(
             {
                 "id": sample_id,
-                **_metrics_dict(image_counts),
+                **image_counts.as_dict(),
                 "nuclei_true": count_nuclei(mask),
                 "nuclei_pred": count_nuclei(predicted),
             }
@@ -257,7 +244,7 @@ def evaluate(
 
     pooled_counts = sum(counts, ConfusionCounts(0, 0, 0, 0))
     pooled: dict[str, float | int] = {
-        **_metrics_dict(pooled_counts),
+        **pooled_counts.as_dict(),
         "nuclei_true": sum(row["nuclei_true"] for row in per_image),
         "nuclei_pred": sum(row["nuclei_pred"] for row in per_image),
     }

@@ -173,6 +173,19 @@ class ConfusionCounts:
         """``(tp + tn) / total``; 1.0 when no pixel was counted."""
         return float(_ratio(self.tp + self.tn, self.total, 1.0))
 
+    def as_dict(self) -> dict[str, float | int]:
+        """Dice, Jaccard, precision, recall and the four counts, as a flat dict."""
+        return {
+            "dice": self.dice,
+            "jaccard": self.jaccard,
+            "precision": self.precision,
+            "recall": self.recall,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+        }
+
     def metric(self, name: MetricName) -> float:
         """Returns the metric called ``name`` (``"dice"``, ``"jaccard"``, ``"precision"``,
         ``"recall"`` or ``"accuracy"``).
@@ -303,7 +316,8 @@ def recall(y_true, y_pred) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_threshold(threshold) -> np.float64:
+def check_threshold(threshold) -> np.float64:
+    """Returns ``threshold`` as float64; ``ValueError`` unless it is a number in [0, 1]."""
     if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
     value = np.float64(threshold)
@@ -352,7 +366,7 @@ def binarize(prob, threshold: float = 0.5) -> np.ndarray:
         ValueError: ``threshold`` is not a number in ``[0, 1]``, or ``prob`` contains NaN or
             values outside ``[0, 1]``.
     """
-    value = _check_threshold(threshold)
+    value = check_threshold(threshold)
     return (_as_prob_array(prob, "prob") >= value).astype(np.uint8)
 
 

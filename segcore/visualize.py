@@ -49,6 +49,7 @@ from segcore.metrics import (
     MetricName,
     SweepResult,
     binarize,
+    check_threshold,
     confusion_counts,
     threshold_sweep,
 )
@@ -347,15 +348,6 @@ NO_TRUTH_REASON = (
 """The ``reason`` :meth:`ThresholdExplorer.metrics_at` gives without ground truth."""
 
 
-def _check_threshold(threshold) -> np.float64:
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    value = np.float64(threshold)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-    return value
-
-
 @dataclass(frozen=True, eq=False)
 class ThresholdCurve:
     """Metrics of one image at every threshold of :data:`EXPLORER_THRESHOLDS`.
@@ -484,7 +476,7 @@ class ThresholdExplorer:
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
-        key = float(_check_threshold(threshold))
+        key = float(check_threshold(threshold))
         with self._lock:
             last = self._last_mask
         if last is not None and last[0] == key:
@@ -502,7 +494,7 @@ class ThresholdExplorer:
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
-        key = float(_check_threshold(threshold))
+        key = float(check_threshold(threshold))
         with self._lock:
             if key in self._nuclei:
                 self._nuclei.move_to_end(key)
@@ -523,7 +515,7 @@ class ThresholdExplorer:
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
-        value = _check_threshold(threshold)
+        value = check_threshold(threshold)
         if self._sweep is None:
             return None
         i = round(float(value) * 100)
@@ -547,21 +539,14 @@ class ThresholdExplorer:
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
-        value = float(_check_threshold(threshold))
+        value = float(check_threshold(threshold))
         nuclei_pred = self.nuclei_at(value)
         counts = self.counts_at(value)
         if counts is None:
             return {"threshold": value, "nuclei_pred": nuclei_pred, "reason": NO_TRUTH_REASON}
         return {
             "threshold": value,
-            "dice": counts.dice,
-            "jaccard": counts.jaccard,
-            "precision": counts.precision,
-            "recall": counts.recall,
-            "tp": counts.tp,
-            "fp": counts.fp,
-            "fn": counts.fn,
-            "tn": counts.tn,
+            **counts.as_dict(),
             "nuclei_pred": nuclei_pred,
             "nuclei_true": self._nuclei_true,
         }
