@@ -1,23 +1,31 @@
-"""Home page: what the project holds so far. Does not import TensorFlow."""
+"""Home: what the app does and which model is active. Does not import TensorFlow."""
 
 import streamlit as st
 
 import segcore
+from appkit import widgets
 
+widgets.active_model_caption()
 st.title("Nuclei segmentation in H&E histopathology")
-st.caption(f"segcore {segcore.__version__}")
+st.caption(f"segcore {segcore.__version__} · DeepLabV3+ on a ResNet50 backbone")
 st.markdown(
     """
-A DeepLabV3+ network on a ResNet50 backbone for binary nucleus segmentation, with the
-preprocessing it was designed with, Dice and Jaccard metrics, dataset loaders and a synthetic
-H&E data set. The library is `segcore`; this app will grow pages for prediction with a live
-threshold slider, evaluation, training and model management.
-
-**Available now** (from the command line and Python):
-
-- `python -m segcore synth --out data/synthetic` — write the synthetic H&E nuclei data set
-  (760 tiles of 256×256, seeded and deterministic).
-- `segcore.build_deeplabv3plus()` — the model; any input size that is a multiple of 16.
-- `segcore.preprocessing`, `segcore.metrics`, `segcore.datasets`, `segcore.pipeline`.
+Explore a nucleus segmentation model on H&E tiles: upload an image with its ground-truth mask,
+or pick a sample, then move the threshold and watch Dice and Jaccard follow.
+"""
+)
+left, right = st.columns(2)
+with left:
+    st.page_link("pages/predict.py", label="**Predict** — one image, two thresholds, live metrics",
+                 icon="🔬")
+    st.page_link("pages/evaluate.py", label="**Evaluate** — a whole dataset split", icon="📊")
+with right:
+    st.page_link("pages/train.py", label="**Train** — a new model in the background", icon="🏋️")
+    st.page_link("pages/models.py", label="**Models** — bundles, cards, the Hub", icon="📦")
+st.markdown(
+    """
+With no set-up the samples come from a synthetic H&E set generated on demand, and the model
+is the committed default bundle (`weights/default`, trained on MoNuSeg). Any dataset folder of
+a supported layout can be chosen on the Predict and Evaluate pages.
 """
 )

@@ -111,6 +111,31 @@ def count_visible_gpus() -> int:
     return physical if entries is None else min(len(entries), physical)
 
 
+def training_device_label() -> str:
+    """What a training started now would run on, without importing TensorFlow.
+
+    GPUs (after ``CUDA_VISIBLE_DEVICES``) are named from ``nvidia-smi`` with their memory,
+    e.g. ``"GPU:0 NVIDIA H100 80GB HBM3 (80 GB)"``; without one,
+    ``"CPU (2 cores, 24 GB RAM)"``. The precision follows :func:`choose_precision`.
+    """
+    import psutil
+
+    n_gpus = count_visible_gpus()
+    if n_gpus == 0:
+        ram = psutil.virtual_memory().total / 2**30
+        return f"CPU ({os.cpu_count()} cores, {ram:.0f} GB RAM), precision float32"
+    rows = _nvidia_smi("index", "uuid", "name", "memory.total")
+    entries = _cuda_visible_entries()
+    if entries is not None:
+        rows = [r for e in entries for r in rows if len(r) == 4 and e in (r[0], r[1])]
+    labels = []
+    for i, row in enumerate(rows[:n_gpus]):
+        memory = f" ({int(row[3]) / 1024:.0f} GB)" if len(row) == 4 and row[3].isdigit() else ""
+        labels.append(f"GPU:{i} {row[2] if len(row) == 4 else ''}{memory}".strip())
+    labels = labels or [f"{n_gpus} NVIDIA GPU(s)"]
+    return f"{', '.join(labels)}, precision {choose_precision(n_gpus)}"
+
+
 def lock_key(n_gpus: int) -> str:
     """The device lock key of a training that sees ``n_gpus`` GPUs.
 

@@ -1,0 +1,7 @@
+"""Streamlit glue shared by the app's pages (``pages/``): state, cached resources, charts.
+
+The pages hold widgets and layout only; they call :mod:`segcore` through the helpers here.
+``appkit.charts`` builds plotly figures and imports neither Streamlit nor TensorFlow;
+``appkit.state`` and ``appkit.widgets`` use Streamlit. Nothing here imports TensorFlow at
+import time: the model is loaded on first use (:func:`appkit.state.active_bundle`).
+"""

@@ -1,0 +1,92 @@
+"""Plotly figures for the app (no Streamlit, no TensorFlow): threshold curves and training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from segcore.visualize import PALETTE
+
+__all__ = ["threshold_figure", "training_figure"]
+
+_DICE = PALETTE["false_negative"].hex  # blue
+_JACCARD = PALETTE["false_positive"].hex  # vermillion
+_BEST = PALETTE["true_positive"].hex  # bluish green
+
+
+def threshold_figure(
+    thresholds: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    *,
+    best: float | None = None,
+    marks: Mapping[str, float] | None = None,
+    title: str = "",
+    height: int = 320,
+) -> go.Figure:
+    """Metric-versus-threshold lines with the best threshold highlighted and others marked.
+
+    Args:
+        thresholds: the x values.
+        curves: ``{"Dice": [...], "Jaccard": [...]}``, one line each (same length as x).
+        best: the threshold to highlight (a dashed green line with its label), or None.
+        marks: ``{"A": 0.5, "B": 0.7}``: dotted vertical lines labelled with their value.
+        title: the figure title.
+        height: pixels.
+    """
+    colours = {"Dice": _DICE, "Jaccard": _JACCARD}
+    fig = go.Figure()
+    for name, values in curves.items():
+        fig.add_trace(
+            go.Scatter(
+                x=list(thresholds),
+                y=list(values),
+                mode="lines",
+                name=name,
+                line={"color": colours.get(name), "width": 2},
+            )
+        )
+    if best is not None:
+        fig.add_vline(
+            x=best,
+            line={"color": _BEST, "dash": "dash", "width": 2},
+            annotation_text=f"best {best:.2f}",
+            annotation_position="top left",
+        )
+    for label, value in (marks or {}).items():
+        fig.add_vline(
+            x=value,
+            line={"color": "#888888", "dash": "dot", "width": 1.5},
+            annotation_text=f"{label} {value:.2f}",
+            annotation_position="bottom right",
+        )
+    fig.update_layout(
+        title=title or None,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"title": "threshold", "range": [0, 1]},
+        yaxis={"title": "score", "range": [0, 1.02]},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def training_figure(
+    rows: Sequence[Mapping[str, float]], keys: Sequence[str], *, title: str, height: int = 300
+) -> go.Figure:
+    """Per-epoch lines from ``metrics.csv`` rows, one per key present (e.g. loss, val_loss)."""
+    fig = go.Figure()
+    epochs = [int(row.get("epoch", i + 1)) for i, row in enumerate(rows)]
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        if all(v is None for v in values):
+            continue
+        fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=key))
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"title": "epoch", "dtick": 1 if len(epochs) <= 20 else None},
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig

@@ -1,0 +1,180 @@
+"""Process-wide and per-session state of the app.
+
+* The **model** is loaded once per process by :func:`load_bundle_cached`
+  (``st.cache_resource``) and shared by every session; switching the active model
+  (:func:`switch_model`) records the new ref with :mod:`segcore.catalog` and clears that cache.
+* **Analyses** (an image's probabilities; see :class:`segcore.analysis.ImageAnalysis`) are kept
+  in a small per-process LRU store, keyed by the model and the image's content, so moving a
+  threshold slider, reloading the page or a second browser never re-runs the model for an
+  image already predicted.
+* The **sample source** (``"synthetic"`` or a dataset folder) is per session
+  (``st.session_state``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from segcore import catalog, samples
+from segcore.datasets import DatasetSplits
+
+SOURCE_KEY = "sample_source"
+"""``st.session_state`` key of the session's sample source."""
+
+PREDICT_REQUEST_KEY = "predict_request"
+"""``st.session_state`` key another page sets to open a sample in Predict: ``(source, split, index)``."""
+
+ANALYSIS_CACHE_SIZE = 12
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the model…")
+def load_bundle_cached(ref: str):
+    """The :class:`segcore.bundle.Bundle` of ``ref``, loaded once per process (one at a time)."""
+    from segcore.bundle import load_bundle
+
+    return load_bundle(ref)
+
+
+def active_ref() -> str:
+    """The active model's ref (see :func:`segcore.catalog.active_ref`)."""
+    return catalog.active_ref()
+
+
+def active_bundle():
+    """The active model's bundle, loaded on first use and cached for the process.
+
+    Raises:
+        BundleError: the bundle cannot be loaded (the caller shows the message).
+    """
+    return load_bundle_cached(active_ref())
+
+
+def switch_model(ref: str):
+    """Makes ``ref`` the active model for every session and drops the loaded one.
+
+    Returns:
+        The new model's card.
+
+    Raises:
+        BundleError: ``ref`` does not resolve to a valid bundle (nothing changes).
+    """
+    card = catalog.set_active_ref(ref)
+    load_bundle_cached.clear()
+    return card
+
+
+class AnalysisStore:
+    """A thread-safe LRU of :class:`~segcore.analysis.ImageAnalysis` objects by key."""
+
+    def __init__(self, size: int = ANALYSIS_CACHE_SIZE) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def get_or_create(self, key: tuple, create: Callable[[], Any]) -> Any:
+        """The stored value for ``key``, else ``create()`` stored and returned."""
+        value = self.get(key)
+        if value is None:
+            value = create()
+            self.put(key, value)
+        return value
+
+
+@st.cache_resource
+def analysis_store() -> AnalysisStore:
+    """The process-wide store of image analyses."""
+    return AnalysisStore()
+
+
+@st.cache_resource
+def result_store() -> AnalysisStore:
+    """The process-wide store of evaluation results (per model, source, split, threshold)."""
+    return AnalysisStore(size=8)
+
+
+def sample_source() -> str:
+    """This session's sample source, ``"synthetic"`` until the user picks a folder."""
+    return st.session_state.setdefault(SOURCE_KEY, samples.SYNTHETIC)
+
+
+def set_sample_source(source: str) -> None:
+    st.session_state[SOURCE_KEY] = source
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
+def open_source_cached(source: str) -> DatasetSplits:
+    """:func:`segcore.samples.open_source`, once per process and source."""
+    return samples.open_source(source)
+
+
+def model_key(bundle) -> tuple[str, str]:
+    """What identifies the loaded model in cache keys: its ref and its file's hash."""
+    return (active_ref(), bundle.card.model_sha256)
+
+
+def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
+    """The stored analysis of ``key`` for this model, else one made now with a progress bar.
+
+    Args:
+        bundle: the loaded bundle (:func:`active_bundle`).
+        key: identifies the image (its content digest, or its sample description).
+        name: the image's name for captions.
+        load: returns ``(image, truth_or_None)``; called only when nothing is stored.
+
+    Raises:
+        SegcoreError: ``load`` or the prediction failed (nothing is stored).
+    """
+    from segcore.analysis import analyse_image
+
+    full_key = model_key(bundle) + tuple(key)
+    store = analysis_store()
+    found = store.get(full_key)
+    if found is not None:
+        return found
+    image, truth = load()
+    bar = st.progress(0.0, text=f"Predicting {name}…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Predicting {name}: tile {done} of {total}")
+
+    try:
+        analysis = analyse_image(
+            bundle.model,
+            image,
+            bundle.preprocess,
+            truth,
+            name=name,
+            model_name=bundle.card.name,
+            tile_size=bundle.input_size,
+            progress=progress,
+        )
+    finally:
+        bar.empty()
+    store.put(full_key, analysis)
+    return analysis
+
+
+def sample_analysis(bundle, sample_set, sample_id: str):
+    """:func:`analysis_for` one sample of a :class:`~segcore.datasets.SampleSet`, by id."""
+    index = sample_set.ids.index(sample_id)
+    key = ("sample", sample_set.describe(index))
+    return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index))

@@ -1,0 +1,105 @@
+"""Small Streamlit renderers shared by the pages (no segcore logic of their own)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from segcore import catalog
+from segcore.visualize import legend
+
+METRIC_LABELS = (
+    ("dice", "Dice", "{:.3f}"),
+    ("jaccard", "Jaccard", "{:.3f}"),
+    ("precision", "Precision", "{:.3f}"),
+    ("recall", "Recall", "{:.3f}"),
+)
+
+
+def metric_readouts(metrics: Mapping[str, Any], *, compare: Mapping[str, Any] | None = None) -> None:
+    """``st.metric`` read-outs of Dice, Jaccard, precision, recall and nuclei count.
+
+    Without ground truth (``"reason"`` in ``metrics``) only the nuclei count is shown, with
+    the reason the rest is absent. With ``compare``, each read-out shows its difference from it.
+    """
+    if "reason" in metrics:
+        st.metric("Nuclei (predicted)", f"{metrics['nuclei_pred']:d}")
+        st.caption(f"Dice, Jaccard, precision and recall: {metrics['reason']}")
+        return
+    columns = st.columns(5)
+    for column, (key, label, fmt) in zip(columns, METRIC_LABELS, strict=False):
+        delta = None
+        if compare is not None and "reason" not in compare:
+            delta = f"{metrics[key] - compare[key]:+.3f}"
+        column.metric(label, fmt.format(metrics[key]), delta=delta)
+    nuclei_delta = None
+    if metrics.get("nuclei_true") is not None:
+        nuclei_delta = f"{metrics['nuclei_pred'] - metrics['nuclei_true']:+d} vs truth"
+    columns[4].metric(
+        "Nuclei",
+        f"{metrics['nuclei_pred']:d}",
+        delta=nuclei_delta,
+        delta_color="off",
+        help="Connected components (8-connectivity) of the prediction; the delta compares "
+        f"with the {metrics.get('nuclei_true')} ground-truth nuclei.",
+    )
+
+
+def overlay_legend(*, truth: bool) -> None:
+    """A one-line colour legend of the overlay."""
+    items = [
+        f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{c.hex};"
+        f"border:1px solid #666;margin-right:0.3em'></span>{c.label}"
+        for c in legend(truth=truth)
+    ]
+    st.markdown(" &nbsp; ".join(items), unsafe_allow_html=True)
+
+
+def active_model_caption() -> None:
+    """The sidebar line naming the active model (reads the card only; no TensorFlow)."""
+    ref = catalog.active_ref()
+    try:
+        from segcore.bundle import read_card, resolve_bundle_ref
+
+        card = read_card(resolve_bundle_ref(ref)) if not ref.startswith("hf://") else None
+    except Exception as exc:  # noqa: BLE001 - a broken bundle must not break every page
+        st.sidebar.warning(f"Active model {ref!r}: {exc}")
+        return
+    name = card.name if card else ref
+    threshold = f", threshold {card.threshold:.2f}" if card else ""
+    st.sidebar.caption(f"**Active model:** {name} ({catalog.describe_ref(ref)}{threshold})")
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    """Shows a segcore error's message (which names the file and the problem)."""
+    prefix = f"{what}: " if what else ""
+    st.error(f"{prefix}{exc}", icon="⚠️")
+
+
+def source_picker(source: str):
+    """The sample-source chooser (an expander) and the opened source's splits.
+
+    Stops the page with a clear error when the source cannot be opened.
+    """
+    from appkit import state
+    from segcore import samples
+    from segcore.errors import SegcoreError
+
+    with st.expander(f"Samples come from {samples.describe_source(source)}", expanded=False):
+        folder = st.text_input(
+            "Dataset folder (any supported layout; empty for the synthetic set)",
+            value="" if source == samples.SYNTHETIC else source,
+            key="source_input",
+        )
+        if st.button("Use this source", key="source_apply"):
+            state.set_sample_source(folder.strip() or samples.SYNTHETIC)
+            st.session_state.pop("sample_id", None)
+            st.session_state.pop("random_ids", None)
+            st.rerun()
+    try:
+        return state.open_source_cached(source)
+    except SegcoreError as exc:
+        show_error(exc, "Cannot open the sample source")
+        st.stop()

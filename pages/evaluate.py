@@ -1,0 +1,109 @@
+"""Evaluate: the active model over a dataset split, with the sweep, a table and the worst images.
+
+UI only: ``segcore.evaluation.evaluate`` does the work; results are kept per model, dataset,
+split and threshold for the life of the app process.
+"""
+
+import streamlit as st
+
+from appkit import charts, state, widgets
+from segcore.errors import SegcoreError
+from segcore.evaluation import evaluate
+
+st.title("Evaluate")
+widgets.active_model_caption()
+try:
+    bundle = state.active_bundle()
+except SegcoreError as exc:
+    widgets.show_error(exc, "The active model cannot be loaded; pick another on the Models page")
+    st.stop()
+
+source = state.sample_source()
+splits = widgets.source_picker(source)
+controls = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+split_name = controls[0].selectbox("Split", ["test", "val", "train"], key="eval_split")
+threshold = controls[1].slider(
+    "Threshold", 0.0, 1.0, float(round(bundle.threshold, 2)), 0.01, key="eval_threshold"
+)
+worst_k = controls[2].number_input("Worst images shown", 1, 12, 3, key="eval_worst_k")
+sample_set = splits.split(split_name)
+if len(sample_set) == 0:
+    st.warning(f"{splits.root}: the {split_name} split is empty.")
+    st.stop()
+
+key = state.model_key(bundle) + (str(splits.root), split_name, float(threshold))
+results = state.result_store()
+result = results.get(key)
+run = controls[3].button(
+    f"Evaluate {len(sample_set)} images", type="primary", disabled=result is not None
+)
+if result is None and not run:
+    st.info(
+        f"Press **Evaluate** to predict the {len(sample_set)} images of the {split_name} split "
+        f"at full size (tiled) with {bundle.card.name}. Results are kept while the app runs."
+    )
+    st.stop()
+if result is None:
+    bar = st.progress(0.0, text="Evaluating…")
+
+    def progress(done: int, total: int, sample_id: str) -> None:
+        bar.progress(done / total, text=f"Evaluated {sample_id} ({done} of {total})")
+
+    try:
+        result = evaluate(
+            bundle.model,
+            sample_set,
+            bundle.preprocess,
+            threshold=threshold,
+            tile_size=bundle.input_size,
+            progress=progress,
+        )
+    except SegcoreError as exc:
+        widgets.show_error(exc, "Evaluation failed")
+        st.stop()
+    bar.empty()
+    results.put(key, result)
+
+st.subheader(f"{result.n_images} images of the {split_name} split at threshold {threshold:.2f}")
+columns = st.columns(4)
+columns[0].metric("Pooled Dice", f"{result.pooled['dice']:.3f}")
+columns[1].metric("Pooled Jaccard", f"{result.pooled['jaccard']:.3f}")
+columns[2].metric("Mean Dice per image", f"{result.mean['dice']:.3f}")
+columns[3].metric("Mean Jaccard per image", f"{result.mean['jaccard']:.3f}")
+st.caption(
+    "Pooled: pixel counts summed over all images, then scored. Mean: each image scored, "
+    "then averaged with equal weight."
+)
+sweep = result.sweep
+st.plotly_chart(
+    charts.threshold_figure(
+        sweep.thresholds,
+        {"Dice": sweep.pooled.dice, "Jaccard": sweep.pooled.jaccard},
+        best=result.best_threshold,
+        marks={"now": threshold},
+        title=f"Pooled Dice and Jaccard vs threshold (best Dice at {result.best_threshold:.2f})",
+    ),
+    key="eval_curve",
+)
+st.dataframe(
+    result.per_image,
+    hide_index=True,
+    column_config={
+        name: st.column_config.NumberColumn(format="%.3f")
+        for name in ("dice", "jaccard", "precision", "recall")
+    },
+)
+st.subheader(f"The {worst_k} images with the lowest Dice")
+worst = sorted(result.per_image, key=lambda row: row["dice"])[: int(worst_k)]
+for row in worst:
+    analysis = state.sample_analysis(bundle, sample_set, row["id"])
+    view = analysis.view(threshold)
+    left, middle, right = st.columns([2, 2, 1])
+    left.image(analysis.image, caption=row["id"])
+    middle.image(view.overlay, caption=f"Overlay at {threshold:.2f}")
+    right.metric("Dice", f"{row['dice']:.3f}")
+    right.metric("Jaccard", f"{row['jaccard']:.3f}")
+    if right.button("Open in Predict", key=f"open_{row['id']}"):
+        st.session_state[state.PREDICT_REQUEST_KEY] = (source, split_name, row["id"])
+        st.switch_page("pages/predict.py")
+widgets.overlay_legend(truth=True)

@@ -1,0 +1,71 @@
+"""Models: the bundles in weights/ and runs/, their cards, the active one, and the Hub.
+
+UI only: ``segcore.catalog`` lists and switches; ``segcore.bundle`` reads cards.
+"""
+
+import json
+
+import streamlit as st
+
+from appkit import state, widgets
+from segcore import catalog
+from segcore.bundle import HF_SCHEME
+from segcore.errors import SegcoreError
+
+st.title("Models")
+widgets.active_model_caption()
+active = state.active_ref()
+problems: list = []
+entries = catalog.available_bundles(problems=problems)
+for folder, message in problems:
+    st.warning(f"{folder}: not usable — {message}")
+
+st.markdown(f"**Active:** `{active}` — used by Predict and Evaluate in every session.")
+if active.startswith(HF_SCHEME):
+    st.caption("This model comes from the Hugging Face Hub cache.")
+
+for entry in entries:
+    card = entry.card
+    is_active = catalog.same_bundle(entry.ref, active)
+    test = card.metrics.get("test", {}) if isinstance(card.metrics, dict) else {}
+    validation = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
+    title = f"{'✅ ' if is_active else ''}{card.name} · {entry.source}: {catalog.describe_ref(entry.ref)}"
+    with st.expander(title, expanded=is_active):
+        cells = st.columns(4)
+        cells[0].metric("Threshold", f"{card.threshold:.2f}")
+        if "dice" in validation:
+            cells[1].metric("Validation Dice", f"{validation['dice']:.3f}")
+        if "dice" in test:
+            cells[2].metric("Test Dice", f"{test['dice']:.3f}")
+        cells[3].metric("Input size", f"{card.input_size}²")
+        st.caption(
+            f"Backbone: {card.backbone_weights or 'random init'} · licence {card.licence} · "
+            f"created {card.created} · {entry.path}"
+        )
+        if not is_active and st.button("Use this model", key=f"use_{entry.ref}"):
+            try:
+                state.switch_model(entry.ref)
+            except SegcoreError as exc:
+                widgets.show_error(exc, "Cannot switch")
+            else:
+                st.rerun()
+        st.code(json.dumps(card.to_dict(), indent=2), language="json")
+
+st.subheader("Pull from the Hugging Face Hub")
+with st.form("hub_form"):
+    hub_ref = st.text_input(
+        "Repository and revision",
+        placeholder="org/name@0123456789abcdef0123456789abcdef01234567",
+        help="A commit hash pins the exact files; a branch name (e.g. main) follows the repo.",
+    )
+    pull = st.form_submit_button("Download and use")
+if pull:
+    ref = hub_ref.strip()
+    ref = ref if ref.startswith(HF_SCHEME) else HF_SCHEME + ref
+    try:
+        with st.spinner(f"Fetching {ref}…"):
+            card = state.switch_model(ref)
+    except SegcoreError as exc:
+        widgets.show_error(exc, "Cannot pull that bundle")
+    else:
+        st.success(f"Active model is now {card.name} ({ref}).")

@@ -1,0 +1,178 @@
+"""Predict: an uploaded image (and its mask) or a sample, explored at two thresholds live.
+
+UI only: the model runs once per image through ``segcore.analysis.analyse_image``; the
+threshold sliders live in a fragment that re-thresholds the cached probabilities.
+"""
+
+import streamlit as st
+
+from appkit import charts, state, widgets
+from segcore import samples
+from segcore.analysis import digest, read_upload
+from segcore.errors import SegcoreError
+from segcore.images import IMAGE_SUFFIXES
+from segcore.visualize import mask_png, png_bytes
+
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
+
+st.title("Predict")
+widgets.active_model_caption()
+try:
+    bundle = state.active_bundle()
+except SegcoreError as exc:
+    widgets.show_error(exc, "The active model cannot be loaded; pick another on the Models page")
+    st.stop()
+ref = state.active_ref()
+
+request = st.session_state.pop(state.PREDICT_REQUEST_KEY, None)
+if request is not None:  # "open in Predict" from the Evaluate page
+    source, split_name, sample_id = request
+    state.set_sample_source(source)
+    st.session_state["sample_split"] = split_name
+    st.session_state["predict_mode"] = "Sample"
+    st.session_state["sample_id"] = sample_id
+
+mode = st.radio("Image", ["Sample", "Upload"], horizontal=True, key="predict_mode")
+
+
+if mode == "Sample":
+    source = state.sample_source()
+    splits = widgets.source_picker(source)
+    split_col, pick, shuffle = st.columns([1, 3, 1], vertical_alignment="bottom")
+    split_name = split_col.selectbox("Split", ["test", "val", "train"], key="sample_split")
+    sample_set = splits.split(split_name)
+    if len(sample_set) == 0:
+        st.warning(f"{splits.root}: the {split_name} split is empty; pick another split.")
+        st.stop()
+    ids = list(sample_set.ids)
+    if st.session_state.get("sample_id") not in ids:
+        st.session_state["sample_id"] = ids[0]
+    sample_id = pick.selectbox(f"Sample ({len(ids)} in {split_name})", ids, key="sample_id")
+
+    def choose_random() -> None:
+        st.session_state["random_ids"] = [ids[i] for i in samples.random_picks(len(ids), 3)]
+
+    shuffle.button("🎲 3 random samples", on_click=choose_random, key="random_button")
+    random_ids = [i for i in st.session_state.get("random_ids", []) if i in ids]
+    if random_ids:
+        gallery = st.columns(len(random_ids))
+        for column, rid in zip(gallery, random_ids, strict=True):
+            with column:
+                shown = state.sample_analysis(bundle, sample_set, rid)
+                view = shown.view(bundle.threshold)
+                st.image(view.overlay, caption=f"{rid}: Dice {view.metrics['dice']:.3f}")
+                st.button(
+                    f"Explore {rid}",
+                    key=f"explore_{rid}",
+                    on_click=lambda rid=rid: st.session_state.update(sample_id=rid),
+                )
+    try:
+        analysis = state.sample_analysis(bundle, sample_set, sample_id)
+    except SegcoreError as exc:
+        widgets.show_error(exc, f"Cannot predict {sample_id}")
+        st.stop()
+else:
+    left, right = st.columns(2)
+    image_file = left.file_uploader("H&E image", type=UPLOAD_TYPES, key="upload_image")
+    mask_file = right.file_uploader(
+        "Ground-truth mask (optional: binary, 0/255, palette or instance labels)",
+        type=UPLOAD_TYPES,
+        key="upload_mask",
+    )
+    if image_file is None:
+        st.info("Upload an H&E image (PNG, JPEG, TIFF or BMP) to predict its nuclei.")
+        st.stop()
+    image_bytes = image_file.getvalue()
+    mask_bytes = mask_file.getvalue() if mask_file is not None else None
+    key = ("upload", digest(image_bytes), digest(mask_bytes) if mask_bytes else "")
+    try:
+        analysis = state.analysis_for(
+            bundle,
+            key,
+            image_file.name,
+            lambda: read_upload(
+                image_bytes, image_file.name, mask_bytes, mask_file.name if mask_file else None
+            ),
+        )
+    except SegcoreError as exc:
+        widgets.show_error(exc, "Cannot use this upload")
+        st.stop()
+
+height, width = analysis.explorer.shape
+st.caption(
+    f"**{analysis.name}** — {width}×{height} px, predicted in {analysis.seconds:.2f} s by "
+    f"{bundle.card.name}. Probabilities are cached: the sliders below never re-run the model."
+)
+views = st.columns(4)
+views[0].image(analysis.image, caption="Original")
+views[1].image(analysis.model_input, caption="Preprocessed (what the model sees)")
+views[2].image(analysis.heatmap(), caption="Probability (viridis: dark 0 → yellow 1)")
+truth_picture = analysis.truth_picture()
+if truth_picture is not None:
+    views[3].image(truth_picture, caption="Ground truth")
+else:
+    views[3].info("No ground truth: upload its mask to see Dice, Jaccard, precision and recall.")
+
+
+@st.fragment
+def explore() -> None:
+    """Two thresholds side by side; re-thresholds the cached probabilities only."""
+    controls = st.columns(3)
+    t_a = controls[0].slider(
+        "Threshold A", 0.0, 1.0, float(round(bundle.threshold, 2)), 0.01, key=f"thr_a_{ref}",
+        help="Default: the model's validation-best threshold.",
+    )
+    t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{ref}")
+    opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    metrics_a = analysis.explorer.metrics_at(t_a)
+    metrics_b = analysis.explorer.metrics_at(t_b)
+    sides = st.columns(2)
+    for side, label, value, metrics, other in (
+        (sides[0], "A", t_a, metrics_a, None),
+        (sides[1], "B", t_b, metrics_b, metrics_a),
+    ):
+        with side:
+            st.markdown(f"**Threshold {label} = {value:.2f}**")
+            widgets.metric_readouts(metrics, compare=other)
+    for side, value in ((sides[0], t_a), (sides[1], t_b)):
+        view = analysis.view(value, opacity=opacity)
+        side.image(view.overlay, caption=f"Overlay at {value:.2f}")
+        side.image(view.mask_picture, caption=f"Prediction at {value:.2f}")
+    widgets.overlay_legend(truth=analysis.has_truth)
+    curve = analysis.explorer.curve()
+    if curve is not None:
+        figure = charts.threshold_figure(
+            curve.thresholds,
+            {"Dice": curve.dice, "Jaccard": curve.jaccard},
+            best=curve.best_threshold,
+            marks={"A": t_a, "B": t_b},
+            title=f"Dice and Jaccard vs threshold (best Dice {curve.best_dice:.3f} "
+            f"at {curve.best_threshold:.2f})",
+        )
+        st.plotly_chart(figure, key="threshold_curve")
+    stem = analysis.name.rsplit(".", 1)[0]
+    downloads = st.columns(3)
+    downloads[0].download_button(
+        "Mask PNG (A)",
+        lambda: mask_png(analysis.explorer.mask_at(t_a)),
+        file_name=f"{stem}_mask_{t_a:.2f}.png",
+        mime="image/png",
+        on_click="ignore",
+    )
+    downloads[1].download_button(
+        "Overlay PNG (A)",
+        lambda: png_bytes(analysis.view(t_a, opacity=opacity).overlay),
+        file_name=f"{stem}_overlay_{t_a:.2f}.png",
+        mime="image/png",
+        on_click="ignore",
+    )
+    downloads[2].download_button(
+        "Metrics CSV (A and B)",
+        lambda: analysis.metrics_csv([t_a, t_b]),
+        file_name=f"{stem}_metrics.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
+
+
+explore()

@@ -1,0 +1,148 @@
+"""Train: start a training in the background, watch it live, stop it, use its model.
+
+UI only: ``segcore.jobs`` runs the training as its own process (it survives reloads and closed
+browsers); this page reads the run folder every two seconds.
+"""
+
+import streamlit as st
+
+from appkit import charts, state, widgets
+from segcore import jobs, samples
+from segcore.devices import training_device_label
+from segcore.errors import SegcoreError
+from segcore.locks import TrainingBusyError
+from segcore.runs import ACTIVE_STATES, RunDir
+from segcore.training import TrainConfig
+
+st.title("Train")
+widgets.active_model_caption()
+st.caption(f"Trains on: **{training_device_label()}**")
+
+running = jobs.running_job()
+defaults = TrainConfig()
+with st.form("train_form"):
+    st.markdown("**New training**")
+    data = st.text_input(
+        "Dataset",
+        value=samples.SYNTHETIC,
+        help="'synthetic' for the embedded synthetic set, or a dataset folder of any layout "
+        "(e.g. ../shared/data/monuseg).",
+    )
+    row = st.columns(4)
+    epochs = row[0].number_input("Epochs", 1, 1000, 10)
+    batch_size = row[1].number_input("Batch size", 1, 256, defaults.batch_size)
+    image_size = row[2].number_input("Image size", 32, 1024, defaults.image_size, step=16)
+    lr = row[3].number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.0e")
+    row = st.columns(3)
+    loss = row[0].selectbox("Loss", ["bce", "bce+dice"], index=0)
+    backbone = row[1].selectbox(
+        "Backbone weights",
+        ["none", "imagenet"],
+        help="'imagenet' needs the Keras ResNet50 weights cached or an internet connection; "
+        "'none' starts from random weights.",
+    )
+    augment = row[2].checkbox("Augmentation", value=True)
+    start = st.form_submit_button(
+        "Start training", type="primary", disabled=running is not None
+    )
+if start:
+    try:
+        config = TrainConfig(
+            data=data.strip() or samples.SYNTHETIC,
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            image_size=int(image_size),
+            lr=float(lr),
+            loss=loss,
+            augment=bool(augment),
+            backbone_weights=None if backbone == "none" else backbone,
+        )
+        run = jobs.start_training(config.to_dict())
+    except TrainingBusyError as exc:
+        widgets.show_error(exc, "Not started")
+    except SegcoreError as exc:
+        widgets.show_error(exc, "Invalid training settings")
+    else:
+        st.session_state["watched_run"] = str(run.path)
+        st.toast(f"Started {run.run_id}")
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def live() -> None:
+    """The running (or last watched) run: progress, curves, preview, log; refreshed every 2 s."""
+    job = jobs.running_job()
+    watched = st.session_state.get("watched_run")
+    run = job if job is not None else (RunDir(watched) if watched else None)
+    if run is None or not run.exists():
+        st.info("No training is running. Start one above; it keeps running if you close the page.")
+        return
+    status = run.read_status()
+    state_name = status.get("state")
+    head = st.columns([3, 1], vertical_alignment="center")
+    head[0].markdown(f"**{run.run_id}** — {state_name} on {status.get('device') or '…'}")
+    if state_name in ACTIVE_STATES:
+        if head[1].button("Stop", key=f"stop_{run.run_id}"):
+            jobs.stop_training(run.path)
+            st.toast("Stop requested: the run saves and stops after its current batch.")
+        epoch, epochs = int(status.get("epoch") or 0), int(status.get("epochs") or 0)
+        batch, steps = int(status.get("batch") or 0), int(status.get("steps_per_epoch") or 0)
+        done = (epoch + (batch / steps if steps else 0)) / epochs if epochs else 0.0
+        eta = status.get("eta_s")
+        eta_text = f", about {eta / 60:.1f} min left" if eta else ""
+        st.progress(
+            min(max(done, 0.0), 1.0),
+            text=f"epoch {epoch + 1 if epoch < epochs else epoch} of {epochs}, "
+            f"batch {batch} of {steps or '?'}{eta_text}",
+        )
+    elif state_name == "failed":
+        st.error(f"Failed: {status.get('reason')}\n\n{status.get('hint') or ''}")
+    elif state_name == "stopped":
+        st.warning(f"Stopped after epoch {status.get('epoch')}: {status.get('reason') or ''}")
+    elif state_name == "completed":
+        st.success(
+            f"Completed: validation Dice {status.get('val_dice', float('nan')):.3f} at threshold "
+            f"{status.get('threshold', float('nan')):.2f}"
+        )
+    rows = run.read_metrics()
+    if rows:
+        curves = st.columns(2)
+        curves[0].plotly_chart(
+            charts.training_figure(rows, ["loss", "val_loss"], title="Loss"),
+            key=f"loss_{run.run_id}",
+        )
+        curves[1].plotly_chart(
+            charts.training_figure(
+                rows, ["dice_coef", "val_dice_coef", "val_pooled_dice"], title="Dice"
+            ),
+            key=f"dice_{run.run_id}",
+        )
+    preview = run.latest_preview()
+    if preview is not None:
+        st.image(str(preview), caption=f"{preview.stem}: image | ground truth | prediction")
+    with st.expander("Log (last 40 lines)"):
+        st.code(run.log_tail(40) or "(empty)", language=None)
+
+
+live()
+
+st.subheader("Runs")
+for job in jobs.list_jobs():
+    run = RunDir(job["path"])
+    metrics = job.get("metrics") or {}
+    cells = st.columns([3, 1, 1, 2], vertical_alignment="center")
+    cells[0].markdown(f"**{job['run_id']}** · {job['state']}")
+    cells[1].markdown(f"val Dice {metrics['val_pooled_dice']:.3f}" if "val_pooled_dice" in metrics
+                      else "—")
+    if cells[2].button("Watch", key=f"watch_{job['run_id']}"):
+        st.session_state["watched_run"] = job["path"]
+        st.rerun()
+    if (run.bundle_dir / "card.json").is_file():
+        if cells[3].button("Use this model", key=f"use_{job['run_id']}"):
+            try:
+                state.switch_model(str(run.bundle_dir))
+            except SegcoreError as exc:
+                widgets.show_error(exc, "Cannot switch")
+            else:
+                st.toast(f"The app now uses {job['run_id']}")
+                st.rerun()

@@ -1,0 +1,224 @@
+"""One image through the model, kept for exploration: what the Predict page shows.
+
+:func:`read_upload` turns uploaded bytes into an image and an optional ground-truth mask, with
+errors that name the file. :func:`analyse_image` runs the model once (tiled, any size) and
+returns an :class:`ImageAnalysis`, which then answers everything threshold-dependent —
+pictures, metrics, CSV rows — from the cached probabilities, without running the model again.
+
+This module imports neither Streamlit nor TensorFlow (the model is passed in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segcore.errors import InvalidImageError
+from segcore.images import DEFAULT_MAX_PIXELS, read_image, read_mask
+from segcore.inference import ProgressCallback, predict_probabilities
+from segcore.preprocessing import PreprocessConfig, enhance_image
+from segcore.visualize import (
+    ThresholdExplorer,
+    comparison_overlay,
+    heatmap,
+    mask_image,
+    metrics_csv,
+    prediction_overlay,
+)
+
+__all__ = ["ImageAnalysis", "ThresholdView", "read_upload", "analyse_image", "digest"]
+
+
+def digest(*parts: bytes | str) -> str:
+    """A short content hash (SHA-256, 16 hex digits) identifying an input for caching."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def read_upload(
+    image_bytes: bytes,
+    image_name: str,
+    mask_bytes: bytes | None = None,
+    mask_name: str | None = None,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decodes an uploaded image and its optional ground-truth mask.
+
+    Args:
+        image_bytes: the image file's bytes (PNG, JPEG, TIFF, BMP).
+        image_name: its file name, used in error messages.
+        mask_bytes: the mask file's bytes, or ``None``; binary, 0/255, palette or instance
+            labels (any value > 0 is nucleus).
+        mask_name: its file name.
+        max_pixels: the largest accepted image.
+
+    Returns:
+        ``(image, mask)``: ``uint8`` RGB ``(H, W, 3)`` and ``uint8`` 0/1 ``(H, W)`` or ``None``.
+
+    Raises:
+        InvalidImageError: a file is empty, not an image, corrupt or too large, or the mask's
+            size differs from the image's (the message names the file).
+    """
+    image = read_image(image_bytes, name=image_name, max_pixels=max_pixels)
+    if mask_bytes is None:
+        return image, None
+    mask_label = mask_name or "mask"
+    mask = read_mask(mask_bytes, name=mask_label, max_pixels=max_pixels)
+    if mask.shape != image.shape[:2]:
+        raise InvalidImageError(
+            f"{mask_label}: mask is {mask.shape[1]}×{mask.shape[0]} but the image "
+            f"{image_name} is {image.shape[1]}×{image.shape[0]}; upload the mask of this image"
+        )
+    return image, mask
+
+
+@dataclass(frozen=True)
+class ThresholdView:
+    """Everything the Predict page shows for one threshold.
+
+    Attributes:
+        threshold: the threshold.
+        metrics: :meth:`ThresholdExplorer.metrics_at` of it.
+        mask: the binary prediction, ``uint8`` 0/1 ``(H, W)``.
+        mask_picture: the prediction as a black/white RGB picture.
+        overlay: the comparison overlay (TP/FP/FN colours and outlines) with ground truth,
+            else the prediction overlay.
+    """
+
+    threshold: float
+    metrics: dict[str, Any]
+    mask: np.ndarray
+    mask_picture: np.ndarray
+    overlay: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """One image, its model input, its probabilities and (optionally) its ground truth.
+
+    Attributes:
+        name: the image's name (file name or sample id).
+        image: the original, ``uint8`` RGB ``(H, W, 3)``.
+        model_input: the preprocessed image the model saw, ``uint8`` RGB.
+        explorer: the :class:`~segcore.visualize.ThresholdExplorer` of the probabilities.
+        seconds: how long the prediction took (preprocessing and model).
+        model_name: the card name of the model that predicted it.
+    """
+
+    name: str
+    image: np.ndarray
+    model_input: np.ndarray
+    explorer: ThresholdExplorer
+    seconds: float
+    model_name: str = ""
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float32 ``(H, W)`` probabilities."""
+        return self.explorer.probabilities
+
+    @property
+    def truth(self) -> np.ndarray | None:
+        """The ground truth (0/1), or ``None``."""
+        return self.explorer.truth
+
+    @property
+    def has_truth(self) -> bool:
+        return self.explorer.has_truth
+
+    def heatmap(self) -> np.ndarray:
+        """The probability heat map (viridis) as RGB."""
+        return heatmap(self.probabilities)
+
+    def truth_picture(self) -> np.ndarray | None:
+        """The ground truth as a black/white RGB picture, or ``None``."""
+        return None if self.truth is None else mask_image(self.truth)
+
+    def view(self, threshold: float, *, opacity: float = 0.5, outline: bool = True) -> ThresholdView:
+        """The metrics and pictures at one threshold (no model call).
+
+        Raises:
+            ValueError: ``threshold`` or ``opacity`` is not a number in ``[0, 1]``.
+        """
+        metrics = self.explorer.metrics_at(threshold)
+        mask = self.explorer.mask_at(threshold)
+        if self.truth is not None:
+            overlay = comparison_overlay(
+                self.image, self.truth, mask, opacity=opacity, outline=outline
+            )
+        else:
+            overlay = prediction_overlay(self.image, mask, opacity=opacity, outline=outline)
+        return ThresholdView(
+            threshold=float(threshold),
+            metrics=metrics,
+            mask=mask,
+            mask_picture=mask_image(mask),
+            overlay=overlay,
+        )
+
+    def metrics_rows(self, thresholds: Sequence[float]) -> list[dict[str, Any]]:
+        """One metrics row per threshold, each starting with ``image`` and ``model``."""
+        return [
+            {"image": self.name, "model": self.model_name, **self.explorer.metrics_at(t)}
+            for t in thresholds
+        ]
+
+    def metrics_csv(self, thresholds: Sequence[float]) -> bytes:
+        """:meth:`metrics_rows` as CSV bytes (UTF-8, header row first)."""
+        return metrics_csv(self.metrics_rows(thresholds))
+
+
+def analyse_image(
+    model: Any,
+    image: np.ndarray,
+    preprocess: PreprocessConfig,
+    truth: np.ndarray | None = None,
+    *,
+    name: str = "image",
+    model_name: str = "",
+    tile_size: int = 256,
+    progress: ProgressCallback | None = None,
+) -> ImageAnalysis:
+    """Predicts one image of any size and keeps what exploring it needs.
+
+    Args:
+        model: a ``keras.Model`` (or callable) as :func:`segcore.inference.predict_probabilities`
+            accepts.
+        image: ``uint8`` RGB ``(H, W, 3)``.
+        preprocess: the bundle's preprocessing.
+        truth: optional ground-truth mask of the same H×W.
+        name: the image's name for captions and CSV rows.
+        model_name: the model's name for CSV rows.
+        tile_size: tile side for tiled inference (the bundle's input size), default 256.
+        progress: ``progress(done, total)`` after each batch of tiles.
+
+    Raises:
+        InvalidImageError: bad image, or the mask's size differs from the image's.
+    """
+    if truth is not None and np.asarray(truth).shape[:2] != np.asarray(image).shape[:2]:
+        raise InvalidImageError(
+            f"{name}: ground truth is {np.asarray(truth).shape[:2]} but the image is "
+            f"{np.asarray(image).shape[:2]} (H, W)"
+        )
+    start = time.perf_counter()
+    probabilities = predict_probabilities(
+        model, image, preprocess, tile_size=tile_size, progress=progress
+    )
+    seconds = time.perf_counter() - start
+    return ImageAnalysis(
+        name=name,
+        image=np.asarray(image),
+        model_input=enhance_image(image, preprocess),
+        explorer=ThresholdExplorer(probabilities, truth),
+        seconds=seconds,
+        model_name=model_name,
+    )

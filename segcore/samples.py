@@ -1,0 +1,155 @@
+"""Where the app's sample images come from: the synthetic set made on demand, or a dataset folder.
+
+A *sample source* is either the word ``"synthetic"`` or the path of a dataset folder of any
+layout :func:`segcore.datasets.open_dataset` reads. :func:`open_source` turns it into
+:class:`~segcore.datasets.DatasetSplits`.
+
+The synthetic source needs no files: :class:`GeneratedSampleSet` makes tile ``i`` with
+:func:`segcore.synthetic.generate_tile` when it is loaded (about 50 ms for 256×256), and
+:func:`synthetic_splits` gives it the same train/val/test split that
+``open_dataset(ensure_synthetic_dataset())`` gives the files written by
+``python -m segcore synth`` — so a fresh clone shows samples at once, and they are the very
+tiles a model trained with ``--data synthetic`` held out as its test split.
+
+This module imports neither Streamlit nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segcore.datasets import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    DatasetSplits,
+    SampleSet,
+    open_dataset,
+    split_indices,
+)
+from segcore.errors import DatasetError
+from segcore.synthetic import DEFAULT_SYNTHETIC_DIR, generate_tile, tile_name
+
+__all__ = [
+    "SYNTHETIC",
+    "GeneratedSampleSet",
+    "synthetic_splits",
+    "open_source",
+    "random_picks",
+    "describe_source",
+]
+
+SYNTHETIC = "synthetic"
+"""The sample source that needs no files: the synthetic H&E set, generated on demand."""
+
+SYNTHETIC_COUNT = 760
+"""Tiles in the default synthetic set (as ``python -m segcore synth`` writes it)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _tile(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = generate_tile(np.random.default_rng([seed, index]), size)
+    image.setflags(write=False)
+    mask.setflags(write=False)
+    return image, mask
+
+
+class GeneratedSampleSet(SampleSet):
+    """Synthetic tiles made when loaded, tile ``i`` exactly as :func:`generate_dataset` writes it.
+
+    Args:
+        indices: the tile numbers in this set (``synth_NNNNN``).
+        seed: the generator's seed, defaults to 0.
+        size: tile side in pixels, defaults to 256.
+
+    The last 64 tiles loaded are cached (read-only arrays); ``load`` returns copies.
+    """
+
+    def __init__(self, indices: Sequence[int], *, seed: int = 0, size: int = 256) -> None:
+        self.indices = [int(i) for i in indices]
+        self.seed = int(seed)
+        self.size = int(size)
+        self.ids = [Path(tile_name(i)).stem for i in self.indices]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = _tile(self.seed, self.indices[index], self.size)
+        return image.copy(), mask.copy()
+
+    def describe(self, index: int) -> str:
+        return f"synthetic tile {self.ids[index]} (seed {self.seed}, {self.size}×{self.size})"
+
+    def subset(self, indices: Sequence[int]) -> GeneratedSampleSet:
+        return GeneratedSampleSet(
+            [self.indices[i] for i in indices], seed=self.seed, size=self.size
+        )
+
+
+def synthetic_splits(
+    *, count: int = SYNTHETIC_COUNT, size: int = 256, seed: int = 0, split_seed: int = 0
+) -> DatasetSplits:
+    """The synthetic set's splits without writing it: what ``open_dataset`` gives on its files.
+
+    Args:
+        count: tiles in the set, defaults to 760.
+        size: tile side, defaults to 256.
+        seed: the generator's seed, defaults to 0.
+        split_seed: the seed of the train/val/test permutation, defaults to 0 (as
+            ``open_dataset`` and training use).
+
+    Returns:
+        :class:`~segcore.datasets.DatasetSplits` whose sets are :class:`GeneratedSampleSet`.
+    """
+    # The same cut as datasets._carve for a "pairs" folder without val/test: test first.
+    train, test, val = split_indices(
+        count, [0.0, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION], split_seed
+    )
+    make = functools.partial(GeneratedSampleSet, seed=seed, size=size)
+    return DatasetSplits(
+        DEFAULT_SYNTHETIC_DIR,
+        "pairs",
+        make(train),
+        make(val),
+        make(test),
+        split_seed,
+        ("val", "test"),
+    )
+
+
+def open_source(source: str | os.PathLike) -> DatasetSplits:
+    """Opens a sample source: ``"synthetic"`` or a dataset folder.
+
+    Raises:
+        DatasetError: the folder does not exist, has no supported layout, or has bad files
+            (all of them listed).
+    """
+    if str(source).strip().lower() == SYNTHETIC:
+        return synthetic_splits()
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset folder")
+    return open_dataset(root)
+
+
+def describe_source(source: str | os.PathLike) -> str:
+    """A short human description of a sample source, for captions."""
+    if str(source).strip().lower() == SYNTHETIC:
+        return "the synthetic H&E set (generated on demand; no download)"
+    return f"the dataset at {Path(source).expanduser()}"
+
+
+def random_picks(n: int, k: int = 3, rng: np.random.Generator | int | None = None) -> list[int]:
+    """``k`` distinct indices out of ``range(n)`` (all of them when ``n <= k``), sorted.
+
+    Args:
+        n: the number of samples.
+        k: how many to pick, defaults to 3 (as the original design showed).
+        rng: a NumPy generator or a seed; ``None`` for fresh randomness.
+    """
+    if n < 0 or k < 0:
+        raise ValueError(f"n and k must be non-negative, got n={n}, k={k}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return sorted(int(i) for i in rng.choice(n, size=min(k, n), replace=False))
