@@ -1,4 +1,4 @@
-"""Plotly figures for the app (no Streamlit, no TensorFlow): threshold curves and training curves."""
+"""Plotly figures for the app: threshold curves and training curves (no Streamlit, no TF)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ SOURCE_KEY = "sample_source"
 """``st.session_state`` key of the session's sample source."""
 
 PREDICT_REQUEST_KEY = "predict_request"
-"""``st.session_state`` key another page sets to open a sample in Predict: ``(source, split, index)``."""
+"""``st.session_state`` key set to open a sample in Predict: ``(source, split, sample_id)``."""
 
 ANALYSIS_CACHE_SIZE = 12
 

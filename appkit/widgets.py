@@ -18,7 +18,9 @@ METRIC_LABELS = (
 )
 
 
-def metric_readouts(metrics: Mapping[str, Any], *, compare: Mapping[str, Any] | None = None) -> None:
+def metric_readouts(
+    metrics: Mapping[str, Any], *, compare: Mapping[str, Any] | None = None
+) -> None:
     """``st.metric`` read-outs of Dice, Jaccard, precision, recall and nuclei count.
 
     Without ground truth (``"reason"`` in ``metrics``) only the nuclei count is shown, with
@@ -64,7 +66,7 @@ def active_model_caption() -> None:
         from segcore.bundle import read_card, resolve_bundle_ref
 
         card = read_card(resolve_bundle_ref(ref)) if not ref.startswith("hf://") else None
-    except Exception as exc:  # noqa: BLE001 - a broken bundle must not break every page
+    except Exception as exc:
         st.sidebar.warning(f"Active model {ref!r}: {exc}")
         return
     name = card.name if card else ref

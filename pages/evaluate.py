@@ -31,7 +31,7 @@ if len(sample_set) == 0:
     st.warning(f"{splits.root}: the {split_name} split is empty.")
     st.stop()
 
-key = state.model_key(bundle) + (str(splits.root), split_name, float(threshold))
+key = (*state.model_key(bundle), str(splits.root), split_name, float(threshold))
 results = state.result_store()
 result = results.get(key)
 run = controls[3].button(

@@ -16,8 +16,9 @@ or pick a sample, then move the threshold and watch Dice and Jaccard follow.
 )
 left, right = st.columns(2)
 with left:
-    st.page_link("pages/predict.py", label="**Predict** — one image, two thresholds, live metrics",
-                 icon="🔬")
+    st.page_link(
+        "pages/predict.py", label="**Predict** — one image, two thresholds, live metrics", icon="🔬"
+    )
     st.page_link("pages/evaluate.py", label="**Evaluate** — a whole dataset split", icon="📊")
 with right:
     st.page_link("pages/train.py", label="**Train** — a new model in the background", icon="🏋️")

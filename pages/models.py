@@ -29,7 +29,8 @@ for entry in entries:
     is_active = catalog.same_bundle(entry.ref, active)
     test = card.metrics.get("test", {}) if isinstance(card.metrics, dict) else {}
     validation = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
-    title = f"{'✅ ' if is_active else ''}{card.name} · {entry.source}: {catalog.describe_ref(entry.ref)}"
+    label = catalog.describe_ref(entry.ref)
+    title = f"{'✅ ' if is_active else ''}{card.name} · {entry.source}: {label}"
     with st.expander(title, expanded=is_active):
         cells = st.columns(4)
         cells[0].metric("Threshold", f"{card.threshold:.2f}")

@@ -119,7 +119,12 @@ def explore() -> None:
     """Two thresholds side by side; re-thresholds the cached probabilities only."""
     controls = st.columns(3)
     t_a = controls[0].slider(
-        "Threshold A", 0.0, 1.0, float(round(bundle.threshold, 2)), 0.01, key=f"thr_a_{ref}",
+        "Threshold A",
+        0.0,
+        1.0,
+        float(round(bundle.threshold, 2)),
+        0.01,
+        key=f"thr_a_{ref}",
         help="Default: the model's validation-best threshold.",
     )
     t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{ref}")

@@ -42,9 +42,7 @@ with st.form("train_form"):
         "'none' starts from random weights.",
     )
     augment = row[2].checkbox("Augmentation", value=True)
-    start = st.form_submit_button(
-        "Start training", type="primary", disabled=running is not None
-    )
+    start = st.form_submit_button("Start training", type="primary", disabled=running is not None)
 if start:
     try:
         config = TrainConfig(
@@ -132,17 +130,18 @@ for job in jobs.list_jobs():
     metrics = job.get("metrics") or {}
     cells = st.columns([3, 1, 1, 2], vertical_alignment="center")
     cells[0].markdown(f"**{job['run_id']}** · {job['state']}")
-    cells[1].markdown(f"val Dice {metrics['val_pooled_dice']:.3f}" if "val_pooled_dice" in metrics
-                      else "—")
+    cells[1].markdown(
+        f"val Dice {metrics['val_pooled_dice']:.3f}" if "val_pooled_dice" in metrics else "—"
+    )
     if cells[2].button("Watch", key=f"watch_{job['run_id']}"):
         st.session_state["watched_run"] = job["path"]
         st.rerun()
-    if (run.bundle_dir / "card.json").is_file():
-        if cells[3].button("Use this model", key=f"use_{job['run_id']}"):
-            try:
-                state.switch_model(str(run.bundle_dir))
-            except SegcoreError as exc:
-                widgets.show_error(exc, "Cannot switch")
-            else:
-                st.toast(f"The app now uses {job['run_id']}")
-                st.rerun()
+    has_bundle = (run.bundle_dir / "card.json").is_file()
+    if has_bundle and cells[3].button("Use this model", key=f"use_{job['run_id']}"):
+        try:
+            state.switch_model(str(run.bundle_dir))
+        except SegcoreError as exc:
+            widgets.show_error(exc, "Cannot switch")
+        else:
+            st.toast(f"The app now uses {job['run_id']}")
+            st.rerun()

@@ -31,7 +31,7 @@ from segcore.visualize import (
     prediction_overlay,
 )
 
-__all__ = ["ImageAnalysis", "ThresholdView", "read_upload", "analyse_image", "digest"]
+__all__ = ["ImageAnalysis", "ThresholdView", "analyse_image", "digest", "read_upload"]
 
 
 def digest(*parts: bytes | str) -> str:
@@ -143,7 +143,9 @@ class ImageAnalysis:
         """The ground truth as a black/white RGB picture, or ``None``."""
         return None if self.truth is None else mask_image(self.truth)
 
-    def view(self, threshold: float, *, opacity: float = 0.5, outline: bool = True) -> ThresholdView:
+    def view(
+        self, threshold: float, *, opacity: float = 0.5, outline: bool = True
+    ) -> ThresholdView:
         """The metrics and pictures at one threshold (no model call).
 
         Raises:

@@ -31,14 +31,14 @@ from segcore.errors import BundleError
 from segcore.runs import default_runs_dir, list_runs
 
 __all__ = [
-    "DEFAULT_REF",
     "ACTIVE_FILE",
+    "DEFAULT_REF",
     "CatalogEntry",
-    "available_bundles",
     "active_ref",
-    "set_active_ref",
+    "available_bundles",
     "describe_ref",
     "same_bundle",
+    "set_active_ref",
 ]
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ from segcore.synthetic import DEFAULT_SYNTHETIC_DIR, generate_tile, tile_name
 __all__ = [
     "SYNTHETIC",
     "GeneratedSampleSet",
-    "synthetic_splits",
+    "describe_source",
     "open_source",
     "random_picks",
-    "describe_source",
+    "synthetic_splits",
 ]
 
 SYNTHETIC = "synthetic"
