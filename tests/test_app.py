@@ -1,13 +1,252 @@
-"""The Streamlit app renders without exceptions (AppTest, no browser)."""
+"""Every page of the Streamlit app through AppTest (no browser), with the real default model.
+
+Each test gets its own runs folder (``SEGCORE_RUNS_DIR``), so the active-model file and
+training runs never touch the repository's ``runs/``. The model is loaded once per test
+process (``st.cache_resource``), as in the app.
+"""
 
 from __future__ import annotations
 
+import time
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, jaccard_score
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO
+from segcore import catalog, jobs
+from segcore.jobs import FINAL_STATES
+from segcore.runs import RunDir
+from segcore.synthetic import generate_tile
+from tests.conftest import REPO, make_pairs_dataset
+
+TIMEOUT = 240
 
 
-def test_home_page_renders():
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=30).run()
-    assert not at.exception
+@pytest.fixture(autouse=True)
+def isolated_runs(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return runs
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+
+
+def page(path: str) -> AppTest:
+    at = app().run()
+    return at.switch_page(path).run()
+
+
+def png(array: np.ndarray) -> bytes:
+    if array.ndim == 3:
+        array = array[..., ::-1]
+    return cv2.imencode(".png", np.ascontiguousarray(array))[1].tobytes()
+
+
+def readouts(at: AppTest) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for metric in at.metric:
+        values.setdefault(metric.label, []).append(metric.value)
+    return values
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The default bundle's probabilities for one synthetic tile, computed outside the app."""
+    from segcore.bundle import load_bundle
+    from segcore.inference import predict_probabilities
+
+    image, truth = generate_tile([7, 7], 256)
+    bundle = load_bundle("default")
+    probabilities = predict_probabilities(bundle.model, image, bundle.preprocess)
+    return image, truth, probabilities, bundle.threshold
+
+
+def expected(truth, probabilities, threshold):
+    pred = (probabilities >= threshold).astype(np.uint8).ravel()
+    return f1_score(truth.ravel(), pred), jaccard_score(truth.ravel(), pred)
+
+
+def test_home_renders_without_tensorflow():
+    at = app().run()
+    assert_clean(at)
     assert "Nuclei segmentation" in at.title[0].value
+    assert any("Active model" in c.value for c in at.sidebar.caption)
+
+
+def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():
+    at = page("pages/predict.py")
+    assert_clean(at)
+    assert at.radio(key="predict_mode").value == "Sample"
+    assert at.selectbox(key="sample_id").value == "synth_00012" or at.selectbox(key="sample_id")
+    labels = readouts(at)
+    assert len(labels["Dice"]) == 2 and len(labels["Nuclei"]) == 2  # thresholds A and B
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_predict_three_random_samples_gallery():
+    at = page("pages/predict.py")
+    at.button(key="random_button").click().run()
+    assert_clean(at)
+    explore = [b for b in at.button if b.label.startswith("Explore ")]
+    assert len(explore) == 3
+    target = explore[1].label.removeprefix("Explore ")
+    explore[1].click().run()
+    assert at.selectbox(key="sample_id").value == target
+
+
+def test_upload_then_slider_changes_dice_to_segcores_value(reference):
+    image, truth, probabilities, threshold = reference
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
+    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
+    at.run()
+    assert_clean(at)
+    slider_a = next(s for s in at.slider if s.label == "Threshold A")
+    assert slider_a.value == pytest.approx(round(threshold, 2))
+    dice, jaccard = expected(truth, probabilities, slider_a.value)
+    assert readouts(at)["Dice"][0] == f"{dice:.3f}"
+    assert readouts(at)["Jaccard"][0] == f"{jaccard:.3f}"
+    before = readouts(at)["Dice"][0]
+
+    slider_a.set_value(0.2).run()
+    dice, jaccard = expected(truth, probabilities, 0.2)
+    assert readouts(at)["Dice"][0] == f"{dice:.3f}" != before
+    assert readouts(at)["Jaccard"][0] == f"{jaccard:.3f}"
+    # Threshold B is independent and shows its difference from A.
+    dice_b, _ = expected(truth, probabilities, 0.5)
+    assert readouts(at)["Dice"][1] == f"{dice_b:.3f}"
+
+
+def test_upload_without_mask_explains_missing_metrics(reference):
+    image = reference[0]
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png").run()
+    assert_clean(at)
+    assert "Dice" not in readouts(at)
+    assert len(readouts(at)["Nuclei (predicted)"]) == 2
+    assert any("ground truth" in c.value for c in at.caption)
+
+
+def test_bad_upload_shows_error_and_page_keeps_working(reference):
+    image, truth = reference[0], reference[1]
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload(
+        "broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png"
+    )
+    at.run()
+    assert not at.exception
+    assert at.error and "broken.png" in at.error[0].value
+    uploader = at.file_uploader(key="upload_image")
+    uploader.set_value(("tile.png", png(image), "image/png"))
+    at.file_uploader(key="upload_mask").upload(
+        "wrong.png", png(truth[:100, :100] * 255), "image/png"
+    )
+    at.run()
+    assert not at.exception
+    assert "wrong.png" in at.error[0].value and "256×256" in at.error[0].value
+    at.file_uploader(key="upload_mask").set_value(None).run()
+    assert_clean(at)
+    assert "Nuclei (predicted)" in readouts(at)
+
+
+def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path):
+    folder = make_pairs_dataset(tmp_path / "pairs", n=12, size=64)
+    at = page("pages/evaluate.py")
+    at.text_input(key="source_input").set_value(str(folder))
+    next(b for b in at.button if b.label == "Use this source").click().run()
+    assert_clean(at)
+    next(b for b in at.button if b.label.startswith("Evaluate")).click().run()
+    assert_clean(at)
+    labels = readouts(at)
+    pooled = float(labels["Pooled Dice"][0])
+    assert 0.0 <= pooled <= 1.0
+    assert len(at.dataframe) == 1
+    opens = [b for b in at.button if b.label == "Open in Predict"]
+    assert opens
+    opens[0].click().run()
+    assert_clean(at)
+    assert at.title[0].value == "Predict"
+    assert at.selectbox(key="sample_id").value.startswith("img_")
+
+
+def test_models_page_lists_the_default_and_refuses_offline_hub(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = page("pages/models.py")
+    assert_clean(at)
+    assert any("default" in e.label for e in at.expander)
+    at.text_input[0].set_value("someone/some-model@main")
+    next(b for b in at.button if b.label == "Download and use").click().run()
+    assert not at.exception
+    assert at.error and "offline" in at.error[0].value.lower()
+    assert catalog.active_ref() == catalog.DEFAULT_REF
+
+
+def test_models_page_switches_the_active_model(tmp_path, isolated_runs):
+    import shutil
+
+    copy = isolated_runs / "run-x" / "bundle"
+    shutil.copytree(REPO / "weights" / "default", copy)
+    (isolated_runs / "run-x" / "status.json").write_text('{"state": "completed"}')
+    at = page("pages/models.py")
+    use = [b for b in at.button if b.label == "Use this model"]
+    assert len(use) == 1
+    use[0].click().run()
+    assert_clean(at)
+    assert catalog.same_bundle(catalog.active_ref(), str(copy))
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_train_page_starts_and_stops_a_tiny_job(tmp_path, isolated_runs):
+    folder = make_pairs_dataset(tmp_path / "pairs", n=8, size=64)
+    at = page("pages/train.py")
+    assert_clean(at)
+    assert "CPU" in at.caption[1].value or "GPU" in at.caption[1].value
+    at.text_input[0].set_value(str(folder))
+    at.number_input[0].set_value(500)  # epochs: far more than the test waits for
+    at.number_input[1].set_value(2)  # batch size
+    at.number_input[2].set_value(64)  # image size
+    at.button[0].click().run()  # the form's submit button
+    assert_clean(at)
+    run = jobs.running_job(isolated_runs)
+    assert run is not None
+    try:
+        # A second start is refused while the first runs.
+        assert at.button[0].disabled
+        wait_until(lambda: run.read_status().get("state") == "running", 180, "state running")
+        at.run()
+        stop = [b for b in at.button if b.label == "Stop"]
+        assert stop, [b.label for b in at.button]
+        stop[0].click().run()
+        status = wait_until(
+            lambda: (s := run.read_status()).get("state") in FINAL_STATES and s, 180, "the stop"
+        )
+        assert status["state"] == "stopped", status
+    finally:
+        jobs.stop_training(run.path, wait=True, timeout=180)
+    at.run()
+    assert_clean(at)
+    assert any(run.run_id in m.value for m in at.markdown)
+    assert RunDir(run.path).read_status()["state"] == "stopped"

@@ -35,9 +35,25 @@ def test_importing_segcore_does_not_load_tensorflow():
         "import sys, segcore, segcore.images, segcore.preprocessing, segcore.datasets, "
         "segcore.metrics, segcore.tiling, segcore.model_config, segcore.training, "
         "segcore.runs, segcore.jobs, segcore.locks, segcore.bundle, segcore.hub, "
-        "segcore.inference, segcore.evaluation, segcore.synthetic, segcore.visualize; "
+        "segcore.inference, segcore.evaluation, segcore.synthetic, segcore.visualize, "
+        "segcore.samples, segcore.catalog, segcore.analysis, segcore.devices, appkit.charts; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_pages_hold_no_tensorflow_import():
+    """Pages reach TensorFlow only through segcore (the landing page must not load it)."""
+    for page in [*sorted((REPO / "pages").glob("*.py")), REPO / "app.py"]:
+        text = page.read_text()
+        assert "import tensorflow" not in text and "import keras" not in text, page
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Install the test dependencies and run every test", 1)[1]
+    command = block.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    assert command in (REPO / ".ci" / "run").read_text()
+    assert "python -m pytest" in command

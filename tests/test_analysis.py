@@ -1,0 +1,137 @@
+"""segcore.analysis: uploads, one prediction per image, exact re-thresholding afterwards."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, jaccard_score
+
+from segcore.analysis import analyse_image, digest, read_upload
+from segcore.errors import InvalidImageError
+from segcore.preprocessing import PreprocessConfig, preprocess_image
+from segcore.visualize import PALETTE
+
+
+def png(array: np.ndarray) -> bytes:
+    if array.ndim == 3:
+        array = array[..., ::-1]
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(array))
+    assert ok
+    return data.tobytes()
+
+
+class CountingModel:
+    """A stand-in model: probability = the blue channel of the input; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        return np.asarray(batch)[..., 2:3]
+
+
+@pytest.fixture()
+def image_and_truth():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    truth = (rng.random((80, 100)) > 0.6).astype(np.uint8)
+    return image, truth
+
+
+def test_read_upload_decodes_image_and_binarises_mask(image_and_truth):
+    image, truth = image_and_truth
+    got_image, got_mask = read_upload(png(image), "tile.png", png(truth * 255), "tile_mask.png")
+    np.testing.assert_array_equal(got_image, image)
+    np.testing.assert_array_equal(got_mask, truth)
+    assert read_upload(png(image), "tile.png")[1] is None
+
+
+def test_read_upload_instance_labels_are_nuclei(image_and_truth):
+    image, _ = image_and_truth
+    labels = np.zeros((80, 100), np.uint16)
+    labels[5:10, 5:10] = 1
+    labels[20:30, 40:45] = 300
+    _, mask = read_upload(png(image), "a.png", png(labels), "labels.png")
+    assert mask.sum() == 25 + 50
+
+
+def test_read_upload_errors_name_the_file(image_and_truth):
+    image, truth = image_and_truth
+    with pytest.raises(InvalidImageError, match=r"broken\.png"):
+        read_upload(b"\x89PNG\r\n\x1a\n garbage", "broken.png")
+    with pytest.raises(InvalidImageError, match=r"empty\.png"):
+        read_upload(b"", "empty.png")
+    with pytest.raises(InvalidImageError, match=r"small_mask\.png.*50×40.*tile\.png.*100×80"):
+        read_upload(png(image), "tile.png", png(truth[:40, :50] * 255), "small_mask.png")
+
+
+def test_analysis_runs_the_model_once_and_thresholds_exactly(image_and_truth):
+    image, truth = image_and_truth
+    model = CountingModel()
+    config = PreprocessConfig()
+    analysis = analyse_image(model, image, config, truth, name="tile.png", model_name="m")
+    expected = preprocess_image(image, config)[..., 2]
+    np.testing.assert_allclose(analysis.probabilities, expected, atol=1e-6)
+    calls = model.calls
+    for threshold in (0.2, 0.37, 0.5, 0.81):
+        view = analysis.view(threshold, opacity=0.5)
+        pred = (expected >= threshold).astype(np.uint8)
+        np.testing.assert_array_equal(view.mask, pred)
+        assert view.metrics["dice"] == pytest.approx(f1_score(truth.ravel(), pred.ravel()))
+        assert view.metrics["jaccard"] == pytest.approx(jaccard_score(truth.ravel(), pred.ravel()))
+        assert view.overlay.shape == (80, 100, 3) and view.mask_picture.shape == (80, 100, 3)
+    assert model.calls == calls  # thresholds never call the model
+    assert analysis.model_input.dtype == np.uint8 and analysis.model_input.shape == image.shape
+
+
+def test_overlay_colours_follow_the_confusion(image_and_truth):
+    image = np.full((32, 32, 3), 128, np.uint8)
+    truth = np.zeros((32, 32), np.uint8)
+    truth[:, :16] = 1
+
+    def model(batch):
+        out = np.zeros((*batch.shape[:3], 1), np.float32)
+        out[:, :16, :32] = 0.9
+        return out
+
+    analysis = analyse_image(model, image, PreprocessConfig(), truth)
+    view = analysis.view(0.5, opacity=1.0, outline=False)
+    assert tuple(view.overlay[4, 4]) == PALETTE["true_positive"].rgb
+    assert tuple(view.overlay[4, 28]) == PALETTE["false_positive"].rgb
+    assert tuple(view.overlay[28, 4]) == PALETTE["false_negative"].rgb
+    assert tuple(view.overlay[28, 28]) == (128, 128, 128)
+
+
+def test_without_truth_only_nuclei_are_counted(image_and_truth):
+    image, _ = image_and_truth
+    analysis = analyse_image(CountingModel(), image, PreprocessConfig(), name="x.png")
+    metrics = analysis.view(0.5).metrics
+    assert "dice" not in metrics and "reason" in metrics and metrics["nuclei_pred"] >= 0
+    assert analysis.truth_picture() is None
+
+
+def test_metrics_csv_has_one_row_per_threshold(image_and_truth):
+    image, truth = image_and_truth
+    analysis = analyse_image(
+        CountingModel(), image, PreprocessConfig(), truth, name="t.png", model_name="tiny"
+    )
+    rows = list(csv.DictReader(io.StringIO(analysis.metrics_csv([0.3, 0.6]).decode())))
+    assert [r["threshold"] for r in rows] == ["0.3", "0.6"]
+    assert rows[0]["image"] == "t.png" and rows[0]["model"] == "tiny"
+    assert float(rows[1]["dice"]) == pytest.approx(analysis.view(0.6).metrics["dice"])
+
+
+def test_mismatched_truth_is_refused(image_and_truth):
+    image, truth = image_and_truth
+    with pytest.raises(InvalidImageError, match="ground truth"):
+        analyse_image(CountingModel(), image, PreprocessConfig(), truth[:10])
+
+
+def test_digest_separates_parts():
+    assert digest(b"ab", b"c") != digest(b"a", b"bc")
+    assert digest(b"x") == digest(b"x") and len(digest(b"x")) == 16

@@ -1,0 +1,126 @@
+"""End to end in a real browser: Debian's Chromium, driven by Playwright, against
+``streamlit run app.py`` on a free 127.0.0.1 port.
+
+Screenshots are kept in ``test-artifacts/browser/``. Chromium must be installed
+(``scripts/install-test-deps.sh`` does it); set ``SEGCORE_SKIP_BROWSER=1`` to skip these tests
+on a machine that cannot have it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from tests import browser
+from tests.conftest import REPO
+
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+PAGES = {
+    "": "Nuclei segmentation in H&E histopathology",
+    "predict": "Predict",
+    "evaluate": "Evaluate",
+    "train": "Train",
+    "models": "Models",
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chromium_executable() -> str:
+    path = browser.chromium_path()
+    if path is None:
+        if os.environ.get("SEGCORE_SKIP_BROWSER") == "1":
+            pytest.skip("SEGCORE_SKIP_BROWSER=1 and no Chromium")
+        pytest.fail(
+            "Chromium not found: run scripts/install-test-deps.sh (installs Debian's chromium), "
+            "set CHROMIUM to its path, or SEGCORE_SKIP_BROWSER=1 to skip the browser tests"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    runs = tmp_path_factory.mktemp("browser-runs")
+    env = {"SEGCORE_RUNS_DIR": str(runs), "HF_HUB_OFFLINE": "1"}
+    with browser.streamlit_server(env, log_path=ARTIFACTS / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(server, chromium_executable):
+    with browser.chromium(chromium_executable) as chrome:
+        context = chrome.new_context(viewport={"width": 1500, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(180_000)
+        yield page
+        context.close()
+
+
+def test_every_page_opens_without_exception(server, page):
+    for path, title in PAGES.items():
+        page.goto(f"{server}/{path}")
+        browser.wait_for_app(page)
+        heading = page.locator('[data-testid="stMain"] h1').first.inner_text()
+        assert title in heading, (path, heading)
+        assert browser.exceptions(page) == [], path
+        page.screenshot(path=str(ARTIFACTS / f"page-{path or 'home'}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def tile(monuseg):
+    """A MoNuSeg test tile, its mask and the default model's probabilities (outside the app)."""
+    from segcore.bundle import load_bundle
+    from segcore.images import read_image, read_mask
+    from segcore.inference import predict_probabilities
+
+    image_path = sorted((monuseg / "test" / "images").glob("*.tif"))[0]
+    mask_path = monuseg / "test" / "masks" / f"{image_path.stem}.png"
+    bundle = load_bundle("default")
+    probabilities = predict_probabilities(bundle.model, read_image(image_path), bundle.preprocess)
+    return image_path, mask_path, read_mask(mask_path), probabilities
+
+
+def dice_at(truth: np.ndarray, probabilities: np.ndarray, threshold: float) -> str:
+    pred = (probabilities >= threshold).ravel()
+    return f"{f1_score(truth.ravel(), pred):.3f}"
+
+
+def test_upload_monuseg_tile_and_move_the_threshold(server, page, tile):
+    image_path, mask_path, truth, probabilities = tile
+    page.goto(f"{server}/predict")
+    browser.wait_for_app(page)
+    page.get_by_text("Upload", exact=True).click()
+    browser.wait_for_app(page)
+    inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    inputs.nth(0).set_input_files(str(image_path))
+    inputs.nth(1).set_input_files(str(mask_path))
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('[data-testid="stMetricLabel"]'))
+                 .some(l => l.innerText.trim() === 'Dice')""",
+        timeout=180_000,
+    )
+    browser.wait_for_app(page)
+    assert browser.exceptions(page) == []
+    handle = browser.slider_handle(page, "Threshold A")
+    start = float(handle.get_attribute("aria-valuenow"))
+    before = browser.metric_values(page, "Dice")[0]
+    assert before == dice_at(truth, probabilities, start)
+    page.screenshot(path=str(ARTIFACTS / "predict-upload.png"), full_page=True)
+
+    handle.focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowLeft")  # 10 steps of 0.01
+    target = round(start - 0.10, 2)
+    expected = dice_at(truth, probabilities, target)
+    assert expected != before
+    browser.wait_for_metric(page, "Dice", expected, timeout_ms=60_000)
+    browser.wait_for_app(page)
+    assert float(handle.get_attribute("aria-valuenow")) == pytest.approx(target)
+    assert browser.metric_values(page, "Dice")[0] == expected
+    assert browser.exceptions(page) == []
+    page.screenshot(path=str(ARTIFACTS / "predict-threshold-moved.png"), full_page=True)
