@@ -6,10 +6,11 @@ split and threshold for the life of the app process.
 
 import streamlit as st
 
-from appkit import charts, state, widgets
+from appkit import charts, navigation, state, widgets
 from segcore.errors import SegcoreError
 from segcore.evaluation import evaluate
 
+navigation.require_entrypoint()
 st.title("Evaluate")
 widgets.active_model_caption()
 try:

@@ -3,8 +3,9 @@
 import streamlit as st
 
 import segcore
-from appkit import widgets
+from appkit import navigation, widgets
 
+navigation.require_entrypoint()
 widgets.active_model_caption()
 st.title("Nuclei segmentation in H&E histopathology")
 st.caption(f"segcore {segcore.__version__} · DeepLabV3+ on a ResNet50 backbone")
@@ -17,12 +18,26 @@ or pick a sample, then move the threshold and watch Dice and Jaccard follow.
 left, right = st.columns(2)
 with left:
     st.page_link(
-        "pages/predict.py", label="**Predict** — one image, two thresholds, live metrics", icon="🔬"
+        "pages/predict.py",
+        label="**Predict** — one image, two thresholds, live metrics",
+        icon=":material/biotech:",
     )
-    st.page_link("pages/evaluate.py", label="**Evaluate** — a whole dataset split", icon="📊")
+    st.page_link(
+        "pages/evaluate.py",
+        label="**Evaluate** — a whole dataset split",
+        icon=":material/analytics:",
+    )
 with right:
-    st.page_link("pages/train.py", label="**Train** — a new model in the background", icon="🏋️")
-    st.page_link("pages/models.py", label="**Models** — bundles, cards, the Hub", icon="📦")
+    st.page_link(
+        "pages/train.py",
+        label="**Train** — a new model in the background",
+        icon=":material/model_training:",
+    )
+    st.page_link(
+        "pages/models.py",
+        label="**Models** — bundles, cards, the Hub",
+        icon=":material/inventory_2:",
+    )
 st.markdown(
     """
 With no set-up the samples come from a synthetic H&E set generated on demand, and the model

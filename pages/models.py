@@ -7,11 +7,12 @@ import json
 
 import streamlit as st
 
-from appkit import state, widgets
+from appkit import navigation, state, widgets
 from segcore import catalog
 from segcore.bundle import HF_SCHEME
 from segcore.errors import SegcoreError
 
+navigation.require_entrypoint()
 st.title("Models")
 widgets.active_model_caption()
 active = state.active_ref()

@@ -6,7 +6,7 @@ threshold sliders live in a fragment that re-thresholds the cached probabilities
 
 import streamlit as st
 
-from appkit import charts, state, widgets
+from appkit import charts, navigation, state, widgets
 from segcore import samples
 from segcore.analysis import digest, read_upload
 from segcore.errors import SegcoreError
@@ -15,6 +15,7 @@ from segcore.visualize import mask_png, png_bytes
 
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 
+navigation.require_entrypoint()
 st.title("Predict")
 widgets.active_model_caption()
 try:
@@ -52,7 +53,9 @@ if mode == "Sample":
     def choose_random() -> None:
         st.session_state["random_ids"] = [ids[i] for i in samples.random_picks(len(ids), 3)]
 
-    shuffle.button("🎲 3 random samples", on_click=choose_random, key="random_button")
+    shuffle.button(
+        "3 random samples", icon=":material/casino:", on_click=choose_random, key="random_button"
+    )
     random_ids = [i for i in st.session_state.get("random_ids", []) if i in ids]
     if random_ids:
         gallery = st.columns(len(random_ids))

@@ -6,7 +6,7 @@ browsers); this page reads the run folder every two seconds.
 
 import streamlit as st
 
-from appkit import charts, state, widgets
+from appkit import charts, navigation, state, widgets
 from segcore import jobs, samples
 from segcore.devices import training_device_label
 from segcore.errors import SegcoreError
@@ -14,6 +14,7 @@ from segcore.locks import TrainingBusyError
 from segcore.runs import ACTIVE_STATES, RunDir
 from segcore.training import TrainConfig
 
+navigation.require_entrypoint()
 st.title("Train")
 widgets.active_model_caption()
 st.caption(f"Trains on: **{training_device_label()}**")
@@ -125,7 +126,10 @@ def live() -> None:
 live()
 
 st.subheader("Runs")
-for job in jobs.list_jobs():
+all_jobs = jobs.list_jobs()
+if not all_jobs:
+    st.caption("No runs yet in this runs folder.")
+for job in all_jobs:
     run = RunDir(job["path"])
     metrics = job.get("metrics") or {}
     cells = st.columns([3, 1, 1, 2], vertical_alignment="center")

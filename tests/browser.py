@@ -146,8 +146,17 @@ def metric_values(page, label: str) -> list[str]:
 
 
 def slider_handle(page, label: str):
-    """The draggable handle (``role=slider``) of the ``st.slider`` labelled ``label``."""
-    return page.locator('[data-testid="stSlider"]', has_text=label).locator('[role="slider"]')
+    """The keyboard-focusable range input of the ``st.slider`` labelled ``label``.
+
+    Streamlit's slider (React Aria) keeps an ``<input type="range" aria-label=label>`` under its
+    thumb; focus it and press the arrow keys to move by one step. Its value is ``value()``.
+    """
+    return page.locator(f'[data-testid="stSlider"] input[type="range"][aria-label="{label}"]')
+
+
+def slider_value(page, label: str) -> float:
+    """The current value of the ``st.slider`` labelled ``label``."""
+    return float(slider_handle(page, label).input_value())
 
 
 _METRIC_IS = """([label, value]) =>

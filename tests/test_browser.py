@@ -61,6 +61,28 @@ def page(server, chromium_executable):
         context.close()
 
 
+def nav_labels(page) -> list[str]:
+    return [
+        a.inner_text().strip() for a in page.query_selector_all('[data-testid="stSidebarNav"] a')
+    ]
+
+
+def test_bookmarked_page_as_first_request_gets_the_apps_navigation(server, page):
+    """The server's first request is a page URL: it must still run under app.py."""
+    page.goto(f"{server}/predict")
+    browser.wait_for_app(page)
+    assert page.locator('[data-testid="stMain"] h1').first.inner_text() == "Predict"
+    labels = nav_labels(page)
+    assert [label.split()[-1] for label in labels] == [
+        "Home",
+        "Predict",
+        "Evaluate",
+        "Train",
+        "Models",
+    ]
+    assert browser.exceptions(page) == []
+
+
 def test_every_page_opens_without_exception(server, page):
     for path, title in PAGES.items():
         page.goto(f"{server}/{path}")
@@ -107,7 +129,7 @@ def test_upload_monuseg_tile_and_move_the_threshold(server, page, tile):
     browser.wait_for_app(page)
     assert browser.exceptions(page) == []
     handle = browser.slider_handle(page, "Threshold A")
-    start = float(handle.get_attribute("aria-valuenow"))
+    start = browser.slider_value(page, "Threshold A")
     before = browser.metric_values(page, "Dice")[0]
     assert before == dice_at(truth, probabilities, start)
     page.screenshot(path=str(ARTIFACTS / "predict-upload.png"), full_page=True)
@@ -120,7 +142,7 @@ def test_upload_monuseg_tile_and_move_the_threshold(server, page, tile):
     assert expected != before
     browser.wait_for_metric(page, "Dice", expected, timeout_ms=60_000)
     browser.wait_for_app(page)
-    assert float(handle.get_attribute("aria-valuenow")) == pytest.approx(target)
+    assert browser.slider_value(page, "Threshold A") == pytest.approx(target)
     assert browser.metric_values(page, "Dice")[0] == expected
     assert browser.exceptions(page) == []
     page.screenshot(path=str(ARTIFACTS / "predict-threshold-moved.png"), full_page=True)

@@ -1,0 +1,194 @@
+"""The app as a user feels it, measured in a real browser (Debian's Chromium via Playwright).
+
+Run: ``python benchmarks/bench_browser.py [--moves 15] [--starts 3]``
+
+Three figures, each a median over repeats (targets from issue 4, 2 CPU cores):
+
+* **cold start** — from launching ``streamlit run app.py`` to the landing page rendered in the
+  browser (target ≤ 3 s);
+* **upload → first prediction** — a 1000×1000 tile set on the uploader (model already loaded
+  and warmed on another image) until its prediction read-out is shown (target ≤ 3 s);
+* **slider → Dice** — one arrow-key step of the threshold slider until the Dice read-out shows
+  the new value, at 256×256 (target p50 ≤ 150 ms) and 1000×1000 (p50 ≤ 400 ms).
+
+Images: a MoNuSeg test tile and its mask when ``../shared/data/monuseg`` exists (else a
+1000×1000 synthetic tile), and a 256×256 synthetic tile. Prints one line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests import browser
+
+
+def write_png(path: Path, array) -> Path:
+    import cv2
+    import numpy as np
+
+    if array.ndim == 3:
+        array = array[..., ::-1]
+    cv2.imwrite(str(path), np.ascontiguousarray(array))
+    return path
+
+
+def images(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """``{"256": (image, mask), "1000": ..., "1000b": ..., ...}`` to upload."""
+    from segcore.synthetic import generate_tile
+
+    out = {}
+    image, mask = generate_tile([11, 0], 256)
+    out["256"] = (
+        write_png(folder / "s256.png", image),
+        write_png(folder / "s256_m.png", mask * 255),
+    )
+    monuseg = Path(os.environ.get("SEGCORE_MONUSEG", browser.REPO.parent / "shared/data/monuseg"))
+    tiles = sorted((monuseg / "test" / "images").glob("*.tif"))
+    for i in range(4):
+        if i < len(tiles):
+            out[f"1000-{i}"] = (tiles[i], monuseg / "test" / "masks" / f"{tiles[i].stem}.png")
+        else:
+            image, mask = generate_tile([12, i], 1000)
+            out[f"1000-{i}"] = (
+                write_png(folder / f"s1000_{i}.png", image),
+                write_png(folder / f"s1000_{i}_m.png", mask * 255),
+            )
+    return out
+
+
+def cold_starts(executable: str, env: dict, starts: int) -> list[float]:
+    times = []
+    with browser.chromium(executable) as chrome:
+        for _ in range(starts):
+            page = chrome.new_page()
+            t0 = time.perf_counter()
+            with browser.streamlit_server(env) as url:
+                page.goto(url)
+                browser.wait_for_app(page)
+                times.append(time.perf_counter() - t0)
+            page.close()
+    return times
+
+
+def upload(page, image: Path, mask: Path | None) -> None:
+    inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    if mask is not None:
+        inputs.nth(1).set_input_files(str(mask))
+        browser.wait_for_app(page)
+    inputs.nth(0).set_input_files(str(image))
+
+
+def wait_for_label(page, label: str, timeout_ms: float = 120_000) -> None:
+    page.wait_for_function(
+        """(label) => Array.from(document.querySelectorAll('[data-testid="stMetricLabel"]'))
+                 .some(l => l.innerText.trim() === label)""",
+        arg=label,
+        timeout=timeout_ms,
+        polling="raf",
+    )
+
+
+def clear_uploads(page) -> None:
+    for button in page.locator('[data-testid="stFileUploaderDeleteBtn"] button').all():
+        button.click()
+        browser.wait_for_app(page)
+
+
+def slider_moves(page, moves: int) -> list[float]:
+    """Milliseconds from an arrow key on Threshold A to a changed Dice read-out."""
+    handle = browser.slider_handle(page, "Threshold A")
+    times = []
+    for i in range(moves):
+        before = browser.metric_values(page, "Dice")[0]
+        handle.focus()
+        key = "ArrowLeft" if i % 2 == 0 else "ArrowRight"
+        t0 = time.perf_counter()
+        page.keyboard.press(key)
+        try:
+            page.wait_for_function(
+                """([before]) => {
+                    const m = Array.from(document.querySelectorAll('[data-testid="stMetric"]'))
+                        .find(m => m.querySelector('[data-testid="stMetricLabel"]')
+                                    ?.innerText.trim() === 'Dice');
+                    return m && m.querySelector('[data-testid="stMetricValue"]')
+                                   .innerText.trim() !== before;
+                }""",
+                arg=[before],
+                timeout=5_000,
+                polling="raf",
+            )
+        except Exception:
+            browser.wait_for_app(page)
+            continue
+        times.append((time.perf_counter() - t0) * 1000)
+        browser.wait_for_app(page)
+        time.sleep(0.3)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--moves", type=int, default=15, help="slider moves per image size")
+    parser.add_argument("--starts", type=int, default=3, help="cold starts")
+    args = parser.parse_args()
+    executable = browser.chromium_path()
+    if executable is None:
+        sys.exit("Chromium not found: run scripts/install-test-deps.sh or set CHROMIUM")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; browser {executable}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        env = {"SEGCORE_RUNS_DIR": str(folder / "runs"), "HF_HUB_OFFLINE": "1"}
+        files = images(folder)
+        starts = cold_starts(executable, env, args.starts)
+        print(
+            f"cold start → landing page rendered: median {statistics.median(starts):.2f} s "
+            f"(runs: {', '.join(f'{s:.2f}' for s in starts)}; target ≤ 3 s)"
+        )
+        with browser.streamlit_server(env) as url, browser.chromium(executable) as chrome:
+            page = chrome.new_page(viewport={"width": 1500, "height": 1100})
+            page.set_default_timeout(180_000)
+            page.goto(f"{url}/predict")
+            browser.wait_for_app(page)  # loads the model, predicts the first sample (warm-up)
+            page.get_by_text("Upload", exact=True).click()
+            browser.wait_for_app(page)
+            upload_times = []
+            for name in ("1000-1", "1000-2", "1000-3", "1000-0"):
+                clear_uploads(page)
+                image = files[name][0]
+                t0 = time.perf_counter()
+                upload(page, image, None)
+                wait_for_label(page, "Nuclei (predicted)")
+                upload_times.append(time.perf_counter() - t0)
+                browser.wait_for_app(page)
+            upload_times = upload_times[1:]  # the first also traces the 1000² tile shapes
+            print(
+                f"upload 1000×1000 → first prediction shown: median "
+                f"{statistics.median(upload_times):.2f} s (runs: "
+                f"{', '.join(f'{s:.2f}' for s in upload_times)}; target ≤ 3 s)"
+            )
+            for size, name, target in (("256×256", "256", 150), ("1000×1000", "1000-0", 400)):
+                clear_uploads(page)
+                image, mask = files[name]
+                upload(page, image, mask)
+                wait_for_label(page, "Dice")
+                browser.wait_for_app(page)
+                times = sorted(slider_moves(page, args.moves))
+                p50 = statistics.median(times)
+                p90 = times[int(0.9 * (len(times) - 1))]
+                print(
+                    f"slider → Dice at {size}: p50 {p50:.0f} ms, p90 {p90:.0f} ms over "
+                    f"{len(times)} moves (target p50 ≤ {target} ms)"
+                )
+
+
+if __name__ == "__main__":
+    main()
