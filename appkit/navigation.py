@@ -1,45 +1,46 @@
-"""The app's pages, and a guard that every page runs under ``app.py``'s navigation.
+"""The app's pages, and the page header (configuration + menu) every page starts with.
 
-Streamlit treats a ``pages/`` folder beside the entry script as its older "pages directory"
-mode until ``st.navigation`` has been called once in the server process. So when the first
-request after a start is a page URL (a bookmark such as ``/predict``), Streamlit runs that page
-file alone — without ``app.py``, hence without our navigation, page titles and wide layout.
-:func:`require_entrypoint`, called at the top of every page, notices that and reruns the app
-through ``app.py`` (calling ``st.navigation`` turns the old mode off for the process).
+The menu is drawn by :func:`page_header` with ``st.page_link`` rather than by
+``st.navigation``'s own sidebar, which ``app.py`` hides. The reason: Streamlit treats a
+``pages/`` folder beside the entry script as its older "pages directory" mode until
+``st.navigation`` has run once in the server process, so when the first request after a start
+is a page URL (a bookmark such as ``/predict``) Streamlit runs that page file alone, without
+``app.py``. Because every page sets its own configuration and menu, it looks and works the same
+either way (and Streamlit's auto-generated menu of file names is hidden by
+``client.showSidebarNavigation = false`` in ``.streamlit/config.toml``).
 """
 
 from __future__ import annotations
 
-import threading
-
 import streamlit as st
 
-_run = threading.local()
+MENU = (
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/predict.py", "Predict", ":material/biotech:"),
+    ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/models.py", "Models", ":material/inventory_2:"),
+)
+"""``(file, title, icon)`` of every page, in menu order; the first is the default."""
 
 
 def pages() -> list:
     """The ``st.Page`` entries of the app, in menu order (Home first and default)."""
     return [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/predict.py", title="Predict", icon=":material/biotech:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+        st.Page(path, title=title, icon=icon, default=index == 0)
+        for index, (path, title, icon) in enumerate(MENU)
     ]
 
 
 def run() -> None:
-    """Builds the navigation and runs the selected page (what ``app.py`` does)."""
-    navigation = st.navigation(pages())
-    _run.entrypoint = True
-    try:
-        navigation.run()
-    finally:
-        _run.entrypoint = False
+    """What ``app.py`` does: registers the pages (menu hidden) and runs the selected one."""
+    st.navigation(pages(), position="hidden").run()
 
 
-def require_entrypoint() -> None:
-    """Reruns through ``app.py`` when a page was started without it (see the module doc)."""
-    if not getattr(_run, "entrypoint", False):
-        st.navigation(pages(), position="hidden")
-        st.rerun()
+def page_header() -> None:
+    """The browser title, icon and wide layout, and the sidebar menu; first call of a page."""
+    st.set_page_config(page_title="Nuclei segmentation explorer", page_icon="🔬", layout="wide")
+    with st.sidebar:
+        for path, title, icon in MENU:
+            st.page_link(path, label=title, icon=icon)
+        st.divider()

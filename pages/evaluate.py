@@ -10,7 +10,7 @@ from appkit import charts, navigation, state, widgets
 from segcore.errors import SegcoreError
 from segcore.evaluation import evaluate
 
-navigation.require_entrypoint()
+navigation.page_header()
 st.title("Evaluate")
 widgets.active_model_caption()
 try:

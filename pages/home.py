@@ -5,7 +5,7 @@ import streamlit as st
 import segcore
 from appkit import navigation, widgets
 
-navigation.require_entrypoint()
+navigation.page_header()
 widgets.active_model_caption()
 st.title("Nuclei segmentation in H&E histopathology")
 st.caption(f"segcore {segcore.__version__} · DeepLabV3+ on a ResNet50 backbone")

@@ -12,7 +12,7 @@ from segcore import catalog
 from segcore.bundle import HF_SCHEME
 from segcore.errors import SegcoreError
 
-navigation.require_entrypoint()
+navigation.page_header()
 st.title("Models")
 widgets.active_model_caption()
 active = state.active_ref()

@@ -15,7 +15,7 @@ from segcore.visualize import mask_png, png_bytes
 
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 
-navigation.require_entrypoint()
+navigation.page_header()
 st.title("Predict")
 widgets.active_model_caption()
 try:

@@ -14,7 +14,7 @@ from segcore.locks import TrainingBusyError
 from segcore.runs import ACTIVE_STATES, RunDir
 from segcore.training import TrainConfig
 
-navigation.require_entrypoint()
+navigation.page_header()
 st.title("Train")
 widgets.active_model_caption()
 st.caption(f"Trains on: **{training_device_label()}**")

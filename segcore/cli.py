@@ -53,6 +53,7 @@ _TRAIN_FLAGS = {
     "augment": "augment",
     "backbone_weights": "backbone_weights",
     "crops_per_epoch": "crops_per_epoch",
+    "init_from": "init_from",
     "seed": "seed",
     "name": "name",
     "licence": "licence",
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--backbone-weights", help="imagenet, none (default) or a ResNet50 .h5 path")
     tr.add_argument("--crops-per-epoch", type=int, help="random crops per epoch")
+    tr.add_argument(
+        "--init-from", help="start from this bundle's weights (fine-tuning; same architecture)"
+    )
     tr.add_argument("--seed", type=int, help="random seed (default 0)")
     tr.add_argument("--name", help="name recorded in the bundle's card")
     tr.add_argument("--licence", help="licence of the weights (that of the training data)")

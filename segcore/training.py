@@ -77,6 +77,9 @@ class TrainConfig:
         model: a :class:`~segcore.model.ModelConfig` as a dict (``backbone_weights`` here is
             ignored; the field above is used).
         preview_tiles: validation tiles shown in ``previews/epoch_NNN.png``.
+        init_from: a bundle ref (see :func:`segcore.bundle.load_bundle`) whose weights start
+            the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
+            this config's ``model``. ``None`` (the default) starts from ``backbone_weights``.
         name: the bundle's name.
         licence: licence recorded in the bundle's card (that of the training data).
         run_dir: where the run lives; ``None`` makes ``runs/<new run id>``.
@@ -99,6 +102,7 @@ class TrainConfig:
     preprocess: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
     model: dict = field(default_factory=lambda: ModelConfig().to_dict())
     preview_tiles: int = 4
+    init_from: str | None = None
     name: str = "segcore-deeplabv3plus"
     licence: str = "unspecified"
     run_dir: str | None = None
@@ -382,6 +386,26 @@ def _gpu_count() -> int:
     return len(tf.config.list_physical_devices("GPU"))
 
 
+def _init_from_bundle(model, ref: str) -> None:
+    """Copies a bundle's weights into ``model`` (same architecture), for fine-tuning.
+
+    Raises:
+        BundleError: the bundle cannot be loaded.
+        ConfigError: its architecture differs from the model's.
+    """
+    from segcore.bundle import load_bundle
+
+    source = load_bundle(ref)
+    try:
+        model.set_weights(source.model.get_weights())
+    except ValueError as exc:
+        raise ConfigError(
+            f"init_from {ref!r}: its architecture ({source.card.architecture}) does not match "
+            f"this run's model config ({exc})"
+        ) from exc
+    log.info("initialised the model from bundle %s (%s)", ref, source.card.name)
+
+
 def prepare_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunDir:
     """Creates the run folder with ``config.json`` and a ``queued`` status; returns it.
 
@@ -576,6 +600,8 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
                 low_level_filters=arch.low_level_filters,
                 decoder_filters=arch.decoder_filters,
             )
+            if config.init_from:
+                _init_from_bundle(model, config.init_from)
             _compile(model, config, config.epochs * train_data.steps_per_epoch)
 
     clock = {

@@ -62,13 +62,12 @@ def page(server, chromium_executable):
 
 
 def nav_labels(page) -> list[str]:
-    return [
-        a.inner_text().strip() for a in page.query_selector_all('[data-testid="stSidebarNav"] a')
-    ]
+    links = page.query_selector_all('[data-testid="stSidebar"] [data-testid="stPageLink"] a')
+    return [a.inner_text().strip() for a in links]
 
 
 def test_bookmarked_page_as_first_request_gets_the_apps_navigation(server, page):
-    """The server's first request is a page URL: it must still run under app.py."""
+    """The server's first request is a page URL: it must still get the app's menu and layout."""
     page.goto(f"{server}/predict")
     browser.wait_for_app(page)
     assert page.locator('[data-testid="stMain"] h1').first.inner_text() == "Predict"
@@ -80,6 +79,7 @@ def test_bookmarked_page_as_first_request_gets_the_apps_navigation(server, page)
         "Train",
         "Models",
     ]
+    assert page.query_selector('[data-testid="stSidebarNav"]') is None  # no file-name menu
     assert browser.exceptions(page) == []
 
 

@@ -250,3 +250,40 @@ def test_background_job_with_the_real_trainer(tiny_data, tmp_path):
             os.kill(status["pid"], signal.SIGKILL)
     assert jobs.running_job(runs) is None
     assert not (runs / "bg-2").exists()
+
+
+def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    first = train(tiny_config(tiny_data, runs / "first", epochs=1), runs_dir=runs)
+    source = load_bundle(first.bundle_dir).model
+    # lr so small that one epoch cannot move the weights: the result must be the source's.
+    tuned = train(
+        tiny_config(
+            tiny_data, runs / "tuned", epochs=1, lr=1e-12, seed=5, init_from=str(first.bundle_dir)
+        ),
+        runs_dir=runs,
+    )
+    model = load_bundle(tuned.bundle_dir).model
+    for a, b in zip(source.trainable_weights, model.trainable_weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    card = load_bundle(tuned.bundle_dir).card
+    assert card.training["init_from"] == str(first.bundle_dir)
+    # Without init_from the same seed-5 run starts elsewhere.
+    fresh = train(tiny_config(tiny_data, runs / "fresh", epochs=1, lr=1e-12, seed=5), runs_dir=runs)
+    other = load_bundle(fresh.bundle_dir).model
+    assert not np.allclose(
+        np.asarray(other.trainable_weights[-1]), np.asarray(model.trainable_weights[-1])
+    )
+
+
+def test_init_from_another_architecture_fails_clearly(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    first = train(tiny_config(tiny_data, runs / "first", epochs=1), runs_dir=runs)
+    wider = {**TINY_MODEL, "decoder_filters": 16}
+    with pytest.raises(ConfigError, match="does not match"):
+        train(
+            tiny_config(tiny_data, runs / "x", model=wider, init_from=str(first.bundle_dir)),
+            runs_dir=runs,
+        )
+    status = RunDir(runs / "x").read_status()
+    assert status["state"] == "failed" and "does not match" in status["reason"]
