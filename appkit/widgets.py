@@ -19,33 +19,30 @@ METRIC_LABELS = (
 
 
 def metric_readouts(
-    metrics: Mapping[str, Any], *, compare: Mapping[str, Any] | None = None
+    metrics: Mapping[str, Any], *, title: str, compare: Mapping[str, Any] | None = None
 ) -> None:
-    """``st.metric`` read-outs of Dice, Jaccard, precision, recall and nuclei count.
+    """One row: ``title``, then ``st.metric`` read-outs of Dice, Jaccard, precision, recall
+    and the nuclei count.
 
     Without ground truth (``"reason"`` in ``metrics``) only the nuclei count is shown, with
     the reason the rest is absent. With ``compare``, each read-out shows its difference from it.
     """
+    columns = st.columns([1.3, 1, 1, 1, 1, 1], vertical_alignment="center")
+    columns[0].markdown(f"**{title}**")
     if "reason" in metrics:
-        st.metric("Nuclei (predicted)", f"{metrics['nuclei_pred']:d}")
-        st.caption(f"Dice, Jaccard, precision and recall: {metrics['reason']}")
+        columns[1].metric("Nuclei (predicted)", f"{metrics['nuclei_pred']:d}")
+        columns[2].caption(f"Dice, Jaccard, precision and recall: {metrics['reason']}")
         return
-    columns = st.columns(5)
-    for column, (key, label, fmt) in zip(columns, METRIC_LABELS, strict=False):
+    for column, (key, label, fmt) in zip(columns[1:], METRIC_LABELS, strict=False):
         delta = None
         if compare is not None and "reason" not in compare:
-            delta = f"{metrics[key] - compare[key]:+.3f}"
+            delta = f"{metrics[key] - compare[key]:+.3f} vs A"
         column.metric(label, fmt.format(metrics[key]), delta=delta)
-    nuclei_delta = None
-    if metrics.get("nuclei_true") is not None:
-        nuclei_delta = f"{metrics['nuclei_pred'] - metrics['nuclei_true']:+d} vs truth"
-    columns[4].metric(
-        "Nuclei",
+    columns[5].metric(
+        f"Nuclei (truth {metrics['nuclei_true']})",
         f"{metrics['nuclei_pred']:d}",
-        delta=nuclei_delta,
-        delta_color="off",
-        help="Connected components (8-connectivity) of the prediction; the delta compares "
-        f"with the {metrics.get('nuclei_true')} ground-truth nuclei.",
+        help="Connected components (8-connectivity) of the prediction, and of the ground "
+        "truth in brackets.",
     )
 
 

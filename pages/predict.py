@@ -134,14 +134,9 @@ def explore() -> None:
     opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
     metrics_a = analysis.explorer.metrics_at(t_a)
     metrics_b = analysis.explorer.metrics_at(t_b)
+    widgets.metric_readouts(metrics_a, title=f"Threshold A = {t_a:.2f}")
+    widgets.metric_readouts(metrics_b, title=f"Threshold B = {t_b:.2f}", compare=metrics_a)
     sides = st.columns(2)
-    for side, label, value, metrics, other in (
-        (sides[0], "A", t_a, metrics_a, None),
-        (sides[1], "B", t_b, metrics_b, metrics_a),
-    ):
-        with side:
-            st.markdown(f"**Threshold {label} = {value:.2f}**")
-            widgets.metric_readouts(metrics, compare=other)
     for side, value in ((sides[0], t_a), (sides[1], t_b)):
         view = analysis.view(value, opacity=opacity)
         side.image(view.overlay, caption=f"Overlay at {value:.2f}")

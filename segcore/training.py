@@ -406,6 +406,16 @@ def _init_from_bundle(model, ref: str) -> None:
     log.info("initialised the model from bundle %s (%s)", ref, source.card.name)
 
 
+def _source_card(ref: str | None) -> dict[str, Any] | None:
+    """Name and hash of the bundle a fine-tuning started from (the ref may later change)."""
+    if not ref:
+        return None
+    from segcore.bundle import read_card, resolve_bundle_ref
+
+    card = read_card(resolve_bundle_ref(ref))
+    return {"ref": ref, "name": card.name, "model_sha256": card.model_sha256}
+
+
 def prepare_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunDir:
     """Creates the run folder with ``config.json`` and a ``queued`` status; returns it.
 
@@ -698,6 +708,7 @@ def _finish(run, config, model, splits, val_source, best, history, device, elaps
             "time_s": round(elapsed, 1),
             "device": device,
             "command": command,
+            "init_from_card": _source_card(config.init_from),
         },
         backbone_weights=config.backbone_weights,
         metrics={

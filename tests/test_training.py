@@ -268,6 +268,8 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     card = load_bundle(tuned.bundle_dir).card
     assert card.training["init_from"] == str(first.bundle_dir)
+    source_card = load_bundle(first.bundle_dir).card
+    assert card.training["init_from_card"]["model_sha256"] == source_card.model_sha256
     # Without init_from the same seed-5 run starts elsewhere.
     fresh = train(tiny_config(tiny_data, runs / "fresh", epochs=1, lr=1e-12, seed=5), runs_dir=runs)
     other = load_bundle(fresh.bundle_dir).model
