@@ -178,3 +178,32 @@ def sample_analysis(bundle, sample_set, sample_id: str):
     index = sample_set.ids.index(sample_id)
     key = ("sample", sample_set.describe(index))
     return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index))
+
+
+def evaluation_for(bundle, key: tuple, sample_set, threshold: float):
+    """:func:`segcore.evaluation.evaluate` of a sample set with a progress bar, stored under
+    ``key`` in :func:`result_store` (so it is computed once per model, data and threshold).
+
+    Raises:
+        SegcoreError: a sample could not be read or predicted (nothing is stored).
+    """
+    from segcore.evaluation import evaluate
+
+    bar = st.progress(0.0, text="Evaluating…")
+
+    def progress(done: int, total: int, sample_id: str) -> None:
+        bar.progress(done / total, text=f"Evaluated {sample_id} ({done} of {total})")
+
+    try:
+        result = evaluate(
+            bundle.model,
+            sample_set,
+            bundle.preprocess,
+            threshold=threshold,
+            tile_size=bundle.input_size,
+            progress=progress,
+        )
+    finally:
+        bar.empty()
+    result_store().put(key, result)
+    return result

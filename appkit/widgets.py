@@ -102,3 +102,15 @@ def source_picker(source: str):
     except SegcoreError as exc:
         show_error(exc, "Cannot open the sample source")
         st.stop()
+
+
+def require_bundle():
+    """The active model's bundle, or an error naming the problem and a stopped page."""
+    from appkit import state
+    from segcore.errors import SegcoreError
+
+    try:
+        return state.active_bundle()
+    except SegcoreError as exc:
+        show_error(exc, "The active model cannot be loaded; pick another on the Models page")
+        st.stop()

@@ -8,16 +8,11 @@ import streamlit as st
 
 from appkit import charts, navigation, state, widgets
 from segcore.errors import SegcoreError
-from segcore.evaluation import evaluate
 
 navigation.page_header()
 st.title("Evaluate")
 widgets.active_model_caption()
-try:
-    bundle = state.active_bundle()
-except SegcoreError as exc:
-    widgets.show_error(exc, "The active model cannot be loaded; pick another on the Models page")
-    st.stop()
+bundle = widgets.require_bundle()
 
 source = state.sample_source()
 splits = widgets.source_picker(source)
@@ -33,8 +28,7 @@ if len(sample_set) == 0:
     st.stop()
 
 key = (*state.model_key(bundle), str(splits.root), split_name, float(threshold))
-results = state.result_store()
-result = results.get(key)
+result = state.result_store().get(key)
 run = controls[3].button(
     f"Evaluate {len(sample_set)} images", type="primary", disabled=result is not None
 )
@@ -45,25 +39,11 @@ if result is None and not run:
     )
     st.stop()
 if result is None:
-    bar = st.progress(0.0, text="Evaluating…")
-
-    def progress(done: int, total: int, sample_id: str) -> None:
-        bar.progress(done / total, text=f"Evaluated {sample_id} ({done} of {total})")
-
     try:
-        result = evaluate(
-            bundle.model,
-            sample_set,
-            bundle.preprocess,
-            threshold=threshold,
-            tile_size=bundle.input_size,
-            progress=progress,
-        )
+        result = state.evaluation_for(bundle, key, sample_set, threshold)
     except SegcoreError as exc:
         widgets.show_error(exc, "Evaluation failed")
         st.stop()
-    bar.empty()
-    results.put(key, result)
 
 st.subheader(f"{result.n_images} images of the {split_name} split at threshold {threshold:.2f}")
 columns = st.columns(4)

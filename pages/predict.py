@@ -18,11 +18,7 @@ UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 navigation.page_header()
 st.title("Predict")
 widgets.active_model_caption()
-try:
-    bundle = state.active_bundle()
-except SegcoreError as exc:
-    widgets.show_error(exc, "The active model cannot be loaded; pick another on the Models page")
-    st.stop()
+bundle = widgets.require_bundle()
 ref = state.active_ref()
 
 request = st.session_state.pop(state.PREDICT_REQUEST_KEY, None)
