@@ -34,15 +34,22 @@ with st.form("train_form"):
     batch_size = row[1].number_input("Batch size", 1, 256, defaults.batch_size)
     image_size = row[2].number_input("Image size", 32, 1024, defaults.image_size, step=16)
     lr = row[3].number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.0e")
-    row = st.columns(3)
-    loss = row[0].selectbox("Loss", ["bce", "bce+dice"], index=0)
-    backbone = row[1].selectbox(
+    row = st.columns(4)
+    crops = row[0].number_input(
+        "Crops per epoch",
+        0,
+        100_000,
+        0,
+        help="Random crops drawn per epoch; 0 draws one per training image.",
+    )
+    loss = row[1].selectbox("Loss", ["bce", "bce+dice"], index=0)
+    backbone = row[2].selectbox(
         "Backbone weights",
         ["none", "imagenet"],
         help="'imagenet' needs the Keras ResNet50 weights cached or an internet connection; "
         "'none' starts from random weights.",
     )
-    augment = row[2].checkbox("Augmentation", value=True)
+    augment = row[3].checkbox("Augmentation", value=True)
     start = st.form_submit_button("Start training", type="primary", disabled=running is not None)
 if start:
     try:
@@ -54,6 +61,7 @@ if start:
             lr=float(lr),
             loss=loss,
             augment=bool(augment),
+            crops_per_epoch=int(crops) or None,
             backbone_weights=None if backbone == "none" else backbone,
         )
         run = jobs.start_training(config.to_dict())
