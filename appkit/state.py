@@ -34,9 +34,15 @@ ANALYSIS_CACHE_SIZE = 12
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the model…")
 def load_bundle_cached(ref: str):
-    """The :class:`segcore.bundle.Bundle` of ``ref``, loaded once per process (one at a time)."""
-    from segcore.bundle import load_bundle
+    """The :class:`segcore.bundle.Bundle` of ``ref``, loaded once per process (one at a time).
 
+    GPU memory growth is turned on first, so the app's model takes only the GPU memory it uses
+    and a training started from the Train page (its own process) can have the rest.
+    """
+    from segcore.bundle import load_bundle
+    from segcore.devices import configure_gpus
+
+    configure_gpus()
     return load_bundle(ref)
 
 
