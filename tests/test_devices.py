@@ -174,3 +174,24 @@ def test_apply_precision(restore_policy):
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(ConfigError, match="unknown precision"):
         apply_precision("float8")
+
+
+def test_training_device_label_without_and_with_gpus(monkeypatch):
+    from segcore import devices
+
+    monkeypatch.setattr(devices, "count_visible_gpus", lambda: 0)
+    assert devices.training_device_label().startswith("CPU (")
+    monkeypatch.setattr(devices, "count_visible_gpus", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    rows = [
+        ["0", "GPU-aaa", "NVIDIA H100 80GB HBM3", "81559"],
+        ["1", "GPU-bbb", "NVIDIA H100", "81559"],
+    ]
+    monkeypatch.setattr(devices, "_nvidia_smi", lambda *query: rows)
+    label = devices.training_device_label()
+    assert label == (
+        "GPU:0 NVIDIA H100 80GB HBM3 (80 GB), GPU:1 NVIDIA H100 (80 GB), precision mixed_float16"
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setattr(devices, "count_visible_gpus", lambda: 1)
+    assert devices.training_device_label().startswith("GPU:0 NVIDIA H100 (80 GB)")
