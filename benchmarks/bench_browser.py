@@ -65,18 +65,20 @@ def images(folder: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def cold_starts(executable: str, env: dict, starts: int) -> list[float]:
-    times = []
+def cold_starts(executable: str, env: dict, starts: int) -> tuple[list[float], list[float]]:
+    """Seconds from launching the server to (its health check answering, the page rendered)."""
+    ready, rendered = [], []
     with browser.chromium(executable) as chrome:
         for _ in range(starts):
             page = chrome.new_page()
             t0 = time.perf_counter()
             with browser.streamlit_server(env) as url:
+                ready.append(time.perf_counter() - t0)
                 page.goto(url)
                 browser.wait_for_app(page)
-                times.append(time.perf_counter() - t0)
+                rendered.append(time.perf_counter() - t0)
             page.close()
-    return times
+    return ready, rendered
 
 
 def upload(page, image: Path, mask: Path | None) -> None:
@@ -160,11 +162,13 @@ def main() -> None:
         folder = Path(tmp)
         env = {"SEGCORE_RUNS_DIR": str(folder / "runs"), "HF_HUB_OFFLINE": "1"}
         files = images(folder)
-        starts = cold_starts(executable, env, args.starts) if args.starts else [float("nan")]
-        print(
-            f"cold start → landing page rendered: median {statistics.median(starts):.2f} s "
-            f"(runs: {', '.join(f'{s:.2f}' for s in starts)}; target ≤ 3 s)"
-        )
+        if args.starts:
+            ready, starts = cold_starts(executable, env, args.starts)
+            print(
+                f"cold start → landing page rendered: median {statistics.median(starts):.2f} s "
+                f"(runs: {', '.join(f'{s:.2f}' for s in starts)}; target ≤ 3 s); of which "
+                f"server up (health check answers): median {statistics.median(ready):.2f} s"
+            )
         with browser.streamlit_server(env) as url, browser.chromium(executable) as chrome:
             page = chrome.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(180_000)
