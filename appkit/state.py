@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
@@ -96,14 +97,6 @@ class AnalysisStore:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
-    def get_or_create(self, key: tuple, create: Callable[[], Any]) -> Any:
-        """The stored value for ``key``, else ``create()`` stored and returned."""
-        value = self.get(key)
-        if value is None:
-            value = create()
-            self.put(key, value)
-        return value
-
 
 @st.cache_resource
 def analysis_store() -> AnalysisStore:
@@ -133,8 +126,20 @@ def open_source_cached(source: str) -> DatasetSplits:
 
 
 def model_key(bundle) -> tuple[str, str]:
-    """What identifies the loaded model in cache keys: its ref and its file's hash."""
-    return (active_ref(), bundle.card.model_sha256)
+    """What identifies a loaded model in cache keys: its folder and its file's hash (read from
+    the bundle itself, so no file is read again)."""
+    return (str(bundle.path), bundle.card.model_sha256)
+
+
+@contextlib.contextmanager
+def progress_bar(text: str) -> Iterator[Callable[[float, str], None]]:
+    """A progress bar shown while the block runs (removed after, even on error); yields
+    ``show(fraction, text)`` to move it."""
+    bar = st.progress(0.0, text=text)
+    try:
+        yield lambda fraction, message: bar.progress(fraction, text=message)
+    finally:
+        bar.empty()
 
 
 def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
@@ -157,12 +162,7 @@ def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
     if found is not None:
         return found
     image, truth = load()
-    bar = st.progress(0.0, text=f"Predicting {name}…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Predicting {name}: tile {done} of {total}")
-
-    try:
+    with progress_bar(f"Predicting {name}…") as show:
         analysis = analyse_image(
             bundle.model,
             image,
@@ -171,10 +171,8 @@ def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
             name=name,
             model_name=bundle.card.name,
             tile_size=bundle.input_size,
-            progress=progress,
+            progress=lambda done, total: show(done / total, f"{name}: tile {done} of {total}"),
         )
-    finally:
-        bar.empty()
     store.put(full_key, analysis)
     return analysis
 
@@ -195,21 +193,14 @@ def evaluation_for(bundle, key: tuple, sample_set, threshold: float):
     """
     from segcore.evaluation import evaluate
 
-    bar = st.progress(0.0, text="Evaluating…")
-
-    def progress(done: int, total: int, sample_id: str) -> None:
-        bar.progress(done / total, text=f"Evaluated {sample_id} ({done} of {total})")
-
-    try:
+    with progress_bar("Evaluating…") as show:
         result = evaluate(
             bundle.model,
             sample_set,
             bundle.preprocess,
             threshold=threshold,
             tile_size=bundle.input_size,
-            progress=progress,
+            progress=lambda done, total, sample: show(done / total, f"{sample} ({done}/{total})"),
         )
-    finally:
-        bar.empty()
     result_store().put(key, result)
     return result

@@ -7,7 +7,10 @@ from typing import Any
 
 import streamlit as st
 
-from segcore import catalog
+from appkit import state
+from segcore import catalog, samples
+from segcore.bundle import HF_SCHEME, read_card, resolve_bundle_ref
+from segcore.errors import SegcoreError
 from segcore.visualize import legend
 
 METRIC_LABELS = (
@@ -59,11 +62,9 @@ def overlay_legend(*, truth: bool) -> None:
 def active_model_caption() -> None:
     """The sidebar line naming the active model (reads the card only; no TensorFlow)."""
     ref = catalog.active_ref()
-    try:
-        from segcore.bundle import read_card, resolve_bundle_ref
-
-        card = read_card(resolve_bundle_ref(ref)) if not ref.startswith("hf://") else None
-    except Exception as exc:
+    try:  # an hf:// ref is named as it is: resolving it could mean a download
+        card = None if ref.startswith(HF_SCHEME) else read_card(resolve_bundle_ref(ref))
+    except SegcoreError as exc:
         st.sidebar.warning(f"Active model {ref!r}: {exc}")
         return
     name = card.name if card else ref
@@ -82,10 +83,6 @@ def source_picker(source: str):
 
     Stops the page with a clear error when the source cannot be opened.
     """
-    from appkit import state
-    from segcore import samples
-    from segcore.errors import SegcoreError
-
     with st.expander(f"Samples come from {samples.describe_source(source)}", expanded=False):
         folder = st.text_input(
             "Dataset folder (any supported layout; empty for the synthetic set)",
@@ -106,9 +103,6 @@ def source_picker(source: str):
 
 def require_bundle():
     """The active model's bundle, or an error naming the problem and a stopped page."""
-    from appkit import state
-    from segcore.errors import SegcoreError
-
     try:
         return state.active_bundle()
     except SegcoreError as exc:

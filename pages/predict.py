@@ -19,7 +19,7 @@ navigation.page_header()
 st.title("Predict")
 widgets.active_model_caption()
 bundle = widgets.require_bundle()
-ref = state.active_ref()
+model_id = bundle.card.model_sha256[:12]  # sliders start again at a new model's threshold
 
 request = st.session_state.pop(state.PREDICT_REQUEST_KEY, None)
 if request is not None:  # "open in Predict" from the Evaluate page
@@ -123,10 +123,10 @@ def explore() -> None:
         1.0,
         float(round(bundle.threshold, 2)),
         0.01,
-        key=f"thr_a_{ref}",
+        key=f"thr_a_{model_id}",
         help="Default: the model's validation-best threshold.",
     )
-    t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{ref}")
+    t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{model_id}")
     opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
     metrics_a = analysis.explorer.metrics_at(t_a)
     metrics_b = analysis.explorer.metrics_at(t_b)

@@ -11,7 +11,7 @@ from segcore import jobs, samples
 from segcore.devices import training_device_label
 from segcore.errors import SegcoreError
 from segcore.locks import TrainingBusyError
-from segcore.runs import ACTIVE_STATES, RunDir
+from segcore.runs import ACTIVE_STATES, RunDir, progress_of
 from segcore.training import TrainConfig
 
 navigation.page_header()
@@ -92,16 +92,8 @@ def live() -> None:
         if head[1].button("Stop", key=f"stop_{run.run_id}"):
             jobs.stop_training(run.path)
             st.toast("Stop requested: the run saves and stops after its current batch.")
-        epoch, epochs = int(status.get("epoch") or 0), int(status.get("epochs") or 0)
-        batch, steps = int(status.get("batch") or 0), int(status.get("steps_per_epoch") or 0)
-        done = (epoch + (batch / steps if steps else 0)) / epochs if epochs else 0.0
-        eta = status.get("eta_s")
-        eta_text = f", about {eta / 60:.1f} min left" if eta else ""
-        st.progress(
-            min(max(done, 0.0), 1.0),
-            text=f"epoch {epoch + 1 if epoch < epochs else epoch} of {epochs}, "
-            f"batch {batch} of {steps or '?'}{eta_text}",
-        )
+        fraction, text = progress_of(status)
+        st.progress(fraction, text=text)
     elif state_name == "failed":
         st.error(f"Failed: {status.get('reason')}\n\n{status.get('hint') or ''}")
     elif state_name == "stopped":

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from segcore.errors import InvalidImageError
-from segcore.images import DEFAULT_MAX_PIXELS, read_image, read_mask
+from segcore.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask
 from segcore.inference import ProgressCallback, predict_probabilities
 from segcore.preprocessing import PreprocessConfig, enhance_image
 from segcore.visualize import (
@@ -206,11 +206,8 @@ def analyse_image(
     Raises:
         InvalidImageError: bad image, or the mask's size differs from the image's.
     """
-    if truth is not None and np.asarray(truth).shape[:2] != np.asarray(image).shape[:2]:
-        raise InvalidImageError(
-            f"{name}: ground truth is {np.asarray(truth).shape[:2]} but the image is "
-            f"{np.asarray(image).shape[:2]} (H, W)"
-        )
+    if truth is not None:  # checked before the (slow) prediction
+        check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
     start = time.perf_counter()
     probabilities = predict_probabilities(
         model, image, preprocess, tile_size=tile_size, progress=progress

@@ -91,16 +91,11 @@ def available_bundles(
         for path, card in list_bundles(weights, problems=problems)
     ]
     for run in reversed(list_runs(runs)):  # newest run first
-        folder = run.bundle_dir
-        if not (folder / "card.json").is_file():
-            continue
-        try:
-            card = read_card(folder)
-        except BundleError as exc:
-            if problems is not None:
-                problems.append((folder, str(exc)))
-            continue
-        entries.append(CatalogEntry(ref=str(folder), path=folder, card=card, source="run"))
+        entries += [
+            CatalogEntry(ref=str(path), path=path, card=card, source="run")
+            for path, card in list_bundles(run.path, problems=problems)
+            if path == run.bundle_dir
+        ]
     return entries
 
 

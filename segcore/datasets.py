@@ -395,7 +395,7 @@ def open_dataset(
         everything: SampleSet = ArraySampleSet(
             _find_one(root, "images.npy"), _find_one(root, "masks.npy")
         )
-        return _carve(root, layout, {"train": everything}, val_fraction, test_fraction, seed)
+        return carve_splits(root, layout, {"train": everything}, val_fraction, test_fraction, seed)
     if layout == "pairs":
         pairs, problems = pair_files(root, max_pixels=max_pixels, check=check)
         given = {"train": pairs}
@@ -416,10 +416,10 @@ def open_dataset(
     sets = {name: FileSampleSet(pairs, max_pixels) for name, pairs in given.items()}
     if not sets.get("train"):
         raise DatasetError(f"{root}: no training samples found")
-    return _carve(root, layout, sets, val_fraction, test_fraction, seed)
+    return carve_splits(root, layout, sets, val_fraction, test_fraction, seed)
 
 
-def _carve(
+def carve_splits(
     root: Path,
     layout: str,
     sets: dict[str, SampleSet],
@@ -427,6 +427,11 @@ def _carve(
     test_fraction: float,
     seed: int,
 ) -> DatasetSplits:
+    """Cuts the val and test splits that ``sets`` lacks out of ``sets["train"]``.
+
+    This is how :func:`open_dataset` splits every layout; a source of samples that is not a
+    folder (e.g. :class:`segcore.samples.GeneratedSampleSet`) gets the same splits through it.
+    """
     train = sets["train"]
     missing = [name for name in ("val", "test") if name not in sets]
     fractions = {"val": val_fraction, "test": test_fraction}

@@ -273,6 +273,24 @@ class RunDir:
         return "\n".join(data.splitlines()[-lines:])
 
 
+def progress_of(status: dict[str, Any]) -> tuple[float, str]:
+    """How far a run is, from its status: ``(fraction in [0, 1], text)``.
+
+    The fraction counts completed epochs plus the share of the current one; the text reads
+    e.g. ``"epoch 3 of 10, batch 5 of 24, about 12.5 min left"``.
+    """
+    epoch, epochs = int(status.get("epoch") or 0), int(status.get("epochs") or 0)
+    batch, steps = int(status.get("batch") or 0), int(status.get("steps_per_epoch") or 0)
+    done = (epoch + (batch / steps if steps else 0)) / epochs if epochs else 0.0
+    eta = status.get("eta_s")
+    eta_text = f", about {eta / 60:.1f} min left" if eta else ""
+    text = (
+        f"epoch {epoch + 1 if epoch < epochs else epoch} of {epochs}, "
+        f"batch {batch} of {steps or '?'}{eta_text}"
+    )
+    return min(max(done, 0.0), 1.0), text
+
+
 def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunDir]:
     """Returns the runs under ``runs_dir`` (default :func:`default_runs_dir`), newest first."""
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()

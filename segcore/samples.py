@@ -28,8 +28,8 @@ from segcore.datasets import (
     DEFAULT_VAL_FRACTION,
     DatasetSplits,
     SampleSet,
+    carve_splits,
     open_dataset,
-    split_indices,
 )
 from segcore.errors import DatasetError
 from segcore.synthetic import DEFAULT_SYNTHETIC_DIR, generate_tile, tile_name
@@ -103,19 +103,14 @@ def synthetic_splits(
     Returns:
         :class:`~segcore.datasets.DatasetSplits` whose sets are :class:`GeneratedSampleSet`.
     """
-    # The same cut as datasets._carve for a "pairs" folder without val/test: test first.
-    train, test, val = split_indices(
-        count, [0.0, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION], split_seed
-    )
-    make = functools.partial(GeneratedSampleSet, seed=seed, size=size)
-    return DatasetSplits(
+    everything = GeneratedSampleSet(range(count), seed=seed, size=size)
+    return carve_splits(
         DEFAULT_SYNTHETIC_DIR,
         "pairs",
-        make(train),
-        make(val),
-        make(test),
+        {"train": everything},
+        DEFAULT_VAL_FRACTION,
+        DEFAULT_TEST_FRACTION,
         split_seed,
-        ("val", "test"),
     )
 
 

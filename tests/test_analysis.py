@@ -89,7 +89,7 @@ def test_analysis_runs_the_model_once_and_thresholds_exactly(image_and_truth):
     assert analysis.model_input.dtype == np.uint8 and analysis.model_input.shape == image.shape
 
 
-def test_overlay_colours_follow_the_confusion(image_and_truth):
+def test_overlay_colours_follow_the_confusion():
     image = np.full((32, 32, 3), 128, np.uint8)
     truth = np.zeros((32, 32), np.uint8)
     truth[:, :16] = 1

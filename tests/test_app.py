@@ -7,6 +7,8 @@ process (``st.cache_resource``), as in the app.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import cv2
@@ -81,6 +83,16 @@ def test_home_renders_without_tensorflow():
     assert_clean(at)
     assert "Nuclei segmentation" in at.title[0].value
     assert any("Active model" in c.value for c in at.sidebar.caption)
+    # This process has TensorFlow loaded by other tests: render the landing page in a fresh one.
+    code = (
+        "import sys; from streamlit.testing.v1 import AppTest; "
+        f"at = AppTest.from_file({str(REPO / 'app.py')!r}, default_timeout=60).run(); "
+        "assert not at.exception, at.exception; "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():

@@ -288,3 +288,15 @@ def test_jobs_does_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_progress_of_a_status():
+    from segcore.runs import progress_of
+
+    fraction, text = progress_of(
+        {"epoch": 2, "epochs": 10, "batch": 6, "steps_per_epoch": 24, "eta_s": 750}
+    )
+    assert fraction == pytest.approx(0.225)
+    assert text == "epoch 3 of 10, batch 6 of 24, about 12.5 min left"
+    assert progress_of({"epoch": 10, "epochs": 10})[0] == 1.0
+    assert progress_of({})[0] == 0.0

@@ -36,7 +36,8 @@ def test_importing_segcore_does_not_load_tensorflow():
         "segcore.metrics, segcore.tiling, segcore.model_config, segcore.training, "
         "segcore.runs, segcore.jobs, segcore.locks, segcore.bundle, segcore.hub, "
         "segcore.inference, segcore.evaluation, segcore.synthetic, segcore.visualize, "
-        "segcore.samples, segcore.catalog, segcore.analysis, segcore.devices, appkit.charts; "
+        "segcore.samples, segcore.catalog, segcore.analysis, segcore.devices, appkit.charts, "
+        "appkit.navigation, appkit.widgets, appkit.state; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
