@@ -2,8 +2,10 @@
 
 * The **model** is loaded once per process by :func:`load_bundle_cached`
   (``st.cache_resource``) and shared by every session; switching the active model
-  (:func:`switch_model`) records the new ref with :mod:`segcore.catalog` and clears that cache.
-* **Analyses** (an image's probabilities; see :class:`segcore.analysis.ImageAnalysis`) are kept
+  (:func:`switch_model`) records the new ref with :mod:`segcore.analysis.catalog` and clears that
+  cache.
+* **Analyses** (an image's probabilities; see :class:`segcore.analysis.analyse.ImageAnalysis`) are
+  kept
   in a small per-process LRU store, keyed by the model and the image's content, so moving a
   threshold slider, reloading the page or a second browser never re-runs the model for an
   image already predicted.
@@ -21,8 +23,9 @@ from typing import Any
 
 import streamlit as st
 
-from segcore import catalog, samples
-from segcore.datasets import DatasetSplits
+from segcore.analysis import catalog
+from segcore.data import samples
+from segcore.data.datasets import DatasetSplits
 
 SOURCE_KEY = "sample_source"
 """``st.session_state`` key of the session's sample source."""
@@ -35,20 +38,21 @@ ANALYSIS_CACHE_SIZE = 12
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the model…")
 def load_bundle_cached(ref: str):
-    """The :class:`segcore.bundle.Bundle` of ``ref``, loaded once per process (one at a time).
+    """The :class:`segcore.bundles.loading.Bundle` of ``ref``, loaded once per process (one at a
+    time).
 
     GPU memory growth is turned on first, so the app's model takes only the GPU memory it uses
     and a training started from the Train page (its own process) can have the rest.
     """
-    from segcore.bundle import load_bundle
-    from segcore.devices import configure_gpus
+    from segcore.bundles.loading import load_bundle
+    from segcore.training.devices import configure_gpus
 
     configure_gpus()
     return load_bundle(ref)
 
 
 def active_ref() -> str:
-    """The active model's ref (see :func:`segcore.catalog.active_ref`)."""
+    """The active model's ref (see :func:`segcore.analysis.catalog.active_ref`)."""
     return catalog.active_ref()
 
 
@@ -76,7 +80,7 @@ def switch_model(ref: str):
 
 
 class AnalysisStore:
-    """A thread-safe LRU of :class:`~segcore.analysis.ImageAnalysis` objects by key."""
+    """A thread-safe LRU of :class:`~segcore.analysis.analyse.ImageAnalysis` objects by key."""
 
     def __init__(self, size: int = ANALYSIS_CACHE_SIZE) -> None:
         self._size = size
@@ -121,7 +125,7 @@ def set_sample_source(source: str) -> None:
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
 def open_source_cached(source: str) -> DatasetSplits:
-    """:func:`segcore.samples.open_source`, once per process and source."""
+    """:func:`segcore.data.samples.open_source`, once per process and source."""
     return samples.open_source(source)
 
 
@@ -154,7 +158,7 @@ def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
     Raises:
         SegcoreError: ``load`` or the prediction failed (nothing is stored).
     """
-    from segcore.analysis import analyse_image
+    from segcore.analysis.analyse import analyse_image
 
     full_key = model_key(bundle) + tuple(key)
     store = analysis_store()
@@ -178,20 +182,21 @@ def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
 
 
 def sample_analysis(bundle, sample_set, sample_id: str):
-    """:func:`analysis_for` one sample of a :class:`~segcore.datasets.SampleSet`, by id."""
+    """:func:`analysis_for` one sample of a :class:`~segcore.data.datasets.SampleSet`, by id."""
     index = sample_set.ids.index(sample_id)
     key = ("sample", sample_set.describe(index))
     return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index))
 
 
 def evaluation_for(bundle, key: tuple, sample_set, threshold: float):
-    """:func:`segcore.evaluation.evaluate` of a sample set with a progress bar, stored under
+    """:func:`segcore.evaluation.evaluate.evaluate` of a sample set with a progress bar, stored
+    under
     ``key`` in :func:`result_store` (so it is computed once per model, data and threshold).
 
     Raises:
         SegcoreError: a sample could not be read or predicted (nothing is stored).
     """
-    from segcore.evaluation import evaluate
+    from segcore.evaluation.evaluate import evaluate
 
     with progress_bar("Evaluating…") as show:
         result = evaluate(

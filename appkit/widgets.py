@@ -8,10 +8,12 @@ from typing import Any
 import streamlit as st
 
 from appkit import state
-from segcore import catalog, samples
-from segcore.bundle import HF_SCHEME, read_card, resolve_bundle_ref
+from segcore.analysis import catalog
+from segcore.analysis.visualize import legend
+from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
+from segcore.bundles.store import read_card
+from segcore.data import samples
 from segcore.errors import SegcoreError
-from segcore.visualize import legend
 
 METRIC_LABELS = (
     ("dice", "Dice", "{:.3f}"),

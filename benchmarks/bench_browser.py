@@ -44,7 +44,7 @@ def write_png(path: Path, array) -> Path:
 
 def images(folder: Path) -> dict[str, tuple[Path, Path]]:
     """``{"256": (image, mask), "1000": ..., "1000b": ..., ...}`` to upload."""
-    from segcore.synthetic import generate_tile
+    from segcore.data.synthetic import generate_tile
 
     out = {}
     image, mask = generate_tile([11, 0], 256)

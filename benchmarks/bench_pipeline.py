@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from segcore.datasets import load_samples, open_dataset
-from segcore.preprocessing import PreprocessConfig, enhance_image
-from segcore.synthetic import generate_dataset
+from segcore.data.datasets import load_samples, open_dataset
+from segcore.data.preprocessing import PreprocessConfig, enhance_image
+from segcore.data.synthetic import generate_dataset
 
 MONUSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "monuseg"
 
@@ -51,7 +51,7 @@ def preprocessing_rate(images: list[np.ndarray], runs: int = 5) -> float:
 
 
 def pipeline_rate(samples, runs: int = 3, batches: int = 40) -> float:
-    from segcore.pipeline import make_training_dataset
+    from segcore.training.pipeline import make_training_dataset
 
     data = make_training_dataset(
         samples, PreprocessConfig(), image_size=256, batch_size=8, crops_per_epoch=8 * batches
@@ -68,7 +68,7 @@ def pipeline_rate(samples, runs: int = 3, batches: int = 40) -> float:
 def model_rate(steps: int) -> float:
     import keras
 
-    from segcore.model import build_deeplabv3plus
+    from segcore.network.model import build_deeplabv3plus
 
     model = build_deeplabv3plus()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")

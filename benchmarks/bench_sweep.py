@@ -1,4 +1,4 @@
-"""Times segcore.metrics.threshold_sweep against a per-threshold loop.
+"""Times segcore.metrics.sweep.threshold_sweep against a per-threshold loop.
 
 Run with ``python benchmarks/bench_sweep.py``: 67 seeded random 256×256 probability maps and
 masks, the default 101-threshold grid. Prints the median time of the one-pass sweep (7 runs)
@@ -19,12 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segcore.metrics import (
-    DEFAULT_THRESHOLDS,
-    ConfusionCounts,
-    confusion_counts,
-    threshold_sweep,
-)
+from segcore.metrics.counts import ConfusionCounts, confusion_counts
+from segcore.metrics.sweep import DEFAULT_THRESHOLDS, threshold_sweep
 
 N_IMAGES, SIZE, SEED = 67, 256, 0
 SWEEP_RUNS, LOOP_RUNS = 7, 3

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import tensorflow as tf
 
-from segcore import inference
-from segcore.model import build_deeplabv3plus
-from segcore.preprocessing import PreprocessConfig
-from segcore.tiling import tile_starts
+from segcore.data.preprocessing import PreprocessConfig
+from segcore.data.tiling import tile_starts
+from segcore.inference import predict as inference
+from segcore.network.model import build_deeplabv3plus
 
 TILE = 256
 SEED = 0

@@ -2,11 +2,12 @@
 
 Run: ``python benchmarks/bench_training.py [--image-size 256] [--batch-size 8] [--steps 12]``
 
-Both measurements use the same DeepLabV3+, compiled the same way as ``segcore.training``
+Both measurements use the same DeepLabV3+, compiled the same way as ``segcore.training.trainer``
 (Adam with cosine decay, BCE, the Dice/Jaccard/accuracy/pooled-Dice metrics), in the same
 process:
 
-* **full path** — the ``segcore.pipeline`` training pipeline (random crops + augmentation from
+* **full path** — the ``segcore.training.pipeline`` training pipeline (random crops + augmentation
+  from
   the synthetic set, batched, prefetched) and the run callback that writes status, metrics,
   checkpoints and previews, exactly as ``python -m segcore train`` uses them;
 * **bare** — ``model.fit`` on in-memory NumPy arrays of the same shape, no callbacks.
@@ -44,14 +45,14 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from segcore import devices
-    from segcore.datasets import open_dataset
-    from segcore.model import build_deeplabv3plus
-    from segcore.pipeline import AugmentConfig, make_training_dataset
-    from segcore.preprocessing import PreprocessConfig
-    from segcore.runs import RunDir
-    from segcore.synthetic import generate_dataset
-    from segcore.training import TrainConfig, _compile, _make_callback
+    from segcore.data.datasets import open_dataset
+    from segcore.data.preprocessing import PreprocessConfig
+    from segcore.data.synthetic import generate_dataset
+    from segcore.network.model import build_deeplabv3plus
+    from segcore.training import devices
+    from segcore.training.pipeline import AugmentConfig, make_training_dataset
+    from segcore.training.runs import RunDir
+    from segcore.training.trainer import TrainConfig, _compile, _make_callback
 
     n_gpus = devices.configure_gpus()
     precision = args.precision or devices.choose_precision(n_gpus)

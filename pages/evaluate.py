@@ -1,6 +1,7 @@
 """Evaluate: the active model over a dataset split, with the sweep, a table and the worst images.
 
-UI only: ``segcore.evaluation.evaluate`` does the work; results are kept per model, dataset,
+UI only: ``segcore.evaluation.evaluate.evaluate`` does the work; results are kept per model,
+dataset,
 split and threshold for the life of the app process.
 """
 

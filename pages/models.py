@@ -1,6 +1,6 @@
 """Models: the bundles in weights/ and runs/, their cards, the active one, and the Hub.
 
-UI only: ``segcore.catalog`` lists and switches; ``segcore.bundle`` reads cards.
+UI only: ``segcore.analysis.catalog`` lists and switches; ``segcore.bundles`` reads cards.
 """
 
 import json
@@ -8,8 +8,8 @@ import json
 import streamlit as st
 
 from appkit import navigation, state, widgets
-from segcore import catalog
-from segcore.bundle import HF_SCHEME
+from segcore.analysis import catalog
+from segcore.bundles.refs import HF_SCHEME
 from segcore.errors import SegcoreError
 
 navigation.page_header()
@@ -28,17 +28,16 @@ if active.startswith(HF_SCHEME):
 for entry in entries:
     card = entry.card
     is_active = catalog.same_bundle(entry.ref, active)
-    test = card.metrics.get("test", {}) if isinstance(card.metrics, dict) else {}
-    validation = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
+    test, validation = card.figures("test"), card.figures("validation")
     label = catalog.describe_ref(entry.ref)
     title = f"{'✅ ' if is_active else ''}{card.name} · {entry.source}: {label}"
     with st.expander(title, expanded=is_active):
         cells = st.columns(4)
         cells[0].metric("Threshold", f"{card.threshold:.2f}")
-        if "dice" in validation:
-            cells[1].metric("Validation Dice", f"{validation['dice']:.3f}")
-        if "dice" in test:
-            cells[2].metric("Test Dice", f"{test['dice']:.3f}")
+        if validation is not None:
+            cells[1].metric("Validation Dice", f"{validation.pooled['dice']:.3f}")
+        if test is not None:
+            cells[2].metric("Test Dice", f"{test.pooled['dice']:.3f}")
         cells[3].metric("Input size", f"{card.input_size}²")
         st.caption(
             f"Backbone: {card.backbone_weights or 'random init'} · licence {card.licence} · "

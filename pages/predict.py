@@ -1,17 +1,17 @@
 """Predict: an uploaded image (and its mask) or a sample, explored at two thresholds live.
 
-UI only: the model runs once per image through ``segcore.analysis.analyse_image``; the
+UI only: the model runs once per image through ``segcore.analysis.analyse.analyse_image``; the
 threshold sliders live in a fragment that re-thresholds the cached probabilities.
 """
 
 import streamlit as st
 
 from appkit import charts, navigation, state, widgets
-from segcore import samples
-from segcore.analysis import digest, read_upload
+from segcore.analysis.analyse import digest, read_upload
+from segcore.analysis.visualize import mask_png, png_bytes
+from segcore.data import samples
+from segcore.data.images import IMAGE_SUFFIXES
 from segcore.errors import SegcoreError
-from segcore.images import IMAGE_SUFFIXES
-from segcore.visualize import mask_png, png_bytes
 
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 

@@ -1,18 +1,20 @@
 """Train: start a training in the background, watch it live, stop it, use its model.
 
-UI only: ``segcore.jobs`` runs the training as its own process (it survives reloads and closed
+UI only: ``segcore.training.jobs`` runs the training as its own process (it survives reloads and
+closed
 browsers); this page reads the run folder every two seconds.
 """
 
 import streamlit as st
 
 from appkit import charts, navigation, state, widgets
-from segcore import jobs, samples
-from segcore.devices import training_device_label
+from segcore.data import samples
 from segcore.errors import SegcoreError
-from segcore.locks import TrainingBusyError
-from segcore.runs import ACTIVE_STATES, RunDir, progress_of
-from segcore.training import TrainConfig
+from segcore.training import jobs
+from segcore.training.devices import training_device_label
+from segcore.training.locks import TrainingBusyError
+from segcore.training.runs import ACTIVE_STATES, RunDir, progress_of
+from segcore.training.trainer import TrainConfig
 
 navigation.page_header()
 st.title("Train")

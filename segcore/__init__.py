@@ -1,10 +1,11 @@
 """segcore: DeepLabV3+ nuclei segmentation for H&E histopathology.
 
 The public names below are imported lazily, so ``import segcore`` (and the NumPy-only modules
-such as :mod:`segcore.metrics`, :mod:`segcore.images`, :mod:`segcore.preprocessing`) do not load
+such as :mod:`segcore.metrics`, :mod:`segcore.data.images`,
+:mod:`segcore.data.preprocessing`) do not load
 TensorFlow; the model, layers and Keras metrics load it on first use.
 
-Channel order is RGB everywhere; see :mod:`segcore.images` for the array conventions.
+Channel order is RGB everywhere; see :mod:`segcore.data.images` for the array conventions.
 """
 
 from __future__ import annotations
@@ -12,22 +13,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from segcore.version import __version__  # noqa: F401 - the public version
 
 _EXPORTS = {
     # model and layers (TensorFlow)
-    "ConvBlock": "segcore.layers",
-    "DSPP": "segcore.layers",
-    "ResizeLike": "segcore.layers",
-    "ImageNetNormalization": "segcore.layers",
-    "build_deeplabv3plus": "segcore.model",
-    "ModelConfig": "segcore.model_config",
+    "ConvBlock": "segcore.network.layers",
+    "DSPP": "segcore.network.layers",
+    "ResizeLike": "segcore.network.layers",
+    "ImageNetNormalization": "segcore.network.layers",
+    "build_deeplabv3plus": "segcore.network.model",
+    "ModelConfig": "segcore.network.config",
     # Keras metrics and loss (TensorFlow)
-    "dice_coef": "segcore.keras_metrics",
-    "dice_coef_loss": "segcore.keras_metrics",
-    "jaccard_coef": "segcore.keras_metrics",
+    "dice_coef": "segcore.network.keras_metrics",
+    "dice_coef_loss": "segcore.network.keras_metrics",
+    "jaccard_coef": "segcore.network.keras_metrics",
     # preprocessing (NumPy / OpenCV)
-    "PreprocessConfig": "segcore.preprocessing",
+    "PreprocessConfig": "segcore.data.preprocessing",
     # errors
     "SegcoreError": "segcore.errors",
     "InvalidImageError": "segcore.errors",
@@ -57,6 +58,7 @@ __all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from segcore.data.preprocessing import PreprocessConfig
     from segcore.errors import (
         BackboneWeightsError,
         BundleError,
@@ -65,11 +67,10 @@ if TYPE_CHECKING:  # pragma: no cover
         InvalidImageError,
         SegcoreError,
     )
-    from segcore.keras_metrics import dice_coef, dice_coef_loss, jaccard_coef
-    from segcore.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
-    from segcore.model import build_deeplabv3plus
-    from segcore.model_config import ModelConfig
-    from segcore.preprocessing import PreprocessConfig
+    from segcore.network.config import ModelConfig
+    from segcore.network.keras_metrics import dice_coef, dice_coef_loss, jaccard_coef
+    from segcore.network.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
+    from segcore.network.model import build_deeplabv3plus
 
 
 def __getattr__(name: str):

@@ -27,7 +27,7 @@ log = logging.getLogger("segcore")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from segcore.synthetic import generate_dataset
+    from segcore.data.synthetic import generate_dataset
 
     start = time.perf_counter()
     out = generate_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
@@ -63,7 +63,7 @@ _TRAIN_FLAGS = {
 
 def _train_config(args: argparse.Namespace):
     """Defaults, then ``--config FILE``, then explicit flags (the last wins)."""
-    from segcore.training import TrainConfig
+    from segcore.training.trainer import TrainConfig
 
     base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
     flags = {
@@ -77,7 +77,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from segcore.training import command_line, train
+    from segcore.training.trainer import command_line, train
 
     if args.resume:
         run = train(run_dir=args.resume, resume=True, command=command_line(args.argv))
@@ -110,9 +110,9 @@ class _Progress:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segcore.atomic import write_json_atomic
-    from segcore.bundle import load_bundle
-    from segcore.datasets import open_dataset
-    from segcore.evaluation import evaluate
+    from segcore.bundles.loading import load_bundle
+    from segcore.data.datasets import open_dataset
+    from segcore.evaluation.evaluate import evaluate
 
     bundle = load_bundle(args.model)
     splits = open_dataset(args.data, seed=args.seed)
@@ -164,29 +164,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) -> None:
-    """Writes the evaluation's summary into the bundle card under ``metrics[<split>]``."""
-    import dataclasses
-
+    """Records the evaluation's figures in the bundle card under ``metrics[<split>]``."""
     from segcore.atomic import write_text_atomic
-    from segcore.bundle import CARD_FILE, read_card
-    from segcore.training import command_line
+    from segcore.bundles.card import CARD_FILE, SplitFigures
+    from segcore.bundles.store import read_card
+    from segcore.training.trainer import command_line
 
     card = read_card(folder)
-    metrics = dict(card.metrics)
-    best = result.best_threshold
-    metrics[args.split] = {
-        "data": str(args.data),
-        "images": result.n_images,
-        "threshold": threshold,
-        "pooled": {k: float(result.pooled[k]) for k in ("dice", "jaccard", "precision", "recall")},
-        "mean": {k: float(result.mean[k]) for k in ("dice", "jaccard", "precision", "recall")},
-        "best_threshold_on_this_split": float(best),
-        "pooled_dice_at_best": float(result.sweep.pooled.dice[result.sweep.index_of(best)]),
-        "evaluated": "full-size images, tiled inference, pooled over pixels",
-        "command": command_line(args.argv),
-    }
-    updated = dataclasses.replace(card, metrics=metrics)
-    write_text_atomic(folder / CARD_FILE, updated.to_json())
+    figures = SplitFigures.from_evaluation(
+        result,
+        split=args.split,
+        threshold=threshold,
+        data=str(args.data),
+        command=command_line(args.argv),
+    )
+    write_text_atomic(folder / CARD_FILE, card.with_figures(figures).to_json())
     print(f"recorded the {args.split} figures in {folder / CARD_FILE}")
 
 
@@ -194,9 +186,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from segcore.atomic import write_bytes_atomic
-    from segcore.bundle import load_bundle
-    from segcore.images import encode_png, read_image
-    from segcore.inference import predict_mask, predict_probabilities
+    from segcore.bundles.loading import load_bundle
+    from segcore.data.images import encode_png, read_image
+    from segcore.inference.predict import predict_mask, predict_probabilities
 
     bundle = load_bundle(args.model)
     threshold = bundle.threshold if args.threshold is None else args.threshold
@@ -228,7 +220,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from segcore.hub import push_bundle
+    from segcore.bundles.hub import push_bundle
 
     commit = push_bundle(args.bundle, args.repo, private=args.private, revision=args.revision)
     print(f"pushed {args.bundle} to {args.repo}; load it with hf://{args.repo}@{commit}")

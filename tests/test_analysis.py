@@ -1,4 +1,4 @@
-"""segcore.analysis: uploads, one prediction per image, exact re-thresholding afterwards."""
+"""segcore.analysis.analyse: uploads, one prediction per image, exact re-thresholding afterwards."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score
 
-from segcore.analysis import analyse_image, digest, read_upload
+from segcore.analysis.analyse import analyse_image, digest, read_upload
+from segcore.analysis.visualize import PALETTE
+from segcore.data.preprocessing import PreprocessConfig, preprocess_image
 from segcore.errors import InvalidImageError
-from segcore.preprocessing import PreprocessConfig, preprocess_image
-from segcore.visualize import PALETTE
 
 
 def png(array: np.ndarray) -> bytes:

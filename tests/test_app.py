@@ -17,10 +17,12 @@ import pytest
 from sklearn.metrics import f1_score, jaccard_score
 from streamlit.testing.v1 import AppTest
 
-from segcore import catalog, jobs, samples
-from segcore.jobs import FINAL_STATES
-from segcore.runs import RunDir
-from segcore.synthetic import generate_tile
+from segcore.analysis import catalog
+from segcore.data import samples
+from segcore.data.synthetic import generate_tile
+from segcore.training import jobs
+from segcore.training.jobs import FINAL_STATES
+from segcore.training.runs import RunDir
 from tests.conftest import REPO, make_pairs_dataset
 
 TIMEOUT = 240
@@ -64,8 +66,8 @@ def assert_clean(at: AppTest) -> None:
 @pytest.fixture(scope="module")
 def reference():
     """The default bundle's probabilities for one synthetic tile, computed outside the app."""
-    from segcore.bundle import load_bundle
-    from segcore.inference import predict_probabilities
+    from segcore.bundles.loading import load_bundle
+    from segcore.inference.predict import predict_probabilities
 
     image, truth = generate_tile([7, 7], 256)
     bundle = load_bundle("default")

@@ -96,9 +96,9 @@ def test_every_page_opens_without_exception(server, page):
 @pytest.fixture(scope="module")
 def tile(monuseg):
     """A MoNuSeg test tile, its mask and the default model's probabilities (outside the app)."""
-    from segcore.bundle import load_bundle
-    from segcore.images import read_image, read_mask
-    from segcore.inference import predict_probabilities
+    from segcore.bundles.loading import load_bundle
+    from segcore.data.images import read_image, read_mask
+    from segcore.inference.predict import predict_probabilities
 
     image_path = sorted((monuseg / "test" / "images").glob("*.tif"))[0]
     mask_path = monuseg / "test" / "masks" / f"{image_path.stem}.png"

@@ -18,26 +18,24 @@ import numpy as np
 import pytest
 
 import segcore
-from segcore import bundle as bundle_mod
-from segcore.bundle import (
-    CARD_FILE,
-    DEFAULT_BUNDLE,
-    MODEL_FILE,
-    Bundle,
-    ModelCard,
-    list_bundles,
-    load_bundle,
-    parse_hf_ref,
-    read_card,
-    resolve_bundle_ref,
-    save_bundle,
-    software_versions,
-)
+from segcore.bundles import card as card_mod
+from segcore.bundles import store as store_mod
+from segcore.bundles.card import CARD_FILE, ModelCard, SplitFigures, software_versions
+from segcore.bundles.loading import Bundle, load_bundle
+from segcore.bundles.refs import DEFAULT_BUNDLE, parse_hf_ref, resolve_bundle_ref
+from segcore.bundles.store import MODEL_FILE, list_bundles, read_card, save_bundle
+from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import BundleError, ConfigError, SegcoreError
-from segcore.model import ModelConfig, build_deeplabv3plus
-from segcore.preprocessing import PreprocessConfig
+from segcore.network.model import ModelConfig, build_deeplabv3plus
 
 SMALL = {"aspp_filters": 8, "low_level_filters": 8, "decoder_filters": 8, "aspp_rates": (2, 4)}
+
+
+def figures(split: str = "validation", dice: float = 0.5, **changes) -> SplitFigures:
+    values = {"dice": dice, "jaccard": dice / (2 - dice), "precision": 0.6, "recall": 0.4}
+    fields = {"split": split, "threshold": 0.42, "images": 3, "pooled": values, "mean": values}
+    fields["evaluated"] = "2025-01-01T00:00:00+00:00"
+    return SplitFigures(**{**fields, **changes})
 
 
 def make_card(name: str = "tiny", **changes) -> ModelCard:
@@ -49,7 +47,7 @@ def make_card(name: str = "tiny", **changes) -> ModelCard:
         "threshold": 0.42,
         "dataset": {"name": "synthetic", "layout": "pairs", "split": {"train": 4}, "seed": 0},
         "training": {"epochs": 1, "batch_size": 2, "lr": 1e-3, "loss": "bce+dice"},
-        "metrics": {"validation": {"dice": 0.5}},
+        "metrics": {"validation": figures()},
         "licence": "cc-by-4.0",
         "created": "2025-01-01T00:00:00+00:00",
     }
@@ -100,14 +98,16 @@ def copy_of_saved(saved, tmp_path) -> Path:
 
 
 def test_card_roundtrip_keeps_every_field_and_unknown_keys():
-    card = make_card(backbone_weights="imagenet", model_sha256="ab" * 32)
+    architecture = {**ModelConfig(**SMALL).to_dict(), "backbone_weights": "imagenet"}
+    card = make_card(architecture=architecture, model_sha256="ab" * 32)
+    assert card.backbone_weights == "imagenet"
     data = card.to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert "extra" not in data and data["format_version"] == bundle_mod.CARD_FORMAT_VERSION
+    assert "extra" not in data and data["format_version"] == card_mod.CARD_FORMAT_VERSION
     assert ModelCard.from_dict(data) == card
     assert ModelCard.from_json(card.to_json()) == card
 
-    newer = {**data, "format_version": 2, "calibration": {"temperature": 1.3}}
+    newer = {**data, "calibration": {"temperature": 1.3}}
     loaded = ModelCard.from_dict(newer)
     assert loaded.extra == {"calibration": {"temperature": 1.3}}
     assert loaded.to_dict() == newer  # written back unchanged
@@ -231,7 +231,7 @@ def test_overwrite_replaces_bundle_atomically(saved, tmp_path, monkeypatch):
             Path(path).write_bytes(b"half a model")
             raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_mod, "_inference_model", lambda m: Broken())
+    monkeypatch.setattr(store_mod, "_inference_model", lambda m: Broken())
     with pytest.raises(BundleError, match="disk full"):
         save_bundle(object(), target, make_card(name="broken"))
     monkeypatch.undo()
@@ -243,7 +243,7 @@ def test_overwrite_replaces_bundle_atomically(saved, tmp_path, monkeypatch):
     save_bundle(model, target, make_card(name="new", threshold=0.3))
     assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"]
     assert sorted(p.name for p in target.iterdir()) == [CARD_FILE, MODEL_FILE]
-    new_card = bundle_mod.verify_bundle(target)
+    new_card = store_mod.verify_bundle(target)
     assert new_card.name == "new" and new_card.threshold == 0.3
     assert new_card.model_sha256 != old_card.model_sha256
 
@@ -291,7 +291,7 @@ def test_unknown_name_lists_available_bundles(saved, tmp_path, monkeypatch):
 
 def test_default_weights_dir_is_the_repository_weights_folder():
     repo = Path(segcore.__file__).resolve().parents[1]
-    assert repo / "weights" == bundle_mod.DEFAULT_WEIGHTS_DIR
+    assert repo / "weights" == store_mod.DEFAULT_WEIGHTS_DIR
 
 
 @pytest.mark.parametrize(
@@ -391,7 +391,7 @@ def test_list_bundles_skips_non_bundles_and_reports_problems(saved, tmp_path, ca
 
 def test_importing_bundle_and_hub_does_not_load_tensorflow():
     code = (
-        "import sys, segcore.bundle, segcore.hub; "
+        "import sys, segcore.bundles.loading, segcore.bundles.hub; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     repo = Path(segcore.__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""segcore.catalog: bundles in weights/ and runs/, and the persisted active model."""
+"""segcore.analysis.catalog: bundles in weights/ and runs/, and the persisted active model."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from segcore import catalog
-from segcore.bundle import ModelCard
+from segcore.analysis import catalog
+from segcore.bundles.card import ModelCard
 from segcore.errors import BundleError
 
 

@@ -7,13 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from segcore.bundle import ModelCard, load_bundle, save_bundle
+from segcore.bundles.card import ModelCard
+from segcore.bundles.loading import load_bundle
+from segcore.bundles.store import save_bundle
 from segcore.cli import main
-from segcore.images import read_image, read_mask
-from segcore.metrics import binarize
-from segcore.model import build_deeplabv3plus
-from segcore.preprocessing import PreprocessConfig
-from segcore.synthetic import generate_dataset
+from segcore.data.images import read_image, read_mask
+from segcore.data.preprocessing import PreprocessConfig
+from segcore.data.synthetic import generate_dataset
+from segcore.metrics.counts import binarize
+from segcore.network.model import build_deeplabv3plus
 from tests.conftest import write_png
 
 
@@ -84,9 +86,10 @@ def test_evaluate_prints_writes_json_and_updates_the_card(tiny_bundle, tmp_path,
     assert result["split"] == "train" and result["n_images"] == len(result["per_image"])
     assert len(result["sweep"]["thresholds"]) == 101
     card = load_bundle(tiny_bundle).card  # still loads: the sha256 of model.keras is unchanged
-    recorded = card.metrics["train"]
-    assert recorded["pooled"]["dice"] == pytest.approx(result["pooled"]["dice"])
-    assert "evaluate" in recorded["command"]
+    recorded = card.figures("train")
+    assert recorded.pooled["dice"] == pytest.approx(result["pooled"]["dice"])
+    assert recorded.threshold == card.threshold and recorded.images == result["n_images"]
+    assert "evaluate" in recorded.command
 
 
 def test_errors_are_one_line_with_status_2(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segcore.datasets import (
+from segcore.data.datasets import (
     ArraySampleSet,
     detect_layout,
     load_samples,

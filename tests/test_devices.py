@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from segcore import devices
-from segcore.devices import (
+from segcore.errors import ConfigError
+from segcore.training import devices
+from segcore.training.devices import (
     DeviceInfo,
     apply_precision,
     choose_precision,
@@ -20,7 +21,6 @@ from segcore.devices import (
     lock_key,
     make_strategy,
 )
-from segcore.errors import ConfigError
 
 
 def tf_config(workers, chief=(), task=True):
@@ -177,7 +177,7 @@ def test_apply_precision(restore_policy):
 
 
 def test_training_device_label_without_and_with_gpus(monkeypatch):
-    from segcore import devices
+    from segcore.training import devices
 
     monkeypatch.setattr(devices, "count_visible_gpus", lambda: 0)
     assert devices.training_device_label().startswith("CPU (")

@@ -8,19 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from segcore.datasets import SampleSet
+from segcore.data.datasets import SampleSet
+from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError, InvalidImageError
-from segcore.evaluation import EvaluationResult, combine_sweeps, count_nuclei, evaluate
-from segcore.inference import predict_probabilities
-from segcore.metrics import (
-    DEFAULT_THRESHOLDS,
-    METRIC_NAMES,
-    ConfusionCounts,
-    binarize,
-    confusion_counts,
-    threshold_sweep,
-)
-from segcore.preprocessing import PreprocessConfig
+from segcore.evaluation.evaluate import EvaluationResult, combine_sweeps, count_nuclei, evaluate
+from segcore.inference.predict import predict_probabilities
+from segcore.metrics.counts import METRIC_NAMES, ConfusionCounts, binarize, confusion_counts
+from segcore.metrics.sweep import DEFAULT_THRESHOLDS, threshold_sweep
 
 PLAIN = PreprocessConfig(equalize="none", blur_kernel=0)
 """No equalisation or blur: the model input is exactly ``image / 255``."""

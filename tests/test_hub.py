@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 from huggingface_hub import constants as hf_constants
 
-from segcore.bundle import CARD_FILE, MODEL_FILE, ModelCard, load_bundle, save_bundle
-from segcore.errors import BundleError
-from segcore.hub import (
+from segcore.bundles.card import CARD_FILE, ModelCard, SplitFigures
+from segcore.bundles.hub import (
     README_FILE,
     download_bundle,
     hub_cache_dir,
@@ -33,6 +32,9 @@ from segcore.hub import (
     push_bundle,
     render_readme,
 )
+from segcore.bundles.loading import load_bundle
+from segcore.bundles.store import MODEL_FILE, save_bundle
+from segcore.errors import BundleError
 
 REPO_ID = "segcore-test/tiny-bundle"
 COMMIT = hashlib.sha1(b"segcore test commit").hexdigest()
@@ -112,7 +114,16 @@ def tiny_bundle(tmp_path_factory) -> Path:
         threshold=0.4,
         licence="cc-by-nc-sa-4.0",
         dataset={"name": "MoNuSeg"},
-        metrics={"validation": {"dice": 0.8123}, "test": {"dice": 0.79, "jaccard": 0.65}},
+        metrics={
+            split: SplitFigures(
+                split=split,
+                threshold=0.4,
+                images=4,
+                pooled={"dice": dice, "jaccard": 0.65, "precision": 0.8, "recall": 0.8},
+                mean={"dice": dice, "jaccard": 0.65, "precision": 0.8, "recall": 0.8},
+            )
+            for split, dice in (("validation", 0.8123), ("test", 0.79))
+        },
     )
     return save_bundle(model, tmp_path_factory.mktemp("bundle") / "tiny", card)
 
@@ -286,7 +297,8 @@ def test_push_bundle_uploads_files_and_readme(tiny_bundle):
     readme = api.uploaded[README_FILE].decode()
     assert readme.startswith('---\nlicense: "cc-by-nc-sa-4.0"\n')
     assert "## Licence\n\ncc-by-nc-sa-4.0" in readme and "MoNuSeg" in readme
-    assert "| validation.dice | 0.8123 |" in readme and "| test.jaccard | 0.6500 |" in readme
+    assert "| validation | 4 | 0.4 | 0.8123 | 0.6500 | 0.8000 | 0.8000 |" in readme
+    assert "| test | 4 | 0.4 | 0.7900 |" in readme
     assert 'load_bundle("hf://org/nuclei@<commit>")' in readme
     assert not (tiny_bundle / README_FILE).exists()  # nothing written into the bundle
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segcore.errors import InvalidImageError, SegcoreError
-from segcore.images import (
+from segcore.data.images import (
     check_same_size,
     encode_png,
     image_shape,
@@ -19,6 +18,7 @@ from segcore.images import (
     to_binary_mask,
     to_rgb_uint8,
 )
+from segcore.errors import InvalidImageError, SegcoreError
 from tests.conftest import write_png
 
 

@@ -10,19 +10,19 @@ import keras
 import numpy as np
 import pytest
 
-from segcore import inference
+from segcore.data.images import read_image
+from segcore.data.preprocessing import PreprocessConfig, preprocess_image
+from segcore.data.tiling import pad_to_at_least, tile_starts
 from segcore.errors import ConfigError, InvalidImageError, SegcoreError
-from segcore.images import read_image
-from segcore.inference import (
+from segcore.inference import predict as inference
+from segcore.inference.predict import (
     blend_window,
     predict_batch,
     predict_mask,
     predict_probabilities,
 )
-from segcore.metrics import binarize
-from segcore.model import OUTPUT_STRIDE, build_deeplabv3plus
-from segcore.preprocessing import PreprocessConfig, preprocess_image
-from segcore.tiling import pad_to_at_least, tile_starts
+from segcore.metrics.counts import binarize
+from segcore.network.model import OUTPUT_STRIDE, build_deeplabv3plus
 
 PLAIN = PreprocessConfig(equalize="none", blur_kernel=0)
 """No equalisation or blur: the model input is exactly ``image / 255``."""

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from segcore.errors import ConfigError
-from segcore.jobs import (
+from segcore.training.jobs import (
     list_jobs,
     resume_training,
     running_job,
@@ -20,8 +20,8 @@ from segcore.jobs import (
     stop_training,
     train_arguments,
 )
-from segcore.locks import DeviceLock, TrainingBusyError, lock_path
-from segcore.runs import RunDir, RunError, list_runs, process_alive, wait_for_state
+from segcore.training.locks import DeviceLock, TrainingBusyError, lock_path
+from segcore.training.runs import RunDir, RunError, list_runs, process_alive, wait_for_state
 from tests.conftest import REPO
 
 # Mimics ``python -m segcore train``: same arguments, takes the device lock (waiting for the
@@ -29,8 +29,8 @@ from tests.conftest import REPO
 # every "batch", ends ``stopped`` or ``completed`` and releases the lock.
 FAKE_TRAINER = """
 import argparse, json, os, signal, sys, time
-from segcore.locks import TrainingBusyError, lock_for
-from segcore.runs import RunDir, process_start_time, utc_now
+from segcore.training.locks import TrainingBusyError, lock_for
+from segcore.training.runs import RunDir, process_start_time, utc_now
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--config")
@@ -168,7 +168,7 @@ def test_trainer_runs_in_its_own_session(runs_dir, fake):
 
 LAUNCHER = """
 import sys
-from segcore.jobs import start_training
+from segcore.training.jobs import start_training
 run = start_training({"epochs": 1}, runs_dir=sys.argv[1], command=sys.argv[2:], device_key="cpu")
 print(run.path, flush=True)
 """
@@ -281,8 +281,8 @@ def test_default_command_is_the_segcore_cli(tmp_path):
 
 def test_jobs_does_not_import_tensorflow():
     code = (
-        "import sys, segcore.jobs, segcore.locks, segcore.devices; "
-        "segcore.devices.default_lock_key(); "
+        "import sys, segcore.training.jobs, segcore.training.locks, segcore.training.devices; "
+        "segcore.training.devices.default_lock_key(); "
         "print(any(m in sys.modules for m in ('tensorflow', 'keras', 'streamlit')))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
@@ -291,7 +291,7 @@ def test_jobs_does_not_import_tensorflow():
 
 
 def test_progress_of_a_status():
-    from segcore.runs import progress_of
+    from segcore.training.runs import progress_of
 
     fraction, text = progress_of(
         {"epoch": 2, "epochs": 10, "batch": 6, "steps_per_epoch": 24, "eta_s": 750}

@@ -1,4 +1,4 @@
-"""Tests of segcore.keras_metrics: values, references, training, save/reload, gradients."""
+"""Tests of segcore.network.keras_metrics: values, references, training, save/reload, gradients."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ tf = pytest.importorskip("tensorflow")
 
 from keras import ops  # noqa: E402
 
-from segcore import metrics as np_metrics  # noqa: E402
-from segcore.keras_metrics import (  # noqa: E402
+from segcore.metrics import counts, sweep  # noqa: E402
+from segcore.network.keras_metrics import (  # noqa: E402
     bce_dice_loss,
     dice_coef,
     dice_coef_loss,
@@ -55,10 +55,8 @@ def test_hard_inputs_match_numpy(seed, p_true, p_pred):
     y = (rng.random((3, 16, 16, 1)) < p_true).astype(np.float32)
     p = (rng.random((3, 16, 16, 1)) < p_pred).astype(np.float32)
     # Pooled over the batch, with smooth -> 0: exactly the NumPy definitions.
-    assert value(dice_coef(y, p, smooth=TINY)) == pytest.approx(np_metrics.dice(y, p), abs=1e-6)
-    assert value(jaccard_coef(y, p, smooth=TINY)) == pytest.approx(
-        np_metrics.jaccard(y, p), abs=1e-6
-    )
+    assert value(dice_coef(y, p, smooth=TINY)) == pytest.approx(counts.dice(y, p), abs=1e-6)
+    assert value(jaccard_coef(y, p, smooth=TINY)) == pytest.approx(counts.jaccard(y, p), abs=1e-6)
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.75])
@@ -69,10 +67,10 @@ def test_numpy_jaccard_matches_keras_binary_iou(threshold):
     p[0, 0, :3] = [0.3, 0.5, 0.75]  # exactly on the thresholds: both use >=
     iou = keras.metrics.BinaryIoU(target_class_ids=[1], threshold=threshold)
     iou.update_state(y, p)
-    expected = np_metrics.jaccard(y, np_metrics.binarize(p, threshold))
+    expected = counts.jaccard(y, counts.binarize(p, threshold))
     assert value(iou.result()) == pytest.approx(expected, abs=1e-6)
-    sweep = np_metrics.threshold_sweep(y, p, [threshold])
-    assert sweep.pooled.jaccard[0] == expected
+    result = sweep.threshold_sweep(y, p, [threshold])
+    assert result.pooled.jaccard[0] == expected
 
 
 def test_float32_under_mixed_precision_inputs():

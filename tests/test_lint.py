@@ -30,21 +30,6 @@ def test_ruff_format():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_importing_segcore_does_not_load_tensorflow():
-    code = (
-        "import sys, segcore, segcore.images, segcore.preprocessing, segcore.datasets, "
-        "segcore.metrics, segcore.tiling, segcore.model_config, segcore.training, "
-        "segcore.runs, segcore.jobs, segcore.locks, segcore.bundle, segcore.hub, "
-        "segcore.inference, segcore.evaluation, segcore.synthetic, segcore.visualize, "
-        "segcore.samples, segcore.catalog, segcore.analysis, segcore.devices, appkit.charts, "
-        "appkit.navigation, appkit.widgets, appkit.state; "
-        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
-
-
 def test_pages_hold_no_tensorflow_import():
     """Pages reach TensorFlow only through segcore (the landing page must not load it)."""
     for page in [*sorted((REPO / "pages").glob("*.py")), REPO / "app.py"]:

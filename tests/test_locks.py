@@ -12,7 +12,7 @@ import time
 import pytest
 
 from segcore.errors import SegcoreError
-from segcore.locks import (
+from segcore.training.locks import (
     LOCK_ENV,
     LOCK_FIELDS,
     DeviceLock,
@@ -20,7 +20,7 @@ from segcore.locks import (
     lock_for,
     lock_path,
 )
-from segcore.runs import process_start_time
+from segcore.training.runs import process_start_time
 from tests.conftest import REPO
 
 
@@ -149,7 +149,7 @@ def test_threads_racing_have_exactly_one_winner(path, stale_first):
 
 CONTENDER = """
 import sys, time
-from segcore.locks import DeviceLock, TrainingBusyError
+from segcore.training.locks import DeviceLock, TrainingBusyError
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 try:
     DeviceLock(sys.argv[1]).acquire(sys.argv[3])
@@ -184,7 +184,7 @@ def test_processes_racing_have_exactly_one_winner(path):
 
 HANDOVER_CHILD = """
 import sys, time
-from segcore.locks import DeviceLock
+from segcore.training.locks import DeviceLock
 print("waiting", flush=True)
 start = time.monotonic()
 lock = DeviceLock(sys.argv[1]).acquire(sys.argv[2])

@@ -14,8 +14,8 @@ from keras import layers
 
 import segcore
 from segcore.errors import BackboneWeightsError, ConfigError
-from segcore.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
-from segcore.model import ModelConfig, build_deeplabv3plus
+from segcore.network.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
+from segcore.network.model import ModelConfig, build_deeplabv3plus
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segcore.datasets import open_dataset
+from segcore.data.datasets import open_dataset
+from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
-from segcore.pipeline import AugmentConfig, make_eval_dataset, make_training_dataset
-from segcore.preprocessing import PreprocessConfig
+from segcore.training.pipeline import AugmentConfig, make_eval_dataset, make_training_dataset
 from tests.conftest import write_png
 
 RAW = PreprocessConfig(equalize="none", blur_kernel=0)

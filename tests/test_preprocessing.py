@@ -8,9 +8,8 @@ import pytest
 from scipy import ndimage
 from skimage import exposure
 
-from segcore.errors import ConfigError
-from segcore.images import read_image, read_mask
-from segcore.preprocessing import (
+from segcore.data.images import read_image, read_mask
+from segcore.data.preprocessing import (
     PreprocessConfig,
     enhance_image,
     equalize_luminance,
@@ -18,6 +17,7 @@ from segcore.preprocessing import (
     preprocess_mask,
     smooth,
 )
+from segcore.errors import ConfigError
 
 
 def he_like(size=64, seed=0):

@@ -1,15 +1,15 @@
-"""segcore.samples: the synthetic source equals the written synthetic set, split for split."""
+"""segcore.data.samples: the synthetic source equals the written synthetic set, split for split."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segcore import samples
-from segcore.datasets import open_dataset
+from segcore.data import samples
+from segcore.data.datasets import open_dataset
+from segcore.data.images import read_image, read_mask
+from segcore.data.synthetic import generate_dataset
 from segcore.errors import DatasetError
-from segcore.images import read_image, read_mask
-from segcore.synthetic import generate_dataset
 from tests.conftest import make_pairs_dataset
 
 

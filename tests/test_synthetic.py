@@ -1,4 +1,4 @@
-"""Tests for segcore.synthetic: the synthetic H&E tile generator and dataset writer."""
+"""Tests for segcore.data.synthetic: the synthetic H&E tile generator and dataset writer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from scipy import ndimage
 from skimage.color import rgb2hed
 
 from segcore import cli
+from segcore.data.images import read_image, read_mask
+from segcore.data.synthetic import (
+    MIN_SIZE,
+    README_MARKER,
+    generate_dataset,
+    generate_tile,
+    tile_name,
+)
 from segcore.errors import ConfigError
-from segcore.images import read_image, read_mask
-from segcore.synthetic import MIN_SIZE, README_MARKER, generate_dataset, generate_tile, tile_name
 
 
 def _files(folder):

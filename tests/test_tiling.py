@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segcore.tiling import extract_tiles, pad_to_at_least, tile_starts
+from segcore.data.tiling import extract_tiles, pad_to_at_least, tile_starts
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from segcore.bundle import load_bundle
+from segcore.bundles.loading import load_bundle
+from segcore.data.synthetic import generate_dataset
 from segcore.errors import ConfigError
-from segcore.runs import RunDir, wait_for_state
-from segcore.synthetic import generate_dataset
-from segcore.training import TrainConfig, train
+from segcore.training.runs import RunDir, wait_for_state
+from segcore.training.trainer import TrainConfig, train
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,8 @@ def test_a_run_writes_every_file_and_a_loadable_bundle(tiny_data, tmp_path):
     assert len(list(run.checkpoints_dir.glob("epoch-*.keras"))) == 1  # old ones removed
     bundle = load_bundle(run.bundle_dir)
     assert 0.0 <= bundle.threshold <= 1.0
-    assert bundle.card.metrics["validation"]["dice"] >= 0.0
+    validation = bundle.card.figures("validation")
+    assert 0.0 <= validation.pooled["dice"] <= 1.0 and validation.threshold == bundle.threshold
     assert bundle.card.training["epochs_completed"] == 2
     out = bundle.model.predict(np.zeros((1, 64, 96, 3), np.float32), verbose=0)
     assert out.shape == (1, 64, 96, 1)
@@ -156,7 +157,7 @@ def test_sigterm_stops_after_the_batch_and_resume_finishes(tiny_data, tmp_path):
 def test_stop_request_file(tiny_data, tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "req"
     run = RunDir(run_dir)
-    import segcore.training as training
+    import segcore.training.trainer as training
 
     original = training._make_callback
 
@@ -180,7 +181,7 @@ def test_stop_request_file(tiny_data, tmp_path, monkeypatch):
 
 
 def test_an_exception_marks_the_run_failed(tiny_data, tmp_path, monkeypatch):
-    import segcore.training as training
+    import segcore.training.trainer as training
 
     def boom(config):
         raise RuntimeError("disk on fire")
@@ -196,7 +197,7 @@ def test_an_exception_marks_the_run_failed(tiny_data, tmp_path, monkeypatch):
 
 
 def test_out_of_memory_gets_a_hint():
-    from segcore.training import _hint_for
+    from segcore.training.trainer import _hint_for
 
     class ResourceExhaustedError(Exception):
         pass
@@ -205,7 +206,7 @@ def test_out_of_memory_gets_a_hint():
 
 
 def test_a_second_training_is_refused(tiny_data, tmp_path):
-    from segcore.locks import DeviceLock, TrainingBusyError
+    from segcore.training.locks import DeviceLock, TrainingBusyError
 
     runs = tmp_path / "runs"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -221,7 +222,7 @@ def test_a_second_training_is_refused(tiny_data, tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
-    from segcore.training import prepare_run
+    from segcore.training.trainer import prepare_run
 
     run = prepare_run(tiny_config(tiny_data, tmp_path / "runs" / "fresh"), tmp_path / "runs")
     with pytest.raises(ConfigError, match="nothing to resume"):
@@ -230,8 +231,8 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
 
 
 def test_background_job_with_the_real_trainer(tiny_data, tmp_path):
-    from segcore import jobs
-    from segcore.locks import TrainingBusyError
+    from segcore.training import jobs
+    from segcore.training.locks import TrainingBusyError
 
     runs = tmp_path / "runs"
     config = tiny_config(tiny_data, None, crops_per_epoch=400).to_dict()

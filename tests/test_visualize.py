@@ -1,4 +1,5 @@
-"""Pictures, palette, threshold explorer and downloads of segcore.visualize (small arrays)."""
+"""Pictures, palette, threshold explorer and downloads of segcore.analysis.visualize (small
+arrays)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from segcore.errors import InvalidImageError
-from segcore.evaluation import count_nuclei
-from segcore.images import read_image, read_mask
-from segcore.metrics import binarize, confusion_counts, threshold_sweep
-from segcore.visualize import (
+from segcore.analysis.visualize import (
     EXPLORER_THRESHOLDS,
     NO_TRUTH_REASON,
     PALETTE,
@@ -29,6 +26,11 @@ from segcore.visualize import (
     png_bytes,
     prediction_overlay,
 )
+from segcore.data.images import read_image, read_mask
+from segcore.errors import InvalidImageError
+from segcore.evaluation.evaluate import count_nuclei
+from segcore.metrics.counts import binarize, confusion_counts
+from segcore.metrics.sweep import threshold_sweep
 
 TP = PALETTE["true_positive"].rgb
 FP = PALETTE["false_positive"].rgb

@@ -1,11 +1,11 @@
 """Where the app's sample images come from: the synthetic set made on demand, or a dataset folder.
 
 A *sample source* is either the word ``"synthetic"`` or the path of a dataset folder of any
-layout :func:`segcore.datasets.open_dataset` reads. :func:`open_source` turns it into
-:class:`~segcore.datasets.DatasetSplits`.
+layout :func:`segcore.data.datasets.open_dataset` reads. :func:`open_source` turns it into
+:class:`~segcore.data.datasets.DatasetSplits`.
 
 The synthetic source needs no files: :class:`GeneratedSampleSet` makes tile ``i`` with
-:func:`segcore.synthetic.generate_tile` when it is loaded (about 50 ms for 256×256), and
+:func:`segcore.data.synthetic.generate_tile` when it is loaded (about 50 ms for 256×256), and
 :func:`synthetic_splits` gives it the same train/val/test split that
 ``open_dataset(ensure_synthetic_dataset())`` gives the files written by
 ``python -m segcore synth`` — so a fresh clone shows samples at once, and they are the very
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcore.datasets import (
+from segcore.data.datasets import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
     DatasetSplits,
@@ -32,7 +32,7 @@ from segcore.datasets import (
     open_dataset,
 )
 from segcore.errors import DatasetError
-from segcore.synthetic import DEFAULT_SYNTHETIC_DIR, generate_tile, tile_name
+from segcore.data.synthetic import DEFAULT_SYNTHETIC_DIR, generate_tile, tile_name
 
 __all__ = [
     "SYNTHETIC",
@@ -101,7 +101,7 @@ def synthetic_splits(
             ``open_dataset`` and training use).
 
     Returns:
-        :class:`~segcore.datasets.DatasetSplits` whose sets are :class:`GeneratedSampleSet`.
+        :class:`~segcore.data.datasets.DatasetSplits` whose sets are :class:`GeneratedSampleSet`.
     """
     everything = GeneratedSampleSet(range(count), seed=seed, size=size)
     return carve_splits(

@@ -1,6 +1,6 @@
 """The preprocessing DeepLabV3+ was designed with, described by one :class:`PreprocessConfig`.
 
-Images (``uint8`` RGB, see :mod:`segcore.images`):
+Images (``uint8`` RGB, see :mod:`segcore.data.images`):
 
 1. histogram equalisation of the **luminance** only (the L channel of CIELAB), globally or with
    CLAHE, so stain colours (the a/b chroma channels) are kept — equalising each RGB channel
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from segcore.errors import ConfigError
-from segcore.images import to_binary_mask, to_rgb_uint8
+from segcore.data.images import to_binary_mask, to_rgb_uint8
 
 EqualizeMethod = Literal["none", "global", "clahe"]
 _EQUALIZE_METHODS = ("none", "global", "clahe")
@@ -144,7 +144,7 @@ def smooth(image: np.ndarray, kernel: int = 3, sigma: float = 0.0) -> np.ndarray
 def enhance_image(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Equalises and smooths an image, keeping ``uint8`` RGB (steps 1–2 of the module docstring).
 
-    Accepts any array :func:`segcore.images.to_rgb_uint8` accepts.
+    Accepts any array :func:`segcore.data.images.to_rgb_uint8` accepts.
     """
     image = to_rgb_uint8(image)
     image = equalize_luminance(
@@ -162,7 +162,7 @@ def preprocess_image(image: np.ndarray, config: PreprocessConfig | None = None) 
     """Runs the full image preprocessing: returns float32 RGB ``(H, W, 3)`` in ``[0, 1]``.
 
     Args:
-        image: an image array (see :func:`segcore.images.to_rgb_uint8` for accepted forms).
+        image: an image array (see :func:`segcore.data.images.to_rgb_uint8` for accepted forms).
         config: the preprocessing to apply; defaults to ``PreprocessConfig()``.
     """
     config = config or PreprocessConfig()
@@ -173,7 +173,7 @@ def preprocess_mask(mask: np.ndarray, config: PreprocessConfig | None = None) ->
     """Makes a mask binary (``uint8`` 0/1 ``(H, W)``) and dilates it if the config says so.
 
     Args:
-        mask: a mask array (see :func:`segcore.images.to_binary_mask` for accepted forms).
+        mask: a mask array (see :func:`segcore.data.images.to_binary_mask` for accepted forms).
         config: the preprocessing to apply; defaults to ``PreprocessConfig()``.
     """
     config = config or PreprocessConfig()

@@ -1,6 +1,6 @@
 """The architecture hyper-parameters of DeepLabV3+ (no TensorFlow import).
 
-Kept apart from :mod:`segcore.model` so configurations (training forms, model cards) can be
+Kept apart from :mod:`segcore.network.model` so configurations (training forms, model cards) can be
 read and validated without loading TensorFlow.
 """
 

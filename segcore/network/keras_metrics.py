@@ -16,9 +16,10 @@ over the **whole batch** (pooled, not averaged per image), as in the classic Dee
 
 ``smooth`` (default 1.0) keeps the value defined, and equal to 1, when both are empty, and
 softens the gradient on nearly empty batches. With ``smooth → 0`` on hard 0/1 inputs they equal
-:func:`segcore.metrics.dice` and :func:`segcore.metrics.jaccard` on the pooled pixels. When
+:func:`segcore.metrics.counts.dice` and :func:`segcore.metrics.counts.jaccard` on the
+pooled pixels. When
 Keras uses a function as a metric it averages the per-batch values over an epoch, which is not
-the same as the Dice of the whole epoch; use :func:`segcore.metrics.threshold_sweep` for
+the same as the Dice of the whole epoch; use :func:`segcore.metrics.sweep.threshold_sweep` for
 evaluation figures.
 
 All four functions are registered with ``keras.saving.register_keras_serializable`` under the
@@ -116,9 +117,9 @@ class PooledDice(keras.metrics.Metric):
     """Hard Dice over all pixels seen in an epoch (counts accumulated, not batch means).
 
     Pixels are positive when ``y_pred >= threshold`` (the rule of
-    :func:`segcore.metrics.binarize`) and ``y_true >= 0.5``. The result is
+    :func:`segcore.metrics.counts.binarize`) and ``y_true >= 0.5``. The result is
     ``2·TP / (2·TP + FP + FN)``, and 1.0 when there are no positives at all (the convention of
-    :func:`segcore.metrics.dice`). Used to pick the best epoch on validation data.
+    :func:`segcore.metrics.counts.dice`). Used to pick the best epoch on validation data.
 
     Args:
         threshold: float. Probability threshold, defaults to 0.5.

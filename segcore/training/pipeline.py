@@ -1,11 +1,12 @@
 """tf.data input pipelines for training and evaluation.
 
-Both pipelines start from a :class:`~segcore.datasets.SampleSet` and run
+Both pipelines start from a :class:`~segcore.data.datasets.SampleSet` and run
 
     decode → preprocess → [random crop → augmentation] → batch → prefetch
 
-Decoding and the deterministic preprocessing (:func:`~segcore.preprocessing.enhance_image`,
-:func:`~segcore.preprocessing.preprocess_mask`) happen once per image, in a thread pool, when the
+Decoding and the deterministic preprocessing (:func:`~segcore.data.preprocessing.enhance_image`,
+:func:`~segcore.data.preprocessing.preprocess_mask`) happen once per image, in a thread pool, when
+the
 pipeline is made; the images are kept in memory as ``uint8``. Random crops and augmentation run
 in TensorFlow, in parallel, every epoch.
 
@@ -22,10 +23,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from segcore.datasets import SampleSet, load_samples
+from segcore.data.datasets import SampleSet, load_samples
+from segcore.data.preprocessing import PreprocessConfig, enhance_image, preprocess_mask
+from segcore.data.tiling import extract_tiles, pad_to_at_least
 from segcore.errors import ConfigError
-from segcore.preprocessing import PreprocessConfig, enhance_image, preprocess_mask
-from segcore.tiling import extract_tiles, pad_to_at_least
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,8 @@ def make_eval_dataset(
 ) -> tf.data.Dataset:
     """Builds an evaluation pipeline: every image cut into ``image_size`` tiles, in order.
 
-    Images larger than ``image_size`` are covered by tiles (:func:`~segcore.tiling.extract_tiles`;
+    Images larger than ``image_size`` are covered by tiles
+    (:func:`~segcore.data.tiling.extract_tiles`;
     the last row and column of tiles overlap their neighbours, so a few pixels count twice);
     smaller ones are reflect-padded. No augmentation.
 

@@ -2,7 +2,8 @@
 
 The catalogue is every bundle under ``weights/`` (committed or downloaded) plus the final
 bundle of every finished training run (``runs/<run-id>/bundle``). The active model is a bundle
-ref (see :func:`segcore.bundle.resolve_bundle_ref`) stored in ``<runs_dir>/active-model.json``,
+ref (see :func:`segcore.bundles.refs.resolve_bundle_ref`) stored in
+``<runs_dir>/active-model.json``,
 so every browser session of one app process — and the next start of the app — uses the same
 model until someone switches it. Without that file, or when its ref no longer resolves, the
 active model is :data:`DEFAULT_REF` (the committed ``weights/default``).
@@ -19,16 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segcore.atomic import write_text_atomic
-from segcore.bundle import (
-    DEFAULT_WEIGHTS_DIR,
-    HF_SCHEME,
-    ModelCard,
-    list_bundles,
-    read_card,
-    resolve_bundle_ref,
-)
+from segcore.bundles.card import ModelCard
+from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
+from segcore.bundles.store import DEFAULT_WEIGHTS_DIR, list_bundles, read_card
 from segcore.errors import BundleError
-from segcore.runs import default_runs_dir, list_runs
+from segcore.training.runs import default_runs_dir, list_runs
 
 __all__ = [
     "ACTIVE_FILE",
@@ -55,7 +51,7 @@ class CatalogEntry:
     """One bundle the app can switch to.
 
     Attributes:
-        ref: what to pass to :func:`segcore.bundle.load_bundle` (a name under ``weights/``,
+        ref: what to pass to :func:`segcore.bundles.loading.load_bundle` (a name under ``weights/``,
             or the folder's absolute path for run bundles).
         path: the bundle folder.
         card: its parsed card.
@@ -77,8 +73,8 @@ def available_bundles(
     """Every valid bundle in ``weights/`` and in finished runs, ``weights/`` first.
 
     Args:
-        weights_dir: defaults to :data:`segcore.bundle.DEFAULT_WEIGHTS_DIR`.
-        runs_dir: defaults to :func:`segcore.runs.default_runs_dir`.
+        weights_dir: defaults to :data:`segcore.bundles.store.DEFAULT_WEIGHTS_DIR`.
+        runs_dir: defaults to :func:`segcore.training.runs.default_runs_dir`.
         problems: receives ``(folder, message)`` for every invalid bundle found.
 
     Returns:

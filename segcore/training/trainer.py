@@ -1,10 +1,10 @@
 """Training: one entry point for the CLI, Python and the app's background jobs.
 
-:func:`train` runs a :class:`TrainConfig` in a run directory (:mod:`segcore.runs`):
+:func:`train` runs a :class:`TrainConfig` in a run directory (:mod:`segcore.training.runs`):
 
-* data from :func:`segcore.datasets.open_dataset` (or the synthetic set), random crops with
-  augmentation (:mod:`segcore.pipeline`), validation on tiles of the val split;
-* DeepLabV3+ (:func:`segcore.model.build_deeplabv3plus`), Adam with cosine decay, binary
+* data from :func:`segcore.data.datasets.open_dataset` (or the synthetic set), random crops with
+  augmentation (:mod:`segcore.training.pipeline`), validation on tiles of the val split;
+* DeepLabV3+ (:func:`segcore.network.model.build_deeplabv3plus`), Adam with cosine decay, binary
   cross-entropy (or BCE + Dice), compiled metrics Dice, Jaccard, accuracy and the pooled hard
   Dice used to choose the best epoch;
 * after every epoch, in this order: ``checkpoints/epoch-NNN.keras`` (model + optimizer),
@@ -17,10 +17,11 @@
   epoch from those weights;
 * an exception marks the run ``failed`` with the reason, a hint and the traceback;
 * at the end, the best epoch's weights are evaluated on the full-size validation images, the
-  threshold that maximises validation Dice is chosen, and a bundle (:mod:`segcore.bundle`) is
+  threshold that maximises validation Dice is chosen, and a bundle (:mod:`segcore.bundles.store`)
+  is
   written to ``<run>/bundle``.
 
-Only one training runs per device at a time (:class:`segcore.locks.DeviceLock`).
+Only one training runs per device at a time (:class:`segcore.training.locks.DeviceLock`).
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ from typing import Any, Literal
 import numpy as np
 
 from segcore.atomic import write_bytes_atomic, write_json_atomic
+from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, SegcoreError
-from segcore.model_config import ModelConfig
-from segcore.preprocessing import PreprocessConfig
-from segcore.runs import RunDir, default_runs_dir, new_run_id, process_start_time, utc_now
+from segcore.network.config import ModelConfig
+from segcore.training.runs import RunDir, default_runs_dir, new_run_id, process_start_time, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class TrainConfig:
     """Everything that defines a training run (saved as the run's ``config.json``).
 
     Args:
-        data: a dataset folder of any layout :func:`segcore.datasets.open_dataset` reads, or
+        data: a dataset folder of any layout :func:`segcore.data.datasets.open_dataset` reads, or
             ``"synthetic"`` for the embedded synthetic set (generated on first use).
         epochs: number of epochs, defaults to 40.
         batch_size: crops per batch, defaults to 8.
@@ -73,12 +74,12 @@ class TrainConfig:
         val_fraction: share of samples carved into val when the dataset has no val split.
         test_fraction: share carved into test when the dataset has no test split.
         synthetic_count: tiles of the synthetic set (``data="synthetic"``).
-        preprocess: a :class:`~segcore.preprocessing.PreprocessConfig` as a dict.
-        model: a :class:`~segcore.model.ModelConfig` as a dict (``backbone_weights`` here is
+        preprocess: a :class:`~segcore.data.preprocessing.PreprocessConfig` as a dict.
+        model: a :class:`~segcore.network.model.ModelConfig` as a dict (``backbone_weights`` here is
             ignored; the field above is used).
         preview_tiles: validation tiles shown in ``previews/epoch_NNN.png``.
-        init_from: a bundle ref (see :func:`segcore.bundle.load_bundle`) whose weights start
-            the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
+        init_from: a bundle ref (see :func:`segcore.bundles.loading.load_bundle`) whose weights
+            start the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
             this config's ``model``. ``None`` (the default) starts from ``backbone_weights``.
         name: the bundle's name.
         licence: licence recorded in the bundle's card (that of the training data).
@@ -224,7 +225,7 @@ def _preview_png(images: np.ndarray, masks: np.ndarray, probs: np.ndarray) -> by
     """Rows of image | ground truth | prediction (probability as gray, 0.5 contour in red)."""
     import cv2
 
-    from segcore.images import encode_png
+    from segcore.data.images import encode_png
 
     rows = []
     for image, mask, prob in zip(images, masks, probs, strict=True):
@@ -255,8 +256,8 @@ def _hint_for(exc: BaseException) -> str | None:
 
 
 def _open_data(config: TrainConfig):
-    from segcore.datasets import open_dataset
-    from segcore.synthetic import DEFAULT_SYNTHETIC_DIR, ensure_synthetic_dataset
+    from segcore.data.datasets import open_dataset
+    from segcore.data.synthetic import DEFAULT_SYNTHETIC_DIR, ensure_synthetic_dataset
 
     if config.data == SYNTHETIC:
         root = ensure_synthetic_dataset(
@@ -275,7 +276,7 @@ def _open_data(config: TrainConfig):
 def _compile(model, config: TrainConfig, total_steps: int):
     import keras
 
-    from segcore.keras_metrics import PooledDice, bce_dice_loss, dice_coef, jaccard_coef
+    from segcore.network.keras_metrics import PooledDice, bce_dice_loss, dice_coef, jaccard_coef
 
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
@@ -393,7 +394,7 @@ def _init_from_bundle(model, ref: str) -> None:
         BundleError: the bundle cannot be loaded.
         ConfigError: its architecture differs from the model's.
     """
-    from segcore.bundle import load_bundle
+    from segcore.bundles.loading import load_bundle
 
     source = load_bundle(ref)
     try:
@@ -410,7 +411,8 @@ def _source_card(ref: str | None) -> dict[str, Any] | None:
     """Name and hash of the bundle a fine-tuning started from (the ref may later change)."""
     if not ref:
         return None
-    from segcore.bundle import read_card, resolve_bundle_ref
+    from segcore.bundles.refs import resolve_bundle_ref
+    from segcore.bundles.store import read_card
 
     card = read_card(resolve_bundle_ref(ref))
     return {"ref": ref, "name": card.name, "model_sha256": card.model_sha256}
@@ -420,7 +422,7 @@ def prepare_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) 
     """Creates the run folder with ``config.json`` and a ``queued`` status; returns it.
 
     The folder is ``config.run_dir``, else ``<runs_dir>/<new run id>`` (``runs_dir`` defaults to
-    :func:`segcore.runs.default_runs_dir`).
+    :func:`segcore.training.runs.default_runs_dir`).
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     run_dir = config.run_dir or str(runs_dir / new_run_id())
@@ -447,14 +449,14 @@ def train(
     command: str | None = None,
     verbose: int | str = "auto",
 ) -> RunDir:
-    """Runs (or resumes) a training run; returns its :class:`~segcore.runs.RunDir`.
+    """Runs (or resumes) a training run; returns its :class:`~segcore.training.runs.RunDir`.
 
     Args:
         config: the run's configuration; not needed with ``resume`` (read from the run).
         run_dir: the run folder; defaults to ``config.run_dir`` or a new ``runs/<id>``.
         resume: continue the run in ``run_dir`` from its last checkpoint.
         runs_dir: parent folder of new runs and home of the device locks; defaults to
-            :func:`segcore.runs.default_runs_dir` (``$SEGCORE_RUNS_DIR`` or ``runs/``).
+            :func:`segcore.training.runs.default_runs_dir` (``$SEGCORE_RUNS_DIR`` or ``runs/``).
         command: the command line to record in the bundle's card.
         verbose: Keras ``fit`` verbosity (``"auto"``: a progress bar on a terminal, one line
             per epoch otherwise).
@@ -492,8 +494,8 @@ def train(
     except ValueError:  # not the main thread (e.g. called from a test thread)
         previous_handler = None
     try:
-        from segcore import devices
-        from segcore.locks import lock_for
+        from segcore.training import devices
+        from segcore.training.locks import lock_for
 
         # The same key the web server uses (no TensorFlow needed), so both see one lock.
         lock = lock_for(runs_dir, devices.default_lock_key())
@@ -547,10 +549,10 @@ def train(
 def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbose) -> None:
     import keras
 
-    import segcore.keras_metrics
-    import segcore.layers  # noqa: F401 - registers the custom layers for loading
-    from segcore import devices
-    from segcore.pipeline import AugmentConfig, make_eval_dataset, make_training_dataset
+    import segcore.network.keras_metrics
+    import segcore.network.layers  # noqa: F401 - registers the custom layers for loading
+    from segcore.training import devices
+    from segcore.training.pipeline import AugmentConfig, make_eval_dataset, make_training_dataset
 
     start_time = time.monotonic()
     devices.configure_gpus()
@@ -600,7 +602,7 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
             )
             log.info("resumed from %s (epoch %d)", state["checkpoint"], initial_epoch)
         else:
-            from segcore.model import build_deeplabv3plus
+            from segcore.network.model import build_deeplabv3plus
 
             arch = config.model_config()
             model = build_deeplabv3plus(
@@ -672,8 +674,9 @@ def _finish(run, config, model, splits, val_source, best, history, device, elaps
     """Evaluates the best weights on full-size validation images and writes the bundle."""
     import keras
 
-    from segcore.bundle import ModelCard, save_bundle
-    from segcore.evaluation import evaluate
+    from segcore.bundles.card import VALIDATION, ModelCard, SplitFigures
+    from segcore.bundles.store import save_bundle
+    from segcore.evaluation.evaluate import evaluate
 
     best_path = run.checkpoints_dir / "best.keras"
     if best_path.exists():
@@ -689,7 +692,9 @@ def _finish(run, config, model, splits, val_source, best, history, device, elaps
         batch_size=config.batch_size,
     )
     threshold = float(result.best_threshold)
-    at_best = evaluate_summary_at(result, threshold)
+    figures = SplitFigures.from_evaluation(
+        result, split=VALIDATION, threshold=threshold, data=config.data, command=command
+    )
     card = ModelCard(
         name=config.name,
         architecture=config.model_config().to_dict(),
@@ -709,18 +714,9 @@ def _finish(run, config, model, splits, val_source, best, history, device, elaps
             "device": device,
             "command": command,
             "init_from_card": _source_card(config.init_from),
-        },
-        backbone_weights=config.backbone_weights,
-        metrics={
-            "validation": {
-                "threshold": threshold,
-                **at_best,
-                "at_0.5": result.pooled,
-                "images": len(val_source),
-                "evaluated": "full-size images, tiled inference, pooled over pixels",
-            },
             "history_last": history[-1] if history else None,
         },
+        metrics={VALIDATION: figures},
         licence=config.licence,
     )
     bundle = save_bundle(model, run.bundle_dir, card)
@@ -729,7 +725,7 @@ def _finish(run, config, model, splits, val_source, best, history, device, elaps
         phase=None,
         bundle=str(bundle),
         threshold=threshold,
-        val_dice=at_best.get("dice"),
+        val_dice=figures.pooled["dice"],
         eta_s=None,
         ended_at=utc_now(),
     )
@@ -737,20 +733,9 @@ def _finish(run, config, model, splits, val_source, best, history, device, elaps
         "run %s completed: bundle %s (val Dice %.4f at threshold %.2f)",
         run.run_id,
         bundle,
-        at_best.get("dice", float("nan")),
+        figures.pooled["dice"],
         threshold,
     )
-
-
-def evaluate_summary_at(result, threshold: float) -> dict[str, float]:
-    """Pooled and mean Dice/Jaccard/precision/recall of an evaluation at a sweep threshold."""
-    sweep = result.sweep
-    index = sweep.index_of(threshold)
-    out = {}
-    for metric in ("dice", "jaccard", "precision", "recall"):
-        out[metric] = float(sweep.pooled.get(metric)[index])
-        out[f"mean_{metric}"] = float(sweep.per_image_mean.get(metric)[index])
-    return out
 
 
 def command_line(argv: list[str] | None = None) -> str:

@@ -36,6 +36,7 @@ import psutil
 
 from segcore.atomic import write_json_atomic, write_text_atomic
 from segcore.errors import SegcoreError
+from segcore.paths import REPO_ROOT
 
 STATES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running")
@@ -61,7 +62,7 @@ STATUS_FIELDS = {
     "bundle": "path of the final bundle, or null",
 }
 
-DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 """The repository's ``runs/`` folder; ``SEGCORE_RUNS_DIR`` overrides it (see default_runs_dir)."""
 
 

@@ -3,14 +3,14 @@
 :func:`predict_probabilities` turns one ``uint8`` RGB image of any size (37×300, 1000×1000,
 3000×2000, ...) into a float32 ``(H, W)`` nucleus-probability map:
 
-1. **Preprocessing of the whole image, once** (:func:`~segcore.preprocessing.enhance_image`,
-   then :func:`~segcore.preprocessing.to_model_input`). Histogram equalisation depends on the
+1. **Preprocessing of the whole image, once** (:func:`~segcore.data.preprocessing.enhance_image`,
+   then :func:`~segcore.data.preprocessing.to_model_input`). Histogram equalisation depends on the
    pixels it sees, so equalising each tile separately would give neighbouring tiles different
    contrast and leave seams in the probability map.
-2. **Reflect padding** (:func:`~segcore.tiling.pad_to_at_least`) of images smaller than a tile
+2. **Reflect padding** (:func:`~segcore.data.tiling.pad_to_at_least`) of images smaller than a tile
    on either side, so every tile is ``tile_size``×``tile_size``.
 3. **Tiles** of ``tile_size`` (a multiple of 16, the model's output stride) stepping by
-   ``tile_size - overlap``; positions from :func:`~segcore.tiling.tile_starts`, whose last
+   ``tile_size - overlap``; positions from :func:`~segcore.data.tiling.tile_starts`, whose last
    tile on each axis ends exactly at the border.
 4. **Blending**: each tile's prediction is multiplied by :func:`blend_window` — 1 in the middle,
    falling linearly to ``1 / (overlap + 1)`` over the ``overlap`` pixels at each edge, never 0 —
@@ -22,7 +22,8 @@
 Memory is bounded by the tile batch: tiles are cut ``batch_size`` at a time; besides the
 preprocessed image only the ``(H, W)`` float32 sum and weight arrays grow with the image.
 
-**The model** is a ``keras.Model`` following :mod:`segcore.model`'s contract, or any callable
+**The model** is a ``keras.Model`` following :mod:`segcore.network.model`'s contract, or any
+callable
 mapping a float32 ``(B, T, T, 3)`` NumPy batch to ``(B, T, T, 1)`` or ``(B, T, T)``
 probabilities (stand-ins for tests, other back-ends). A Keras model is called through one
 ``tf.function`` per model and tile size with the input signature ``[None, T, T, 3]``, cached
@@ -46,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
+from segcore.data.preprocessing import PreprocessConfig, enhance_image, to_model_input
+from segcore.data.tiling import pad_to_at_least, tile_starts
 from segcore.errors import ConfigError, InvalidImageError
-from segcore.metrics import binarize
-from segcore.preprocessing import PreprocessConfig, enhance_image, to_model_input
-from segcore.tiling import pad_to_at_least, tile_starts
+from segcore.metrics.counts import binarize
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: tiles predicted so far and tiles in all."""
 
 OUTPUT_STRIDE = 16
-"""Tile sides must be multiples of this (``segcore.model.OUTPUT_STRIDE``, not imported here
+"""Tile sides must be multiples of this (``segcore.network.model.OUTPUT_STRIDE``, not imported here
 because that module loads TensorFlow)."""
 
 DEFAULT_TILE_SIZE = 256
@@ -220,7 +221,7 @@ def predict_batch(
         model: a ``keras.Model`` (called through a cached ``tf.function`` for this image size)
             or a callable on float32 ``(B, H, W, 3)`` batches; see the module docstring.
         images_float: float32 ``(N, H, W, 3)`` in ``[0, 1]``, the output of
-            :func:`~segcore.preprocessing.preprocess_image` stacked; H and W multiples of 16.
+            :func:`~segcore.data.preprocessing.preprocess_image` stacked; H and W multiples of 16.
         batch_size: images per model call, defaults to 8.
 
     Returns:
@@ -242,7 +243,7 @@ def predict_batch(
     if not np.issubdtype(images.dtype, np.floating):
         raise InvalidImageError(
             f"predict_batch expects preprocessed float images in [0, 1], got dtype "
-            f"{images.dtype}; run segcore.preprocessing.preprocess_image first"
+            f"{images.dtype}; run segcore.data.preprocessing.preprocess_image first"
         )
     height, width = images.shape[1:3]
     if height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
@@ -254,7 +255,7 @@ def predict_batch(
     if not (low >= 0.0 and high <= 1.0):
         raise InvalidImageError(
             f"predict_batch: values must be in [0, 1], got min {low:g}, max {high:g}; "
-            "run segcore.preprocessing.preprocess_image first"
+            "run segcore.data.preprocessing.preprocess_image first"
         )
     images = images.astype(np.float32, copy=False)
     predict = _predictor(model, height, width)
@@ -282,10 +283,10 @@ def predict_probabilities(
     ``tile_size``) takes one model call and no blending.
 
     Args:
-        model: a ``keras.Model`` following :mod:`segcore.model`'s contract, or a callable on
+        model: a ``keras.Model`` following :mod:`segcore.network.model`'s contract, or a callable on
             float32 ``(B, T, T, 3)`` batches returning ``(B, T, T, 1)`` or ``(B, T, T)``.
         image: ``uint8`` RGB ``(H, W, 3)`` of any size; other forms that
-            :func:`segcore.images.to_rgb_uint8` accepts (grayscale, RGBA, 16-bit) are
+            :func:`segcore.data.images.to_rgb_uint8` accepts (grayscale, RGBA, 16-bit) are
             converted first.
         preprocess: the preprocessing the model was trained with.
         tile_size: side of the square tiles, a multiple of 16; defaults to 256.
@@ -353,7 +354,8 @@ def predict_probabilities(
 def predict_mask(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Thresholds a probability map: ``uint8`` 0/1, positive where ``prob >= threshold``.
 
-    The rule of :func:`segcore.metrics.binarize`, so masks agree with the metrics' counts.
+    The rule of :func:`segcore.metrics.counts.binarize`, so masks agree with the metrics'
+    counts.
 
     Args:
         probabilities: probabilities in ``[0, 1]``, any shape.

@@ -1,6 +1,6 @@
 """Evaluating a model on a set of samples at full image size (library code; no CLI here).
 
-:func:`evaluate` predicts every sample with :func:`segcore.inference.predict_probabilities`
+:func:`evaluate` predicts every sample with :func:`segcore.inference.predict.predict_probabilities`
 (so images of any size are tiled exactly as in production) and scores it with
 :mod:`segcore.metrics`:
 
@@ -12,7 +12,8 @@
   and the threshold of best pooled Dice.
 
 Only one probability map is in memory at a time: each image's sweep counts
-(:func:`segcore.metrics.threshold_sweep`, ``(T, 4)`` integers) are kept and combined at the
+(:func:`segcore.metrics.sweep.threshold_sweep`, ``(T, 4)`` integers) are kept and combined at
+the
 end, giving exactly the sweep that one call on all images at once would give.
 """
 
@@ -27,25 +28,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from segcore.datasets import SampleSet
+from segcore.data.datasets import SampleSet
+from segcore.data.images import check_same_size
+from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError
-from segcore.images import check_same_size
-from segcore.inference import (
+from segcore.inference.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
     DEFAULT_TILE_SIZE,
     predict_probabilities,
 )
-from segcore.metrics import (
-    METRIC_NAMES,
-    ConfusionCounts,
-    SweepResult,
-    binarize,
-    confusion_counts,
-    sweep_from_image_counts,
-    threshold_sweep,
-)
-from segcore.preprocessing import PreprocessConfig
+from segcore.metrics.counts import METRIC_NAMES, ConfusionCounts, binarize, confusion_counts
+from segcore.metrics.sweep import SweepResult, sweep_from_image_counts, threshold_sweep
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +74,18 @@ def _mean(values) -> float:
 def combine_sweeps(sweeps: list[SweepResult]) -> SweepResult:
     """Merges the sweeps of disjoint image sets (on the same grid) into one.
 
-    The result equals :func:`segcore.metrics.threshold_sweep` called once on all the images,
+    The result equals :func:`segcore.metrics.sweep.threshold_sweep` called once on all the
+    images,
     in the same order: pooled counts are summed, per-image curves stacked, and the mean over
     images recomputed with :func:`math.fsum`.
 
     Args:
-        sweeps: results of :func:`~segcore.metrics.threshold_sweep`, at least one, all on the
+        sweeps: results of :func:`~segcore.metrics.sweep.threshold_sweep`, at least one, all
+        on the
             same threshold grid.
 
     Returns:
-        The combined :class:`~segcore.metrics.SweepResult` (read-only arrays).
+        The combined :class:`~segcore.metrics.sweep.SweepResult` (read-only arrays).
 
     Raises:
         ValueError: ``sweeps`` is empty or the grids differ.
@@ -185,16 +181,17 @@ def evaluate(
 
     Args:
         model: a ``keras.Model`` or a callable on batches, as for
-            :func:`segcore.inference.predict_probabilities`.
+            :func:`segcore.inference.predict.predict_probabilities`.
         samples: the samples; ``samples.load(i)`` gives ``(image, mask)``.
         preprocess: the preprocessing the model was trained with.
         threshold: where the per-image, pooled and mean metrics are computed (a pixel is
             positive when ``prob >= threshold``), defaults to 0.5; need not be on the grid.
-        tile_size: tile side for :func:`~segcore.inference.predict_probabilities`, default 256.
+        tile_size: tile side for :func:`~segcore.inference.predict.predict_probabilities`, default
+        256.
         overlap: tile overlap, default 64.
         batch_size: tiles per model call, default 8.
         thresholds: the sweep's grid, ascending in ``[0, 1]``; defaults to
-            :data:`segcore.metrics.DEFAULT_THRESHOLDS` (0.00, 0.01, …, 1.00).
+            :data:`segcore.metrics.sweep.DEFAULT_THRESHOLDS` (0.00, 0.01, …, 1.00).
         progress: called as ``progress(done, total, sample_id)`` after each sample.
 
     Returns:

@@ -1,7 +1,7 @@
 """Model bundles on the Hugging Face Hub: download (verified) and upload.
 
 A bundle repository on the Hub is an ordinary model repository holding the two bundle files
-(``model.keras``, ``card.json``, see :mod:`segcore.bundle`) and a ``README.md`` model card
+(``model.keras``, ``card.json``, see :mod:`segcore.bundles.store`) and a ``README.md`` model card
 generated from ``card.json`` by :func:`render_readme`.
 
 :func:`download_bundle` fetches both files with ``huggingface_hub.hf_hub_download`` into the
@@ -20,7 +20,7 @@ them later would otherwise have no effect):
 
 Example:
     >>> folder = download_bundle("my-org/nuclei-deeplabv3plus", revision="0123abcd...")
-    >>> bundle = segcore.bundle.load_bundle(folder)
+    >>> bundle = segcore.bundles.loading.load_bundle(folder)
     >>> commit = push_bundle("weights/monuseg-v1", "my-org/nuclei-deeplabv3plus")
 """
 
@@ -35,16 +35,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from segcore.bundle import (
+from segcore.bundles.card import CARD_FILE, ModelCard
+from segcore.bundles.store import (
     BUNDLE_FILES,
-    CARD_FILE,
     MODEL_FILE,
-    ModelCard,
     file_sha256,
     read_card,
     verify_bundle,
 )
 from segcore.errors import BundleError
+from segcore.metrics.counts import METRIC_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _download(
         RevisionNotFoundError,
     )
 
-    from segcore import __version__
+    from segcore.version import __version__
 
     where = f"hf://{repo_id}@{revision}"
     try:
@@ -225,7 +225,7 @@ def download_bundle(
 
     Returns:
         The snapshot folder in the cache holding ``model.keras`` and ``card.json`` (a bundle
-        folder for :func:`segcore.bundle.load_bundle`).
+        folder for :func:`segcore.bundles.loading.load_bundle`).
 
     Raises:
         BundleError: offline (``HF_HUB_OFFLINE=1``) and not cached, the Hub unreachable and
@@ -277,23 +277,6 @@ def _hub_licence(licence: str) -> dict[str, str]:
     return {"license": "other", "license_name": slug}
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, f"{name}."))
-        else:
-            rows.append((name, value))
-    return rows
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value).replace("|", "\\|")
-
-
 def render_readme(card: ModelCard, repo_id: str) -> str:
     """Returns the Hub ``README.md`` (YAML metadata + Markdown) for a bundle's card.
 
@@ -316,12 +299,21 @@ def render_readme(card: ModelCard, repo_id: str) -> str:
     for key, value in meta.items():
         front.append(f"{key}: {json.dumps(value)}")
     front.append("---")
-    metric_rows = _flatten(card.metrics)
+    metric_rows = [
+        f"| {key} | {fig.images} | {fig.threshold:g} | "
+        + " | ".join(f"{fig.pooled[name]:.4f}" for name in METRIC_NAMES)
+        + " |"
+        for key, fig in card.metrics.items()
+    ]
     metrics = (
         "\n".join(
-            ["| metric | value |", "| --- | --- |"]
-            + [f"| {name} | {_format_value(value)} |" for name, value in metric_rows]
+            [
+                "| split | images | threshold | Dice | Jaccard | precision | recall |",
+                "| --- | --- | --- | --- | --- | --- | --- |",
+                *metric_rows,
+            ]
         )
+        + "\n\nPooled over the pixels of all images (full size, tiled inference)."
         if metric_rows
         else "No metrics were recorded."
     )
@@ -337,7 +329,7 @@ def render_readme(card: ModelCard, repo_id: str) -> str:
         f"## Metrics\n\n{metrics}",
         "## Usage\n\n"
         "```python\n"
-        "from segcore.bundle import load_bundle\n\n"
+        "from segcore.bundles.loading import load_bundle\n\n"
         f'bundle = load_bundle("hf://{repo_id}@<commit>")  # pin a commit hash\n'
         "model, preprocess, threshold = bundle.model, bundle.preprocess, bundle.threshold\n"
         "```\n\n"

@@ -1,14 +1,16 @@
-"""The DeepLabV3+ network on a ResNet50 backbone, assembled from :mod:`segcore.layers`.
+"""The DeepLabV3+ network on a ResNet50 backbone, assembled from :mod:`segcore.network.layers`.
 
 Contract of :func:`build_deeplabv3plus`:
 
 * **Input**: a batch of RGB images, float32 in ``[0, 1]`` (the output of
-  :func:`segcore.preprocessing.preprocess_image`), shape ``(B, H, W, 3)`` with H and W multiples
+  :func:`segcore.data.preprocessing.preprocess_image`), shape ``(B, H, W, 3)`` with H and W
+  multiples
   of 16 (the backbone's output stride). The ImageNet normalisation ResNet50 expects happens
-  inside the model (:class:`~segcore.layers.ImageNetNormalization`).
+  inside the model (:class:`~segcore.network.layers.ImageNetNormalization`).
 * **Encoder**: Keras' ResNet50. High-level features at output stride 16 (``conv4_block6_2_relu``,
-  256 channels) go through :class:`~segcore.layers.DSPP`; low-level features at stride 4
-  (``conv2_block3_2_relu``, 64 channels) are reduced by a 1×1 :class:`~segcore.layers.ConvBlock`.
+  256 channels) go through :class:`~segcore.network.layers.DSPP`; low-level features at stride 4
+  (``conv2_block3_2_relu``, 64 channels) are reduced by a 1×1
+  :class:`~segcore.network.layers.ConvBlock`.
 * **Decoder**: DSPP output upsampled to stride 4, concatenated with the low-level features, two
   3×3 ConvBlocks, bilinear upsampling to the input size, a 1×1 convolution to one channel and a
   sigmoid computed in float32 (also under a mixed-precision policy).
@@ -29,8 +31,8 @@ import keras
 from keras import layers
 
 from segcore.errors import BackboneWeightsError, ConfigError
-from segcore.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
-from segcore.model_config import ModelConfig
+from segcore.network.config import ModelConfig
+from segcore.network.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
 
 log = logging.getLogger(__name__)
 

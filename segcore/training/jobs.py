@@ -3,14 +3,16 @@
 A training runs in its own OS process (``python -m segcore train ...``), never in a thread of the
 caller: a web server stays responsive, and the training survives page reloads, closed browsers
 and even a restart of the server that started it (the process gets its own session). All state
-lives on disk, in the run folder (:mod:`segcore.runs`) and the device lock (:mod:`segcore.locks`),
+lives on disk, in the run folder (:mod:`segcore.training.runs`) and the device lock
+(:mod:`segcore.training.locks`),
 so any process can find, watch and stop a job later.
 
 One training per device at a time: :func:`start_training` refuses at once with
-:class:`~segcore.locks.TrainingBusyError` naming the running job. The launcher takes the device
+:class:`~segcore.training.locks.TrainingBusyError` naming the running job. The launcher takes the
+device
 lock *before* spawning and hands it over to the trainer afterwards, so two launches cannot both
 pass the check. The trainer finds the lock file through the environment variable
-:data:`~segcore.locks.LOCK_ENV`.
+:data:`~segcore.training.locks.LOCK_ENV`.
 
 The processes this module spawns are reaped by a daemon thread per process (no zombies in a
 long-running server). If a trainer ends without reporting a final state, that thread records it
@@ -20,7 +22,7 @@ What the trainer must do (``python -m segcore train``, or the ``command`` given 
 the tests check with a fake trainer:
 
 1. install its SIGTERM handler (set a flag; stop after the current batch) first;
-2. take the lock ``segcore.locks.lock_for(run.path.parent, devices.lock_key(n_gpus))`` with
+2. take the lock ``segcore.training.locks.lock_for(run.path.parent, devices.lock_key(n_gpus))`` with
    ``acquire(run_id)``, ``run_id`` being the run folder's name (this waits for the hand-over);
 3. then write status ``running`` with its ``pid`` and ``pid_started``; poll
    ``RunDir.stop_requested()`` and the SIGTERM flag after every batch;
@@ -42,10 +44,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from segcore import devices
 from segcore.errors import ConfigError
-from segcore.locks import LOCK_ENV, DeviceLock, TrainingBusyError, lock_path
-from segcore.runs import (
+from segcore.paths import REPO_ROOT
+from segcore.training import devices
+from segcore.training.locks import LOCK_ENV, DeviceLock, TrainingBusyError, lock_path
+from segcore.training.runs import (
     ACTIVE_STATES,
     RunDir,
     RunError,
@@ -58,7 +61,6 @@ from segcore.runs import (
     wait_for_state,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_COMMAND = (sys.executable, "-m", "segcore", "train")
 FINAL_STATES = ("completed", "failed", "stopped")
 
@@ -205,21 +207,22 @@ def start_training(
     ``queued`` status carrying the trainer's pid, then spawns
     ``python -m segcore train --config <run>/config.json --run-dir <run>`` in its own session
     (stdin closed, output appended to ``train.log``, working directory the repository root,
-    ``SEGCORE_RUNS_DIR`` set to ``runs_dir`` and :data:`~segcore.locks.LOCK_ENV` to the lock file).
+    ``SEGCORE_RUNS_DIR`` set to ``runs_dir`` and :data:`~segcore.training.locks.LOCK_ENV` to the
+    lock file).
 
     Args:
         config: the training configuration (a ``TrainConfig`` as a dict).
         runs_dir: where runs live (and their device locks), defaults to
-            :func:`segcore.runs.default_runs_dir` (``$SEGCORE_RUNS_DIR`` or ``runs/``).
-        run_id: the run's folder name, defaults to a new :func:`~segcore.runs.new_run_id`.
+            :func:`segcore.training.runs.default_runs_dir` (``$SEGCORE_RUNS_DIR`` or ``runs/``).
+        run_id: the run's folder name, defaults to a new :func:`~segcore.training.runs.new_run_id`.
         command: the program to run instead of ``python -m segcore train`` (same arguments
             appended), e.g. ``[sys.executable, "fake_trainer.py"]`` in tests.
         env: extra environment variables for the trainer (added to this process's).
-        device_key: the device lock, defaults to :func:`segcore.devices.default_lock_key`
+        device_key: the device lock, defaults to :func:`segcore.training.devices.default_lock_key`
             (``"gpu0"`` if an NVIDIA GPU is visible, else ``"cpu"``).
 
     Returns:
-        The new run's :class:`~segcore.runs.RunDir`.
+        The new run's :class:`~segcore.training.runs.RunDir`.
 
     Raises:
         TrainingBusyError: another training holds the device (nothing is created).
@@ -260,10 +263,10 @@ def resume_training(
         run_dir: the run folder.
         command: the program to run instead of ``python -m segcore train``.
         env: extra environment variables for the trainer.
-        device_key: the device lock, defaults to :func:`segcore.devices.default_lock_key`.
+        device_key: the device lock, defaults to :func:`segcore.training.devices.default_lock_key`.
 
     Returns:
-        The run's :class:`~segcore.runs.RunDir`.
+        The run's :class:`~segcore.training.runs.RunDir`.
 
     Raises:
         RunError: ``run_dir`` holds no run.
@@ -304,7 +307,7 @@ def stop_training(
         timeout: seconds to wait when ``wait`` is set, defaults to 120.
 
     Returns:
-        The run's status (as :meth:`~segcore.runs.RunDir.read_status` reports it).
+        The run's status (as :meth:`~segcore.training.runs.RunDir.read_status` reports it).
 
     Raises:
         TimeoutError: ``wait`` was set and the run did not end within ``timeout``.
@@ -329,11 +332,11 @@ def running_job(
     """The job holding a device lock in ``runs_dir``, or None.
 
     Args:
-        runs_dir: where runs live, defaults to :func:`segcore.runs.default_runs_dir`.
+        runs_dir: where runs live, defaults to :func:`segcore.training.runs.default_runs_dir`.
         device_key: look at this device's lock only, defaults to every ``.lock-*.json``.
 
     Returns:
-        The holder's :class:`~segcore.runs.RunDir` (``<runs_dir>/<run_id>``), or None.
+        The holder's :class:`~segcore.training.runs.RunDir` (``<runs_dir>/<run_id>``), or None.
     """
     runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir())
     if device_key is not None:
@@ -360,11 +363,11 @@ def list_jobs(runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]
     """Every run in ``runs_dir``, newest first, for a job table.
 
     Args:
-        runs_dir: where runs live, defaults to :func:`segcore.runs.default_runs_dir`.
+        runs_dir: where runs live, defaults to :func:`segcore.training.runs.default_runs_dir`.
 
     Returns:
         One dict per run: ``run_id``, ``path``, ``state``, ``status`` (from
-        :meth:`~segcore.runs.RunDir.read_status`, so a killed run shows ``failed``),
+        :meth:`~segcore.training.runs.RunDir.read_status`, so a killed run shows ``failed``),
         ``metrics`` (the last metrics.csv row, or None) and ``config`` (its top-level scalar
         settings). An unreadable run has state ``"unreadable"`` and its error under ``reason``.
     """

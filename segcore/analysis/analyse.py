@@ -18,11 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from segcore.errors import InvalidImageError
-from segcore.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask
-from segcore.inference import ProgressCallback, predict_probabilities
-from segcore.preprocessing import PreprocessConfig, enhance_image
-from segcore.visualize import (
+from segcore.analysis.visualize import (
     ThresholdExplorer,
     comparison_overlay,
     heatmap,
@@ -30,6 +26,10 @@ from segcore.visualize import (
     metrics_csv,
     prediction_overlay,
 )
+from segcore.data.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask
+from segcore.data.preprocessing import PreprocessConfig, enhance_image
+from segcore.errors import InvalidImageError
+from segcore.inference.predict import ProgressCallback, predict_probabilities
 
 __all__ = ["ImageAnalysis", "ThresholdView", "analyse_image", "digest", "read_upload"]
 
@@ -109,7 +109,7 @@ class ImageAnalysis:
         name: the image's name (file name or sample id).
         image: the original, ``uint8`` RGB ``(H, W, 3)``.
         model_input: the preprocessed image the model saw, ``uint8`` RGB.
-        explorer: the :class:`~segcore.visualize.ThresholdExplorer` of the probabilities.
+        explorer: the :class:`~segcore.analysis.visualize.ThresholdExplorer` of the probabilities.
         seconds: how long the prediction took (preprocessing and model).
         model_name: the card name of the model that predicted it.
     """
@@ -193,7 +193,8 @@ def analyse_image(
     """Predicts one image of any size and keeps what exploring it needs.
 
     Args:
-        model: a ``keras.Model`` (or callable) as :func:`segcore.inference.predict_probabilities`
+        model: a ``keras.Model`` (or callable) as
+        :func:`segcore.inference.predict.predict_probabilities`
             accepts.
         image: ``uint8`` RGB ``(H, W, 3)``.
         preprocess: the bundle's preprocessing.

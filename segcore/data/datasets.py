@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from segcore.errors import DatasetError, InvalidImageError
-from segcore.images import (
+from segcore.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     check_same_size,
@@ -100,7 +100,7 @@ class FileSampleSet(SampleSet):
 
     Args:
         pairs: the files, in order.
-        max_pixels: pixel cap passed to :func:`segcore.images.read_image`.
+        max_pixels: pixel cap passed to :func:`segcore.data.images.read_image`.
     """
 
     def __init__(self, pairs: Sequence[FilePair], max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -430,7 +430,7 @@ def carve_splits(
     """Cuts the val and test splits that ``sets`` lacks out of ``sets["train"]``.
 
     This is how :func:`open_dataset` splits every layout; a source of samples that is not a
-    folder (e.g. :class:`segcore.samples.GeneratedSampleSet`) gets the same splits through it.
+    folder (e.g. :class:`segcore.data.samples.GeneratedSampleSet`) gets the same splits through it.
     """
     train = sets["train"]
     missing = [name for name in ("val", "test") if name not in sets]

@@ -1,8 +1,8 @@
 """Pictures, per-image threshold exploration and downloads for the Predict page (NumPy + OpenCV).
 
 This module imports neither Streamlit nor TensorFlow: pages call one function here and render
-what it returns. Inputs follow :mod:`segcore.images`: images are ``uint8`` RGB ``(H, W, 3)``
-(other layouts are converted with :func:`~segcore.images.to_rgb_uint8`), masks are ``(H, W)``
+what it returns. Inputs follow :mod:`segcore.data.images`: images are ``uint8`` RGB ``(H, W, 3)``
+(other layouts are converted with :func:`~segcore.data.images.to_rgb_uint8`), masks are ``(H, W)``
 arrays whose nonzero pixels are nucleus, probabilities are ``(H, W)`` reals in ``[0, 1]``.
 Every picture returned is a new ``uint8`` RGB ``(H, W, 3)`` array.
 
@@ -41,18 +41,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from segcore.data.images import encode_png, to_binary_mask, to_rgb_uint8
 from segcore.errors import InvalidImageError
-from segcore.evaluation import count_nuclei
-from segcore.images import encode_png, to_binary_mask, to_rgb_uint8
-from segcore.metrics import (
+from segcore.evaluation.evaluate import count_nuclei
+from segcore.metrics.counts import (
     ConfusionCounts,
     MetricName,
-    SweepResult,
     binarize,
     check_threshold,
     confusion_counts,
-    threshold_sweep,
 )
+from segcore.metrics.sweep import SweepResult, threshold_sweep
 
 # --------------------------------------------------------------------------------------------
 # Palette
@@ -265,7 +264,7 @@ def comparison_overlay(
 
     Args:
         image: the image, ``uint8`` RGB ``(H, W, 3)`` (other layouts are converted with
-            :func:`~segcore.images.to_rgb_uint8`).
+            :func:`~segcore.data.images.to_rgb_uint8`).
         truth: ground-truth mask ``(H, W)``; nonzero pixels are nucleus.
         pred: predicted binary mask ``(H, W)``; nonzero pixels are nucleus (threshold
             probabilities first, e.g. with :meth:`ThresholdExplorer.mask_at`).
@@ -378,7 +377,7 @@ class ThresholdExplorer:
     """Metrics of one predicted image at any threshold, without running the model again.
 
     Built once per image from its probability map (and ground truth, when there is one):
-    the constructor runs one :func:`~segcore.metrics.threshold_sweep` over
+    the constructor runs one :func:`~segcore.metrics.sweep.threshold_sweep` over
     :data:`EXPLORER_THRESHOLDS` and counts the ground-truth nuclei. Afterwards a threshold
     on that grid costs a table look-up plus one binarisation and connected-component count
     (cached per threshold); any other threshold in ``[0, 1]`` is counted directly, so every
@@ -489,7 +488,7 @@ class ThresholdExplorer:
 
     def nuclei_at(self, threshold: float) -> int:
         """Predicted nuclei at ``threshold``: 8-connected components of :meth:`mask_at`
-        (as :func:`segcore.evaluation.count_nuclei`), cached per threshold.
+        (as :func:`segcore.evaluation.evaluate.count_nuclei`), cached per threshold.
 
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
@@ -628,7 +627,7 @@ def metrics_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 def png_bytes(array) -> bytes:
-    """Encodes a picture as PNG bytes (via :func:`segcore.images.encode_png`).
+    """Encodes a picture as PNG bytes (via :func:`segcore.data.images.encode_png`).
 
     Args:
         array: ``uint8`` RGB ``(H, W, 3)`` or ``uint8`` greyscale ``(H, W)``. A 0/1 mask
@@ -656,7 +655,7 @@ def png_bytes(array) -> bytes:
 def mask_png(mask) -> bytes:
     """Encodes a binary mask as a single-channel PNG holding 0 and 255.
 
-    :func:`segcore.images.read_mask` reads the file back as the same 0/1 mask.
+    :func:`segcore.data.images.read_mask` reads the file back as the same 0/1 mask.
 
     Args:
         mask: ``(H, W)`` mask; nonzero pixels are nucleus.

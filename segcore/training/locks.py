@@ -1,6 +1,7 @@
 """One training per device at a time: a lock file per device kind in the runs folder.
 
-The lock of device key ``cpu`` (or ``gpu0``, see :func:`segcore.devices.lock_key`) is the file
+The lock of device key ``cpu`` (or ``gpu0``, see :func:`segcore.training.devices.lock_key`) is the
+file
 ``runs/.lock-cpu.json``::
 
     {"run_id": "run-20261127-161502-3fa2", "pid": 4242, "pid_started": 1795790102.31,
@@ -17,13 +18,14 @@ exactly one winner; the other gets :class:`TrainingBusyError`. The guard file is
 removing a file others may be waiting on would let two of them lock different files. POSIX only
 (``fcntl``), like the rest of the process handling here.
 
-Handing over: :func:`segcore.jobs.start_training` acquires the lock for the new run in the
+Handing over: :func:`segcore.training.jobs.start_training` acquires the lock for the new run in the
 launching process (so two launches cannot both pass the check), spawns the trainer, and then
 :meth:`DeviceLock.hand_over` rewrites the lock with the trainer's pid. A trainer whose parent
 still holds the lock for the same run waits for that hand-over in :meth:`DeviceLock.acquire`.
 
 Which lock file a trainer uses: :func:`lock_for` returns the one named by the environment
-variable :data:`LOCK_ENV` (set by :mod:`segcore.jobs` for the processes it spawns, so the launcher
+variable :data:`LOCK_ENV` (set by :mod:`segcore.training.jobs` for the processes it spawns, so the
+launcher
 and the trainer always agree), else ``<runs_dir>/.lock-<key>.json``.
 
 This module has no TensorFlow or Streamlit dependency.
@@ -45,7 +47,7 @@ from typing import Any
 import psutil
 
 from segcore.errors import SegcoreError
-from segcore.runs import default_runs_dir, process_alive, process_start_time, utc_now
+from segcore.training.runs import default_runs_dir, process_alive, process_start_time, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,8 @@ class TrainingBusyError(SegcoreError):
             f"training is busy: run {self.run_id!r} (pid {self.pid}, since "
             f"{holder.get('acquired_at') or 'unknown'}) holds the device{where}. "
             "One training runs per device at a time: wait for it to finish, or stop it "
-            f"(the Stop button, segcore.jobs.stop_training({run_path!r}) or `kill {self.pid}`; "
+            "(the Stop button, "
+            f"segcore.training.jobs.stop_training({run_path!r}) or `kill {self.pid}`; "
             "it saves and ends after the current batch)."
         )
 
@@ -113,8 +116,8 @@ def lock_for(runs_dir: str | os.PathLike | None = None, key: str = "cpu") -> Dev
     """Returns the lock a trainer must take: :data:`LOCK_ENV` if set, else ``runs_dir``'s.
 
     Args:
-        runs_dir: the runs folder, defaults to :func:`segcore.runs.default_runs_dir`.
-        key: the device key (see :func:`segcore.devices.lock_key`), defaults to ``"cpu"``.
+        runs_dir: the runs folder, defaults to :func:`segcore.training.runs.default_runs_dir`.
+        key: the device key (see :func:`segcore.training.devices.lock_key`), defaults to ``"cpu"``.
 
     Returns:
         The :class:`DeviceLock`.

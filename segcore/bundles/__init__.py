@@ -1,0 +1,1 @@
+"""x. May import: y."""

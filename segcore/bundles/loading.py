@@ -1,0 +1,105 @@
+"""Loading a bundle for inference: resolve the ref, verify the hash, load the Keras model.
+
+Importing this module does not import TensorFlow; :func:`load_bundle` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segcore.bundles.card import ModelCard
+from segcore.bundles.refs import resolve_bundle_ref
+from segcore.bundles.store import MODEL_FILE, read_card, verify_bundle
+from segcore.data.preprocessing import PreprocessConfig
+from segcore.errors import BundleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model and its card.
+
+    Args:
+        path: Path. The bundle folder (for ``hf://`` refs, the snapshot folder in the
+            Hugging Face cache).
+        card: ModelCard. The parsed ``card.json``.
+        model: keras.Model. The loaded model (uncompiled unless asked otherwise).
+    """
+
+    path: Path
+    card: ModelCard
+    model: keras.Model
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preprocessing the model was trained with."""
+        return self.card.preprocess_config
+
+    @property
+    def threshold(self) -> float:
+        """The probability threshold chosen on validation data."""
+        return self.card.threshold
+
+    @property
+    def input_size(self) -> int:
+        """The training tile side in pixels."""
+        return self.card.input_size
+
+
+def load_bundle(
+    ref: str | os.PathLike,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    compile: bool = False,
+) -> Bundle:
+    """Loads a bundle: resolves the ref, reads the card, verifies the hash, loads the model.
+
+    The SHA-256 of ``model.keras`` is checked against the card *before* the file is opened.
+    The model is loaded with ``keras.saving.load_model(..., safe_mode=True)`` after importing
+    :mod:`segcore.network.layers` and :mod:`segcore.network.keras_metrics`, which register the
+    custom objects.
+
+    Args:
+        ref: a folder path, a name under ``weights_dir``, or ``"hf://org/name@revision"``
+            (see :func:`resolve_bundle_ref`; without ``@revision`` the ``main`` branch is used,
+            which is unpinned, so pin a commit hash where results must be reproducible).
+        weights_dir: where bare names are looked up, defaults to
+            :data:`segcore.bundles.store.DEFAULT_WEIGHTS_DIR`.
+        compile: passed to ``load_model``. Bundles are saved without optimizer and compile
+            configuration, so the model is uncompiled either way; call ``model.compile`` to
+            fine-tune it.
+
+    Returns:
+        The :class:`Bundle`.
+
+    Raises:
+        BundleError: the ref does not resolve, a file is missing, the card is invalid, the
+            hash differs, or Keras cannot load the model.
+    """
+    path = resolve_bundle_ref(ref, weights_dir=weights_dir)
+    card = verify_bundle(path, read_card(path))
+
+    import keras
+
+    import segcore.network.keras_metrics
+    import segcore.network.layers  # noqa: F401 - registers the custom layers
+
+    model_path = path / MODEL_FILE
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=compile)
+    except Exception as exc:
+        raise BundleError(
+            f"{model_path}: Keras could not load the model ({exc.__class__.__name__}: "
+            f"{str(exc)[:300]}). The bundle may need a newer segcore "
+            f"(it was saved with {card.versions or 'unknown versions'})"
+        ) from exc
+    log.info("loaded bundle %s from %s", card.name, path)
+    return Bundle(path=path, card=card, model=model)
