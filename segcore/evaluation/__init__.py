@@ -1,1 +1,8 @@
-"""x. May import: y."""
+"""Evaluation: a model over a set of samples at full size, scored at one threshold and a sweep.
+
+Owns: :mod:`~segcore.evaluation.evaluate` (``evaluate``, ``EvaluationResult``, combining sweeps,
+nucleus counts). Quality benchmarks and comparisons with classical baselines belong here.
+
+May import: the base modules, :mod:`segcore.data`, :mod:`segcore.metrics`,
+:mod:`segcore.inference`.
+"""
