@@ -50,9 +50,11 @@ def main() -> None:
     from segcore.data.synthetic import generate_dataset
     from segcore.network.model import build_deeplabv3plus
     from segcore.training import devices
-    from segcore.training.pipeline import AugmentConfig, make_training_dataset
+    from segcore.training.callback import make_callback
+    from segcore.training.config import AugmentConfig, TrainConfig
+    from segcore.training.pipeline import make_training_dataset
     from segcore.training.runs import RunDir
-    from segcore.training.trainer import TrainConfig, _compile, _make_callback
+    from segcore.training.trainer import _compile
 
     n_gpus = devices.configure_gpus()
     precision = args.precision or devices.choose_precision(n_gpus)
@@ -100,7 +102,7 @@ def main() -> None:
         run = RunDir(tmp / "run")
         run.write_status(state="running", epoch=0)
         x, y = next(iter(train.dataset.unbatch().batch(2)))
-        callback = _make_callback(
+        callback = make_callback(
             run,
             config,
             history=[],

@@ -11,10 +11,10 @@ from appkit import charts, navigation, state, widgets
 from segcore.data import samples
 from segcore.errors import SegcoreError
 from segcore.training import jobs
+from segcore.training.config import TrainConfig
 from segcore.training.devices import training_device_label
 from segcore.training.locks import TrainingBusyError
 from segcore.training.runs import ACTIVE_STATES, RunDir, progress_of
-from segcore.training.trainer import TrainConfig
 
 navigation.page_header()
 st.title("Train")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +25,15 @@ import numpy as np
 from segcore.errors import SegcoreError
 
 log = logging.getLogger("segcore")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The ``python -m segcore ...`` command line (recorded in bundle cards), shell-quoted.
+
+    Args:
+        argv: the arguments after ``python -m segcore``; defaults to ``sys.argv[1:]``.
+    """
+    return "python -m segcore " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -63,7 +73,7 @@ _TRAIN_FLAGS = {
 
 def _train_config(args: argparse.Namespace):
     """Defaults, then ``--config FILE``, then explicit flags (the last wins)."""
-    from segcore.training.trainer import TrainConfig
+    from segcore.training.config import TrainConfig
 
     base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
     flags = {
@@ -77,7 +87,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from segcore.training.trainer import command_line, train
+    from segcore.training.trainer import train
 
     if args.resume:
         run = train(run_dir=args.resume, resume=True, command=command_line(args.argv))
@@ -168,7 +178,6 @@ def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) 
     from segcore.atomic import write_text_atomic
     from segcore.bundles.card import CARD_FILE, SplitFigures
     from segcore.bundles.store import read_card
-    from segcore.training.trainer import command_line
 
     card = read_card(folder)
     figures = SplitFigures.from_evaluation(
@@ -227,12 +236,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Returns the argument parser for every ``python -m segcore`` command."""
-    parser = argparse.ArgumentParser(prog="python -m segcore", description=__doc__.split("\n")[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_synth(commands) -> None:
     synth = commands.add_parser("synth", help="write a synthetic H&E nuclei dataset")
     synth.add_argument("--out", required=True, help="folder to create (images/ and masks/ inside)")
     synth.add_argument("--count", type=int, default=760, help="number of tiles (default 760)")
@@ -240,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(func=_cmd_synth)
 
+
+def _add_train(commands) -> None:
     tr = commands.add_parser(
         "train",
         help="train DeepLabV3+ (or --resume a run)",
@@ -271,20 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="RUN", help="resume the run in this folder")
     tr.set_defaults(func=_cmd_train)
 
-    def add_inference_args(sub):
-        sub.add_argument(
-            "--model",
-            default="default",
-            help="bundle: a folder, a name under weights/, or hf://org/name@rev "
-            "(default: weights/default)",
-        )
-        sub.add_argument("--threshold", type=float, help="default: the bundle's threshold")
-        sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")
-        sub.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
-        sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
 
+def _add_inference_args(sub) -> None:
+    sub.add_argument(
+        "--model",
+        default="default",
+        help="bundle: a folder, a name under weights/, or hf://org/name@rev "
+        "(default: weights/default)",
+    )
+    sub.add_argument("--threshold", type=float, help="default: the bundle's threshold")
+    sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")
+    sub.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
+    sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
+
+
+def _add_evaluate_predict_push(commands) -> None:
     ev = commands.add_parser("evaluate", help="score a bundle on a dataset split")
-    add_inference_args(ev)
+    _add_inference_args(ev)
     ev.add_argument("--data", required=True, help="dataset folder (any supported layout)")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
@@ -297,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
-    add_inference_args(pr)
+    _add_inference_args(pr)
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, BMP; any size)")
     pr.set_defaults(func=_cmd_predict)
@@ -308,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--revision", help="branch to push to (default main)")
     pu.add_argument("--private", action="store_true", help="create the repository as private")
     pu.set_defaults(func=_cmd_push)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser for every ``python -m segcore`` command."""
+    parser = argparse.ArgumentParser(prog="python -m segcore", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_synth(commands)
+    _add_train(commands)
+    _add_evaluate_predict_push(commands)
     return parser
 
 

@@ -22,7 +22,7 @@ from segcore.inference.predict import (
     predict_probabilities,
 )
 from segcore.metrics.counts import binarize
-from segcore.network.model import OUTPUT_STRIDE, build_deeplabv3plus
+from segcore.network.model import build_deeplabv3plus
 
 PLAIN = PreprocessConfig(equalize="none", blur_kernel=0)
 """No equalisation or blur: the model input is exactly ``image / 255``."""
@@ -235,10 +235,6 @@ def test_real_model_batches_through_the_cached_function(tiny_model):
         batch_size=4,
     )
     np.testing.assert_allclose(probs, direct, atol=1e-5)
-
-
-def test_output_stride_matches_the_model():
-    assert inference.OUTPUT_STRIDE == OUTPUT_STRIDE
 
 
 # --------------------------------------------------------------------------------------------

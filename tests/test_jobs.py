@@ -30,7 +30,8 @@ from tests.conftest import REPO
 FAKE_TRAINER = """
 import argparse, json, os, signal, sys, time
 from segcore.training.locks import TrainingBusyError, lock_for
-from segcore.training.runs import RunDir, process_start_time, utc_now
+from segcore.timestamps import utc_now
+from segcore.training.runs import RunDir, process_start_time
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--config")

@@ -217,6 +217,7 @@ def test_resize_like_and_normalization():
     np.testing.assert_allclose(ImageNetNormalization()(rgb), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_dilated_conv_paths_agree_and_train_on_cpu():
     block = ConvBlock(filters=4, kernel_size=3, dilation_rate=3, batch=False, use_bias=True)
     x = np.random.default_rng(0).normal(size=(2, 12, 20, 5)).astype("float32")

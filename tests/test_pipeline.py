@@ -8,7 +8,8 @@ import pytest
 from segcore.data.datasets import open_dataset
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
-from segcore.training.pipeline import AugmentConfig, make_eval_dataset, make_training_dataset
+from segcore.training.config import AugmentConfig
+from segcore.training.pipeline import make_eval_dataset, make_training_dataset
 from tests.conftest import write_png
 
 RAW = PreprocessConfig(equalize="none", blur_kernel=0)

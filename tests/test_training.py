@@ -15,8 +15,9 @@ import pytest
 from segcore.bundles.loading import load_bundle
 from segcore.data.synthetic import generate_dataset
 from segcore.errors import ConfigError
+from segcore.training.config import TrainConfig
 from segcore.training.runs import RunDir, wait_for_state
-from segcore.training.trainer import TrainConfig, train
+from segcore.training.trainer import train
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def cli(*args, runs_dir):
 def test_config_validation_and_file(tmp_path):
     with pytest.raises(ConfigError, match="multiple of 16"):
         TrainConfig(image_size=100)
-    with pytest.raises(ConfigError, match="unknown training config keys"):
+    with pytest.raises(ConfigError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"epochz": 3})
     with pytest.raises(ConfigError, match="equalize"):
         TrainConfig(preprocess={"equalize": "sideways"})
@@ -63,7 +64,7 @@ def test_config_validation_and_file(tmp_path):
     config = TrainConfig.from_file(path)
     assert config.epochs == 3 and config.loss == "bce+dice" and config.backbone_weights is None
     path.write_text("{oops")
-    with pytest.raises(ConfigError, match="not a readable JSON"):
+    with pytest.raises(ConfigError, match=r"c\.json: TrainConfig: malformed JSON"):
         TrainConfig.from_file(path)
 
 
@@ -159,7 +160,7 @@ def test_stop_request_file(tiny_data, tmp_path, monkeypatch):
     run = RunDir(run_dir)
     import segcore.training.trainer as training
 
-    original = training._make_callback
+    original = training.make_callback
 
     def make_callback(*args, **kwargs):
         callback = original(*args, **kwargs)
@@ -173,7 +174,7 @@ def test_stop_request_file(tiny_data, tmp_path, monkeypatch):
         callback.on_train_batch_end = request_then_continue
         return callback
 
-    monkeypatch.setattr(training, "_make_callback", make_callback)
+    monkeypatch.setattr(training, "make_callback", make_callback)
     train(tiny_config(tiny_data, run_dir, crops_per_epoch=8), runs_dir=tmp_path / "runs")
     status = run.read_status()
     assert status["state"] == "stopped"

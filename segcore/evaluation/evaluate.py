@@ -38,7 +38,13 @@ from segcore.inference.predict import (
     DEFAULT_TILE_SIZE,
     predict_probabilities,
 )
-from segcore.metrics.counts import METRIC_NAMES, ConfusionCounts, binarize, confusion_counts
+from segcore.metrics.counts import (
+    METRIC_NAMES,
+    ConfusionCounts,
+    binarize,
+    check_threshold,
+    confusion_counts,
+)
 from segcore.metrics.sweep import SweepResult, sweep_from_image_counts, threshold_sweep
 
 log = logging.getLogger(__name__)
@@ -154,15 +160,12 @@ class EvaluationResult:
 
 
 def _check_threshold_args(threshold: object, thresholds: object) -> tuple[float, np.ndarray]:
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
-        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
+    value = check_threshold(threshold)
     try:  # validated by the metrics module's own rules before any model call
         grid = threshold_sweep(np.zeros((1, 1)), np.zeros((1, 1)), thresholds).thresholds
     except ValueError as exc:
         raise ConfigError(f"invalid thresholds: {exc}") from exc
-    return float(threshold), grid
+    return float(value), grid
 
 
 def evaluate(

@@ -51,6 +51,7 @@ from segcore.data.preprocessing import PreprocessConfig, enhance_image, to_model
 from segcore.data.tiling import pad_to_at_least, tile_starts
 from segcore.errors import ConfigError, InvalidImageError
 from segcore.metrics.counts import binarize
+from segcore.network.config import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,6 @@ probabilities in ``[0, 1]``."""
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: tiles predicted so far and tiles in all."""
 
-OUTPUT_STRIDE = 16
-"""Tile sides must be multiples of this (``segcore.network.model.OUTPUT_STRIDE``, not imported here
-because that module loads TensorFlow)."""
 
 DEFAULT_TILE_SIZE = 256
 DEFAULT_OVERLAP = 64

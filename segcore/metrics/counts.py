@@ -47,6 +47,8 @@ from typing import Literal
 
 import numpy as np
 
+from segcore.errors import ConfigError
+
 MetricName = Literal["dice", "jaccard", "precision", "recall"]
 METRIC_NAMES: tuple[str, ...] = ("dice", "jaccard", "precision", "recall")
 """Metrics of a threshold sweep, in the order of :class:`~segcore.metrics.sweep.MetricCurves`."""
@@ -310,12 +312,16 @@ def recall(y_true, y_pred) -> float:
 
 
 def check_threshold(threshold) -> np.float64:
-    """Returns ``threshold`` as float64; ``ValueError`` unless it is a number in [0, 1]."""
+    """Returns ``threshold`` as float64.
+
+    Raises:
+        ConfigError: (a ``ValueError``) unless ``threshold`` is a number in [0, 1].
+    """
     if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
     value = np.float64(threshold)
     if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+        raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
     return value
 
 

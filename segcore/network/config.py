@@ -12,7 +12,10 @@ from typing import Any
 
 from segcore.errors import ConfigError
 
-__all__ = ["ModelConfig"]
+__all__ = ["OUTPUT_STRIDE", "ModelConfig"]
+
+OUTPUT_STRIDE = 16
+"""The network's output stride: input heights and widths must be multiples of this."""
 
 
 @dataclass(frozen=True)

@@ -26,18 +26,17 @@ import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import keras
 from keras import layers
 
 from segcore.errors import BackboneWeightsError, ConfigError
-from segcore.network.config import ModelConfig
+from segcore.network.config import OUTPUT_STRIDE, ModelConfig
 from segcore.network.layers import DSPP, ConvBlock, ImageNetNormalization, ResizeLike
 
 log = logging.getLogger(__name__)
 
-OUTPUT_STRIDE = 16
-"""Input height and width must be multiples of this."""
 
 HIGH_LEVEL_LAYER = "conv4_block6_2_relu"
 LOW_LEVEL_LAYER = "conv2_block3_2_relu"
@@ -101,13 +100,10 @@ def resolve_backbone_weights(backbone_weights: str | os.PathLike | None) -> str 
 
 def build_deeplabv3plus(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+    config: ModelConfig | None = None,
     *,
-    backbone_weights: str | os.PathLike | None = None,
-    aspp_filters: int = 256,
-    aspp_rates: tuple[int, ...] = (6, 12, 18),
-    low_level_filters: int = 48,
-    decoder_filters: int = 256,
     name: str = "deeplabv3plus",
+    **fields: Any,
 ) -> keras.Model:
     """Builds DeepLabV3+ (ResNet50 encoder) for binary nucleus segmentation.
 
@@ -116,34 +112,32 @@ def build_deeplabv3plus(
     Args:
         input_shape: ``(H, W, 3)``; ``None`` for H and W (the default) makes one model that
             predicts on any size that is a multiple of 16.
-        backbone_weights: ``"imagenet"``, ``None`` or a path to a ResNet50 notop ``.h5`` file.
-            ``None`` never uses the network; ``"imagenet"`` without a cached file and without
-            internet fails within seconds with :class:`BackboneWeightsError`.
-        aspp_filters: channels of the DSPP branches, defaults to 256.
-        aspp_rates: dilation rates of the DSPP 3×3 branches, defaults to ``(6, 12, 18)``.
-        low_level_filters: channels of the reduced stride-4 features, defaults to 48.
-        decoder_filters: channels of the decoder ConvBlocks, defaults to 256.
+        config: the architecture, defaults to ``ModelConfig()``. Its ``backbone_weights``:
+            ``"imagenet"``, ``None`` or a path to a ResNet50 notop ``.h5`` file. ``None`` never
+            uses the network; ``"imagenet"`` without a cached file and without internet fails
+            within seconds with :class:`BackboneWeightsError`.
         name: model name.
+        **fields: :class:`ModelConfig` fields overriding ``config``'s (``backbone_weights``,
+            ``aspp_filters``, ``aspp_rates``, ``low_level_filters``, ``decoder_filters``).
 
     Returns:
         An uncompiled ``keras.Model``.
 
     Raises:
-        ConfigError: ``input_shape`` is not ``(H, W, 3)`` with H, W multiples of 16 or ``None``.
-        BackboneWeightsError: see ``backbone_weights``.
+        ConfigError: ``input_shape`` is not ``(H, W, 3)`` with H, W multiples of 16 or ``None``,
+            or ``fields`` names an unknown or invalid field.
+        BackboneWeightsError: see ``config``.
 
     Example:
         >>> model = build_deeplabv3plus(backbone_weights=None)
         >>> model.predict(np.zeros((1, 256, 256, 3))).shape
         (1, 256, 256, 1)
     """
-    config = ModelConfig(
-        backbone_weights=None if backbone_weights is None else str(backbone_weights),
-        aspp_filters=aspp_filters,
-        aspp_rates=tuple(aspp_rates),
-        low_level_filters=low_level_filters,
-        decoder_filters=decoder_filters,
-    )
+    config = config or ModelConfig()
+    if fields.get("backbone_weights") is not None:
+        fields["backbone_weights"] = str(fields["backbone_weights"])
+    if fields:
+        config = ModelConfig.from_dict({**config.to_dict(), **fields})
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[2] != 3:
         raise ConfigError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape}")

@@ -47,7 +47,8 @@ from typing import Any
 import psutil
 
 from segcore.errors import SegcoreError
-from segcore.training.runs import default_runs_dir, process_alive, process_start_time, utc_now
+from segcore.timestamps import utc_now
+from segcore.training.runs import default_runs_dir, process_alive, process_start_time
 
 log = logging.getLogger(__name__)
 

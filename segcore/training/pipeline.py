@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -27,42 +27,10 @@ from segcore.data.datasets import SampleSet, load_samples
 from segcore.data.preprocessing import PreprocessConfig, enhance_image, preprocess_mask
 from segcore.data.tiling import extract_tiles, pad_to_at_least
 from segcore.errors import ConfigError
+from segcore.training.config import AugmentConfig
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random augmentation applied to training crops (all "mild" by default).
-
-    Args:
-        flips: random horizontal and vertical flips, defaults to True.
-        rot90: random multiples of 90° rotation, defaults to True.
-        scale_min: smallest scale factor of the crop (the crop side is ``size / scale`` before
-            being resized to ``size``), defaults to 0.8.
-        scale_max: largest scale factor, defaults to 1.25.
-        brightness: maximum absolute brightness shift on the ``[0, 1]`` scale, defaults to 0.05.
-        contrast: maximum relative contrast change, defaults to 0.1.
-        saturation: maximum relative saturation change, defaults to 0.1.
-        hue: maximum hue shift (fraction of the colour circle), defaults to 0.02.
-    """
-
-    flips: bool = True
-    rot90: bool = True
-    scale_min: float = 0.8
-    scale_max: float = 1.25
-    brightness: float = 0.05
-    contrast: float = 0.1
-    saturation: float = 0.1
-    hue: float = 0.02
-
-    def __post_init__(self):
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ConfigError("AugmentConfig needs 0 < scale_min <= scale_max")
-        if min(self.brightness, self.contrast, self.saturation, self.hue) < 0 or self.hue > 0.5:
-            raise ConfigError("AugmentConfig colour jitter amounts must be >= 0 (hue <= 0.5)")
-
-    def to_dict(self) -> dict:
-        """Returns the fields as a JSON-serialisable dict."""
-        return asdict(self)
+DEFAULT_AUGMENT = AugmentConfig()
+"""The augmentation of :func:`make_training_dataset` unless told otherwise (immutable)."""
 
 
 @dataclass
@@ -102,7 +70,7 @@ def make_training_dataset(
     *,
     image_size: int = 256,
     batch_size: int = 8,
-    augment: AugmentConfig | None = AugmentConfig(),
+    augment: AugmentConfig | None = DEFAULT_AUGMENT,
     crops_per_epoch: int | None = None,
     seed: int = 0,
     first_epoch: int = 0,

@@ -37,6 +37,7 @@ import psutil
 from segcore.atomic import write_json_atomic, write_text_atomic
 from segcore.errors import SegcoreError
 from segcore.paths import REPO_ROOT
+from segcore.timestamps import utc_now
 
 STATES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running")
@@ -77,11 +78,6 @@ def default_runs_dir() -> Path:
 
 class RunError(SegcoreError):
     """A run directory is missing or unreadable."""
-
-
-def utc_now() -> str:
-    """Returns the current UTC time as an ISO 8601 string (seconds)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_run_id(prefix: str = "run") -> str:

@@ -1,0 +1,136 @@
+"""The training recipe: :class:`TrainConfig` (saved as a run's ``config.json``) and the
+augmentation of training crops, :class:`AugmentConfig`. No TensorFlow import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from segcore.configs import JsonConfig
+from segcore.data.preprocessing import PreprocessConfig
+from segcore.errors import ConfigError
+from segcore.network.config import ModelConfig
+
+LossName = Literal["bce", "bce+dice"]
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class AugmentConfig(JsonConfig):
+    """Random augmentation applied to training crops (all "mild" by default).
+
+    Args:
+        flips: random horizontal and vertical flips, defaults to True.
+        rot90: random multiples of 90° rotation, defaults to True.
+        scale_min: smallest scale factor of the crop (the crop side is ``size / scale`` before
+            being resized to ``size``), defaults to 0.8.
+        scale_max: largest scale factor, defaults to 1.25.
+        brightness: maximum absolute brightness shift on the ``[0, 1]`` scale, defaults to 0.05.
+        contrast: maximum relative contrast change, defaults to 0.1.
+        saturation: maximum relative saturation change, defaults to 0.1.
+        hue: maximum hue shift (fraction of the colour circle), defaults to 0.02.
+    """
+
+    flips: bool = True
+    rot90: bool = True
+    scale_min: float = 0.8
+    scale_max: float = 1.25
+    brightness: float = 0.05
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+
+    def __post_init__(self):
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ConfigError("AugmentConfig needs 0 < scale_min <= scale_max")
+        if min(self.brightness, self.contrast, self.saturation, self.hue) < 0 or self.hue > 0.5:
+            raise ConfigError("AugmentConfig colour jitter amounts must be >= 0 (hue <= 0.5)")
+
+
+@dataclass(frozen=True)
+class TrainConfig(JsonConfig):
+    """Everything that defines a training run (saved as the run's ``config.json``).
+
+    Args:
+        data: a dataset folder of any layout :func:`segcore.data.datasets.open_dataset` reads, or
+            ``"synthetic"`` for the embedded synthetic set (generated on first use).
+        epochs: number of epochs, defaults to 40.
+        batch_size: crops per batch, defaults to 8.
+        image_size: side of the square training crops, a multiple of 16, defaults to 256.
+        lr: initial learning rate of Adam, defaults to 1e-3.
+        lr_schedule: ``"cosine"`` (decay to ``lr * 0.01`` over the run) or ``"constant"``.
+        loss: ``"bce"`` (binary cross-entropy, the default) or ``"bce+dice"``.
+        augment: random flips, 90° rotations, scale and colour jitter, defaults to True.
+        backbone_weights: ``"imagenet"``, ``None`` (random) or a ResNet50 ``.h5`` path.
+        crops_per_epoch: random crops per epoch; ``None`` covers every training image once.
+        seed: seed of splits, crops, augmentation and weight initialisation.
+        val_fraction: share of samples carved into val when the dataset has no val split.
+        test_fraction: share carved into test when the dataset has no test split.
+        synthetic_count: tiles of the synthetic set (``data="synthetic"``).
+        preprocess: a :class:`~segcore.data.preprocessing.PreprocessConfig` as a dict.
+        model: a :class:`~segcore.network.model.ModelConfig` as a dict (``backbone_weights`` here is
+            ignored; the field above is used).
+        preview_tiles: validation tiles shown in ``previews/epoch_NNN.png``.
+        init_from: a bundle ref (see :func:`segcore.bundles.loading.load_bundle`) whose weights
+            start the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
+            this config's ``model``. ``None`` (the default) starts from ``backbone_weights``.
+        name: the bundle's name.
+        licence: licence recorded in the bundle's card (that of the training data).
+        run_dir: where the run lives; ``None`` makes ``runs/<new run id>``.
+    """
+
+    data: str = SYNTHETIC
+    epochs: int = 40
+    batch_size: int = 8
+    image_size: int = 256
+    lr: float = 1e-3
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    loss: LossName = "bce"
+    augment: bool = True
+    backbone_weights: str | None = None
+    crops_per_epoch: int | None = None
+    seed: int = 0
+    val_fraction: float = 0.12
+    test_fraction: float = 0.09
+    synthetic_count: int = 760
+    preprocess: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
+    model: dict = field(default_factory=lambda: ModelConfig().to_dict())
+    preview_tiles: int = 4
+    init_from: str | None = None
+    name: str = "segcore-deeplabv3plus"
+    licence: str = "unspecified"
+    run_dir: str | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if self.image_size < 32 or self.image_size % 16:
+            raise ConfigError(f"image_size must be a multiple of 16 (≥ 32), got {self.image_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.loss not in ("bce", "bce+dice"):
+            raise ConfigError(f"loss must be 'bce' or 'bce+dice', got {self.loss!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(
+                f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
+            )
+        if self.crops_per_epoch is not None and self.crops_per_epoch < 1:
+            raise ConfigError("crops_per_epoch must be at least 1 (or null)")
+        if isinstance(self.backbone_weights, str) and self.backbone_weights.lower() == "none":
+            object.__setattr__(self, "backbone_weights", None)
+        # Validate the nested configs now, not an hour into the run.
+        self.preprocess_config()
+        self.model_config()
+
+    def preprocess_config(self) -> PreprocessConfig:
+        """The preprocessing as a :class:`PreprocessConfig`."""
+        return PreprocessConfig.from_dict(self.preprocess)
+
+    def augment_config(self) -> AugmentConfig | None:
+        """The augmentation of training crops: the defaults when ``augment``, else None."""
+        return AugmentConfig() if self.augment else None
+
+    def model_config(self) -> ModelConfig:
+        """The architecture as a :class:`ModelConfig`, with this run's backbone weights."""
+        return ModelConfig.from_dict({**self.model, "backbone_weights": self.backbone_weights})
