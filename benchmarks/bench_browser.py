@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import browser
+from devtools import browser
 
 
 def write_png(path: Path, array) -> Path:

@@ -142,8 +142,7 @@ for job in all_jobs:
     if cells[2].button("Watch", key=f"watch_{job['run_id']}"):
         st.session_state["watched_run"] = job["path"]
         st.rerun()
-    has_bundle = (run.bundle_dir / "card.json").is_file()
-    if has_bundle and cells[3].button("Use this model", key=f"use_{job['run_id']}"):
+    if run.has_bundle() and cells[3].button("Use this model", key=f"use_{job['run_id']}"):
         try:
             state.switch_model(str(run.bundle_dir))
         except SegcoreError as exc:

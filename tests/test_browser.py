@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from tests import browser
+from devtools import browser
 from tests.conftest import REPO
 
 ARTIFACTS = REPO / "test-artifacts" / "browser"

@@ -136,3 +136,16 @@ def test_figures_from_an_evaluation_match_the_counts(tmp_path):
     own = SplitFigures.from_evaluation(result, split="val")
     assert own.threshold == result.threshold and own.pooled["dice"] == result.pooled["dice"]
     assert own.best_threshold == result.best_threshold
+
+
+def test_a_run_has_a_bundle_once_both_files_exist(tmp_path):
+    from segcore.bundles.store import is_bundle
+    from segcore.training.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    assert not run.has_bundle()
+    run.bundle_dir.mkdir(parents=True)
+    (run.bundle_dir / "card.json").write_text(ModelCard(name="m").to_json())
+    assert not run.has_bundle() and not is_bundle(run.bundle_dir)  # model.keras still missing
+    (run.bundle_dir / "model.keras").write_bytes(b"weights")
+    assert run.has_bundle()

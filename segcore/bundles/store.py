@@ -59,6 +59,11 @@ def file_sha256(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def is_bundle(folder: str | os.PathLike) -> bool:
+    """True if ``folder`` holds both bundle files (contents are checked when it is loaded)."""
+    return all((Path(folder) / name).is_file() for name in BUNDLE_FILES)
+
+
 def read_card(folder: str | os.PathLike) -> ModelCard:
     """Reads and validates ``card.json`` of a bundle folder.
 

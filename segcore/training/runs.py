@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 
 from segcore.atomic import write_json_atomic, write_text_atomic
+from segcore.bundles.store import is_bundle
 from segcore.errors import SegcoreError
 from segcore.paths import REPO_ROOT
 from segcore.timestamps import utc_now
@@ -149,6 +150,10 @@ class RunDir:
     @property
     def bundle_dir(self) -> Path:
         return self.path / "bundle"
+
+    def has_bundle(self) -> bool:
+        """True once the run has written its bundle (``bundle/`` with both files)."""
+        return is_bundle(self.bundle_dir)
 
     @property
     def stop_request_path(self) -> Path:
