@@ -30,9 +30,9 @@ from segcore.bundles.hub import (
     hub_cache_dir,
     hub_offline,
     push_bundle,
-    render_readme,
 )
 from segcore.bundles.loading import load_bundle
+from segcore.bundles.readme import render_readme
 from segcore.bundles.store import MODEL_FILE, save_bundle
 from segcore.errors import BundleError
 
