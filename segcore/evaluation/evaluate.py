@@ -13,8 +13,7 @@
 
 Only one probability map is in memory at a time: each image's sweep counts
 (:func:`segcore.metrics.sweep.threshold_sweep`, ``(T, 4)`` integers) are kept and combined at
-the
-end, giving exactly the sweep that one call on all images at once would give.
+the end, giving exactly the sweep that one call on all images at once would give.
 """
 
 from __future__ import annotations
@@ -87,8 +86,7 @@ def combine_sweeps(sweeps: list[SweepResult]) -> SweepResult:
 
     Args:
         sweeps: results of :func:`~segcore.metrics.sweep.threshold_sweep`, at least one, all
-        on the
-            same threshold grid.
+            on the same threshold grid.
 
     Returns:
         The combined :class:`~segcore.metrics.sweep.SweepResult` (read-only arrays).

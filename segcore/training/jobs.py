@@ -8,10 +8,9 @@ lives on disk, in the run folder (:mod:`segcore.training.runs`) and the device l
 so any process can find, watch and stop a job later.
 
 One training per device at a time: :func:`start_training` refuses at once with
-:class:`~segcore.training.locks.TrainingBusyError` naming the running job. The launcher takes the
-device
-lock *before* spawning and hands it over to the trainer afterwards, so two launches cannot both
-pass the check. The trainer finds the lock file through the environment variable
+:class:`~segcore.training.locks.TrainingBusyError` naming the running job. The launcher takes
+the device lock *before* spawning and hands it over to the trainer afterwards, so two launches
+cannot both pass the check. The trainer finds the lock file through the environment variable
 :data:`~segcore.training.locks.LOCK_ENV`.
 
 The processes this module spawns are reaped by a daemon thread per process (no zombies in a

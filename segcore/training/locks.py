@@ -1,8 +1,7 @@
 """One training per device at a time: a lock file per device kind in the runs folder.
 
 The lock of device key ``cpu`` (or ``gpu0``, see :func:`segcore.training.devices.lock_key`) is the
-file
-``runs/.lock-cpu.json``::
+file ``runs/.lock-cpu.json``::
 
     {"run_id": "run-20261127-161502-3fa2", "pid": 4242, "pid_started": 1795790102.31,
      "acquired_at": "2026-11-27T16:15:02+00:00"}
@@ -25,8 +24,7 @@ still holds the lock for the same run waits for that hand-over in :meth:`DeviceL
 
 Which lock file a trainer uses: :func:`lock_for` returns the one named by the environment
 variable :data:`LOCK_ENV` (set by :mod:`segcore.training.jobs` for the processes it spawns, so the
-launcher
-and the trainer always agree), else ``<runs_dir>/.lock-<key>.json``.
+launcher and the trainer always agree), else ``<runs_dir>/.lock-<key>.json``.
 
 This module has no TensorFlow or Streamlit dependency.
 """

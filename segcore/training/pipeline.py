@@ -6,8 +6,7 @@ Both pipelines start from a :class:`~segcore.data.datasets.SampleSet` and run
 
 Decoding and the deterministic preprocessing (:func:`~segcore.data.preprocessing.enhance_image`,
 :func:`~segcore.data.preprocessing.preprocess_mask`) happen once per image, in a thread pool, when
-the
-pipeline is made; the images are kept in memory as ``uint8``. Random crops and augmentation run
+the pipeline is made; the images are kept in memory as ``uint8``. Random crops and augmentation run
 in TensorFlow, in parallel, every epoch.
 
 Randomness is keyed by ``(seed, epoch)``: the same seed gives the same crops and augmentations
