@@ -15,22 +15,22 @@ Every trained model stores its config (JSON), so training and inference preproce
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
 
-from segcore.errors import ConfigError
+from segcore.configs import JsonConfig
 from segcore.data.images import to_binary_mask, to_rgb_uint8
+from segcore.errors import ConfigError
 
 EqualizeMethod = Literal["none", "global", "clahe"]
 _EQUALIZE_METHODS = ("none", "global", "clahe")
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(JsonConfig):
     """How images and masks are prepared for the model (saved as JSON beside every model).
 
     Args:
@@ -76,33 +76,6 @@ class PreprocessConfig:
             raise ConfigError(
                 "PreprocessConfig.mask_dilate_kernel must be >= 0 and mask_dilate_iterations >= 1"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the fields as a JSON-serialisable dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
-        """Builds a config from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown PreprocessConfig keys: {sorted(unknown)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        """Returns the config as a JSON string."""
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> PreprocessConfig:
-        """Parses :meth:`to_json` output; malformed JSON raises :class:`ConfigError`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"PreprocessConfig JSON is malformed: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError("PreprocessConfig JSON must be an object")
-        return cls.from_dict(data)
 
 
 def equalize_luminance(

@@ -6,10 +6,9 @@ read and validated without loading TensorFlow.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
+from segcore.configs import JsonConfig
 from segcore.errors import ConfigError
 
 __all__ = ["OUTPUT_STRIDE", "ModelConfig"]
@@ -19,7 +18,7 @@ OUTPUT_STRIDE = 16
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Architecture hyper-parameters of :func:`build_deeplabv3plus` (saved with every model).
 
     Args:
@@ -44,26 +43,3 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name} must be a positive integer")
         if not self.aspp_rates or min(self.aspp_rates) < 1:
             raise ConfigError("ModelConfig.aspp_rates must be a non-empty list of positive ints")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns a JSON-serialisable dict of the fields."""
-        data = asdict(self)
-        data["aspp_rates"] = list(self.aspp_rates)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Builds a config from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown ModelConfig keys: {sorted(unknown)}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        """Returns the config as a JSON string."""
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        """Parses :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
