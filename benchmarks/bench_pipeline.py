@@ -31,7 +31,7 @@ import numpy as np
 
 from segcore.data.datasets import load_samples, open_dataset
 from segcore.data.preprocessing import PreprocessConfig, enhance_image
-from segcore.data.synthetic import generate_dataset
+from segcore.data.synthetic_set import generate_dataset
 
 MONUSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "monuseg"
 

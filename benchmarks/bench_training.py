@@ -47,7 +47,7 @@ def main() -> None:
 
     from segcore.data.datasets import open_dataset
     from segcore.data.preprocessing import PreprocessConfig
-    from segcore.data.synthetic import generate_dataset
+    from segcore.data.synthetic_set import generate_dataset
     from segcore.network.model import build_deeplabv3plus
     from segcore.training import devices
     from segcore.training.callback import make_callback

@@ -37,7 +37,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from segcore.data.synthetic import generate_dataset
+    from segcore.data.synthetic_set import generate_dataset
 
     start = time.perf_counter()
     out = generate_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
@@ -237,9 +237,16 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _add_synth(commands) -> None:
+    from segcore.data.synthetic_set import SYNTHETIC_COUNT
+
     synth = commands.add_parser("synth", help="write a synthetic H&E nuclei dataset")
     synth.add_argument("--out", required=True, help="folder to create (images/ and masks/ inside)")
-    synth.add_argument("--count", type=int, default=760, help="number of tiles (default 760)")
+    synth.add_argument(
+        "--count",
+        type=int,
+        default=SYNTHETIC_COUNT,
+        help=f"number of tiles (default {SYNTHETIC_COUNT})",
+    )
     synth.add_argument("--size", type=int, default=256, help="tile side in pixels (default 256)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(func=_cmd_synth)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from segcore.bundles.card import CARD_FORMAT_VERSION, VALIDATION, ModelCard, SplitFigures
-from segcore.data.datasets import FilePair, FileSampleSet
+from segcore.data.datasets import FileSampleSet
 from segcore.data.images import encode_png
+from segcore.data.layouts import FilePair
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
 from segcore.evaluation.evaluate import evaluate

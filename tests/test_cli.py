@@ -13,7 +13,7 @@ from segcore.bundles.store import save_bundle
 from segcore.cli import main
 from segcore.data.images import read_image, read_mask
 from segcore.data.preprocessing import PreprocessConfig
-from segcore.data.synthetic import generate_dataset
+from segcore.data.synthetic_set import generate_dataset
 from segcore.metrics.counts import binarize
 from segcore.network.model import build_deeplabv3plus
 from tests.conftest import write_png

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segcore.data.datasets import (
-    ArraySampleSet,
-    detect_layout,
-    load_samples,
-    open_dataset,
-    split_indices,
-)
+from segcore.data.datasets import ArraySampleSet, load_samples, open_dataset, split_indices
+from segcore.data.layouts import detect_layout
 from segcore.errors import DatasetError
 from tests.conftest import make_pairs_dataset, write_png
 

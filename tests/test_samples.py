@@ -8,7 +8,7 @@ import pytest
 from segcore.data import samples
 from segcore.data.datasets import open_dataset
 from segcore.data.images import read_image, read_mask
-from segcore.data.synthetic import generate_dataset
+from segcore.data.synthetic_set import generate_dataset
 from segcore.errors import DatasetError
 from tests.conftest import make_pairs_dataset
 

@@ -1,4 +1,8 @@
-"""Tests for segcore.data.synthetic: the synthetic H&E tile generator and dataset writer."""
+"""Tests for the synthetic H&E set: the tile generator and the dataset writer.
+
+The generator is segcore.data.synthetic (with segcore.data.synthetic_nuclei), the writer
+segcore.data.synthetic_set.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,8 @@ from skimage.color import rgb2hed
 
 from segcore import cli
 from segcore.data.images import read_image, read_mask
-from segcore.data.synthetic import (
-    MIN_SIZE,
-    README_MARKER,
-    generate_dataset,
-    generate_tile,
-    tile_name,
-)
+from segcore.data.synthetic import MIN_SIZE, generate_tile
+from segcore.data.synthetic_set import README_MARKER, generate_dataset, tile_name
 from segcore.errors import ConfigError
 
 

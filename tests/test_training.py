@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from segcore.bundles.loading import load_bundle
-from segcore.data.synthetic import generate_dataset
+from segcore.data.synthetic_set import generate_dataset
 from segcore.errors import ConfigError
 from segcore.training.config import TrainConfig
 from segcore.training.runs import RunDir, wait_for_state

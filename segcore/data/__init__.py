@@ -2,9 +2,13 @@
 
 Owns: :mod:`~segcore.data.images` (decoding, size limits, array conventions),
 :mod:`~segcore.data.preprocessing` (``PreprocessConfig``: equalisation, smoothing, mask
-binarisation), :mod:`~segcore.data.tiling` (tile positions, padding), :mod:`~segcore.data.datasets`
-(folder layouts, sample sets, splits), :mod:`~segcore.data.synthetic` (the generated H&E set) and
+binarisation), :mod:`~segcore.data.tiling` (tile positions, padding),
+:mod:`~segcore.data.layouts` (folder layouts, finding and pairing image and mask files),
+:mod:`~segcore.data.datasets` (sample sets, ``open_dataset``, splits, loading samples),
+:mod:`~segcore.data.synthetic` (one synthetic H&E tile: tissue, stains, acquisition) with
+:mod:`~segcore.data.synthetic_nuclei` (its nuclei), :mod:`~segcore.data.synthetic_set` (the
+synthetic set on disk, its name ``SYNTHETIC`` and default size ``SYNTHETIC_COUNT``) and
 :mod:`~segcore.data.samples` (the sample sources offered to the app).
 
-May import: the base modules only. NumPy, OpenCV and SciPy; never TensorFlow.
+May import: the base modules only. NumPy, OpenCV, SciPy and scikit-image; never TensorFlow.
 """

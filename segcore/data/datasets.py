@@ -1,20 +1,8 @@
-"""Dataset folders and arrays: discovery, pairing, validation, splits and loading.
+"""Sample sets and datasets: opening a folder of any layout, its splits, and loading samples.
 
-Supported layouts (detected by :func:`open_dataset`):
-
-``pairs``
-    ``images/`` and ``masks/`` side by side, paired by file stem (the PanNuke-derived
-    "nuclei-256" layout). PNG, JPEG, TIFF and BMP are read. A mask may carry a suffix after the
-    image's stem (``_mask``, ``-mask``, ``_masks``, ``_label``, ``_labels``, ``_gt``, ``-gt``,
-    ``_seg``): ``a.png`` pairs with ``a_mask.png``.
-``presplit``
-    ``train/``, and optionally ``val/`` and ``test/``, each holding the ``pairs`` layout
-    (``../shared/data/monuseg`` is one, with no ``val/``).
-``pannuke``
-    a PanNuke fold: ``images.npy`` (N×256×256×3, 0–255) and ``masks.npy`` (N×256×256×6 whose last
-    channel is background); a pixel is nucleus when any of the first five channels is > 0.
-    The two files may sit directly in the folder or anywhere below it (PanNuke's own
-    ``Fold 1/images/fold1/images.npy`` nesting).
+:func:`open_dataset` detects the folder's layout (:mod:`~segcore.data.layouts`: ``pairs``,
+``presplit`` or ``pannuke``), pairs its files and returns its :class:`DatasetSplits`, whose sets are
+:class:`FileSampleSet` (image and mask files) or :class:`ArraySampleSet` (a PanNuke fold's arrays).
 
 Splits are deterministic: where a layout gives none, the samples (sorted by id) are permuted with
 ``numpy.random.default_rng(seed)`` and cut into test, val and train (default 9 % / 12 % / 79 %,
@@ -37,21 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from segcore.errors import DatasetError, InvalidImageError
 from segcore.data.images import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
     check_same_size,
-    image_shape,
     read_image,
     read_mask,
     to_binary_mask,
     to_rgb_uint8,
 )
+from segcore.data.layouts import FilePair, detect_layout, find_one, pair_files
+from segcore.errors import DatasetError, InvalidImageError
 
 log = logging.getLogger(__name__)
 
-MASK_SUFFIXES = ("_mask", "-mask", "_masks", "_label", "_labels", "_gt", "-gt", "_seg")
 SPLITS = ("train", "val", "test")
 DEFAULT_VAL_FRACTION = 0.12
 DEFAULT_TEST_FRACTION = 0.09
@@ -84,15 +70,6 @@ class SampleSet(Sequence):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
-
-
-@dataclass(frozen=True)
-class FilePair:
-    """One image file and its mask file."""
-
-    id: str
-    image: Path
-    mask: Path
 
 
 class FileSampleSet(SampleSet):
@@ -238,133 +215,6 @@ def split_indices(n: int, fractions: Sequence[float], seed: int = 0) -> list[lis
     return [sorted(int(i) for i in order[start:]), *parts]
 
 
-def _strip_mask_suffix(stem: str) -> str:
-    for suffix in MASK_SUFFIXES:
-        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def pair_files(
-    folder: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, check: bool = True
-) -> tuple[list[FilePair], list[tuple[str, str]]]:
-    """Pairs ``folder/images/*`` with ``folder/masks/*`` by stem.
-
-    Args:
-        folder: a folder with ``images/`` and ``masks/`` inside.
-        max_pixels: images above this pixel count are reported as problems.
-        check: also read every file's header (cheap; no pixel decoding) to report unreadable
-            files and image/mask size mismatches.
-
-    Returns:
-        ``(pairs, problems)``: the pairs sorted by id, and ``(path, problem)`` for every
-        offending file. Nothing is raised for per-file problems; the caller decides.
-    """
-    images_dir, masks_dir = folder / "images", folder / "masks"
-    problems: list[tuple[str, str]] = []
-    images: dict[str, Path] = {}
-    for path in _image_files(images_dir):
-        if path.stem in images:
-            problems.append((str(path), f"duplicate image stem (also {images[path.stem].name})"))
-            continue
-        images[path.stem] = path
-    masks: dict[str, Path] = {}
-    orphans: list[Path] = []
-    for path in _image_files(masks_dir):
-        stem = path.stem if path.stem in images else _strip_mask_suffix(path.stem)
-        if stem not in images:
-            orphans.append(path)
-        elif stem in masks:
-            problems.append(
-                (str(path), f"second mask for image {images[stem].name} (also {masks[stem].name})")
-            )
-        else:
-            masks[stem] = path
-    for stem, path in images.items():
-        if stem not in masks:
-            problems.append(
-                (
-                    str(path),
-                    f"no mask in {masks_dir} (looked for {stem}.* and "
-                    f"{stem}_mask.* and the other mask suffixes)",
-                )
-            )
-    problems += [(str(p), "orphan mask: no image with this stem in images/") for p in orphans]
-    pairs = [FilePair(stem, images[stem], masks[stem]) for stem in sorted(masks)]
-    if check:
-        pairs, header_problems = _check_headers(pairs, max_pixels)
-        problems += header_problems
-    return pairs, problems
-
-
-def _check_headers(
-    pairs: list[FilePair], max_pixels: int | None
-) -> tuple[list[FilePair], list[tuple[str, str]]]:
-    def check(pair: FilePair) -> list[tuple[str, str]]:
-        found, shapes = [], {}
-        for path in (pair.image, pair.mask):
-            try:
-                shapes[path] = image_shape(path)
-            except InvalidImageError as exc:
-                found.append((str(path), str(exc).removeprefix(f"{path}: ")))
-                continue
-            h, w = shapes[path]
-            if max_pixels is not None and h * w > max_pixels:
-                found.append(
-                    (str(path), f"{w}×{h} is above the {max_pixels / 1e6:.0f}-megapixel limit")
-                )
-        if len(shapes) == 2 and shapes[pair.image] != shapes[pair.mask]:
-            (hi, wi), (hm, wm) = shapes[pair.image], shapes[pair.mask]
-            found.append((str(pair.mask), f"mask is {wm}×{hm} but its image is {wi}×{hi}"))
-        return found
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        results = list(pool.map(check, pairs))
-    good = [pair for pair, found in zip(pairs, results, strict=True) if not found]
-    return good, [problem for found in results for problem in found]
-
-
-def _find_one(root: Path, name: str) -> Path | None:
-    direct = root / name
-    if direct.is_file():
-        return direct
-    found = sorted(root.rglob(name))
-    if len(found) > 1:
-        raise DatasetError(
-            f"{root}: several {name} files found; point at one fold's folder",
-            [(str(p), "candidate") for p in found],
-        )
-    return found[0] if found else None
-
-
-def detect_layout(root: Path) -> str:
-    """Returns ``"presplit"``, ``"pairs"`` or ``"pannuke"`` for a dataset folder.
-
-    Raises:
-        DatasetError: the folder does not exist or matches no supported layout.
-    """
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found")
-    if (root / "train").is_dir():
-        return "presplit"
-    if (root / "images").is_dir() and (root / "masks").is_dir():
-        return "pairs"
-    if _find_one(root, "images.npy") and _find_one(root, "masks.npy"):
-        return "pannuke"
-    raise DatasetError(
-        f"{root}: no supported dataset layout found. Expected images/ + masks/ folders, "
-        "train/ (val/, test/) folders of that layout, or a PanNuke fold's images.npy + masks.npy"
-    )
-
-
 def open_dataset(
     root: str | os.PathLike,
     *,
@@ -393,7 +243,7 @@ def open_dataset(
     layout = detect_layout(root)
     if layout == "pannuke":
         everything: SampleSet = ArraySampleSet(
-            _find_one(root, "images.npy"), _find_one(root, "masks.npy")
+            find_one(root, "images.npy"), find_one(root, "masks.npy")
         )
         return carve_splits(root, layout, {"train": everything}, val_fraction, test_fraction, seed)
     if layout == "pairs":

@@ -31,8 +31,14 @@ from segcore.data.datasets import (
     carve_splits,
     open_dataset,
 )
+from segcore.data.synthetic import generate_tile
+from segcore.data.synthetic_set import (
+    DEFAULT_SYNTHETIC_DIR,
+    SYNTHETIC,
+    SYNTHETIC_COUNT,
+    tile_name,
+)
 from segcore.errors import DatasetError
-from segcore.data.synthetic import DEFAULT_SYNTHETIC_DIR, generate_tile, tile_name
 
 __all__ = [
     "SYNTHETIC",
@@ -42,12 +48,6 @@ __all__ = [
     "random_picks",
     "synthetic_splits",
 ]
-
-SYNTHETIC = "synthetic"
-"""The sample source that needs no files: the synthetic H&E set, generated on demand."""
-
-SYNTHETIC_COUNT = 760
-"""Tiles in the default synthetic set (as ``python -m segcore synth`` writes it)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -59,7 +59,10 @@ def _tile(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GeneratedSampleSet(SampleSet):
-    """Synthetic tiles made when loaded, tile ``i`` exactly as :func:`generate_dataset` writes it.
+    """Synthetic tiles made when loaded, each exactly as the synthetic set on disk holds it.
+
+    Tile ``i`` is the one :func:`segcore.data.synthetic_set.generate_dataset` writes as
+    ``synth_NNNNN.png`` with the same seed and size.
 
     Args:
         indices: the tile numbers in this set (``synth_NNNNN``).
@@ -94,7 +97,7 @@ def synthetic_splits(
     """The synthetic set's splits without writing it: what ``open_dataset`` gives on its files.
 
     Args:
-        count: tiles in the set, defaults to 760.
+        count: tiles in the set, defaults to :data:`~segcore.data.synthetic_set.SYNTHETIC_COUNT`.
         size: tile side, defaults to 256.
         seed: the generator's seed, defaults to 0.
         split_seed: the seed of the train/val/test permutation, defaults to 0 (as

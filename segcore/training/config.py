@@ -9,11 +9,11 @@ from typing import Literal
 
 from segcore.configs import JsonConfig
 from segcore.data.preprocessing import PreprocessConfig
+from segcore.data.synthetic_set import SYNTHETIC, SYNTHETIC_COUNT
 from segcore.errors import ConfigError
 from segcore.network.config import ModelConfig
 
 LossName = Literal["bce", "bce+dice"]
-SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     val_fraction: float = 0.12
     test_fraction: float = 0.09
-    synthetic_count: int = 760
+    synthetic_count: int = SYNTHETIC_COUNT
     preprocess: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
     model: dict = field(default_factory=lambda: ModelConfig().to_dict())
     preview_tiles: int = 4

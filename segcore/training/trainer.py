@@ -38,13 +38,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from segcore.data.datasets import DatasetSplits, open_dataset
-from segcore.data.synthetic import DEFAULT_SYNTHETIC_DIR, ensure_synthetic_dataset
+from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_synthetic_dataset
 from segcore.errors import ConfigError, SegcoreError
 from segcore.timestamps import utc_now
 from segcore.training import devices
 from segcore.training.callback import StopTraining, make_callback
 from segcore.training.checkpoints import checkpoint_state, write_checkpoint
-from segcore.training.config import SYNTHETIC, TrainConfig
+from segcore.training.config import TrainConfig
 from segcore.training.finish import finish_run
 from segcore.training.locks import TrainingBusyError, lock_for
 from segcore.training.runs import RunDir, default_runs_dir, new_run_id, process_start_time
