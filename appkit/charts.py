@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from segcore.analysis.visualize import PALETTE
+from segcore.analysis.overlays import PALETTE
 
 __all__ = ["threshold_figure", "training_figure"]
 

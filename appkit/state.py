@@ -4,13 +4,17 @@
   (``st.cache_resource``) and shared by every session; switching the active model
   (:func:`switch_model`) records the new ref with :mod:`segcore.analysis.catalog` and clears that
   cache.
-* **Analyses** (an image's probabilities; see :class:`segcore.analysis.analyse.ImageAnalysis`) are
-  kept
-  in a small per-process LRU store, keyed by the model and the image's content, so moving a
-  threshold slider, reloading the page or a second browser never re-runs the model for an
-  image already predicted.
+* **Analyses** (an image's probabilities; see :class:`segcore.analysis.analyse.ImageAnalysis`)
+  are kept in a small per-process LRU store, keyed by the model and the image's content, so
+  moving a threshold slider, reloading the page or a second browser never re-runs the model
+  for an image already predicted.
 * The **sample source** (``"synthetic"`` or a dataset folder) is per session
   (``st.session_state``).
+* The **Predict page's sample choice** (mode, split, sample, random gallery) is per session
+  too; its ``st.session_state`` keys are owned here, so other pages and widgets change it only
+  through :func:`change_sample_source` and :func:`request_predict`.
+* **Evaluation results** are kept per process in :func:`result_store`, under keys built here
+  (:func:`split_evaluation`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ SOURCE_KEY = "sample_source"
 
 PREDICT_REQUEST_KEY = "predict_request"
 """``st.session_state`` key set to open a sample in Predict: ``(source, split, sample_id)``."""
+
+PREDICT_MODE_KEY = "predict_mode"
+"""``st.session_state`` key of the Predict page's image mode radio (``"Sample"``/``"Upload"``)."""
+
+SAMPLE_SPLIT_KEY = "sample_split"
+"""``st.session_state`` key of the Predict page's split selectbox."""
+
+SAMPLE_ID_KEY = "sample_id"
+"""``st.session_state`` key of the Predict page's sample selectbox."""
+
+RANDOM_IDS_KEY = "random_ids"
+"""``st.session_state`` key of the Predict page's random-sample gallery (a list of ids)."""
+
+RANDOM_SAMPLES = 3
+"""How many samples the Predict page's random gallery shows."""
 
 ANALYSIS_CACHE_SIZE = 12
 
@@ -120,7 +139,58 @@ def sample_source() -> str:
 
 
 def set_sample_source(source: str) -> None:
+    """Sets this session's sample source (the Predict page's sample choice is kept)."""
     st.session_state[SOURCE_KEY] = source
+
+
+def change_sample_source(source: str) -> None:
+    """Sets this session's sample source and forgets the Predict page's chosen sample and
+    random gallery, which belonged to the previous source."""
+    set_sample_source(source)
+    st.session_state.pop(SAMPLE_ID_KEY, None)
+    st.session_state.pop(RANDOM_IDS_KEY, None)
+
+
+def request_predict(source: str, split_name: str, sample_id: str) -> None:
+    """Asks the Predict page to open ``sample_id`` of ``split_name`` of ``source`` on its next
+    run (:func:`apply_predict_request`); the caller then switches to that page."""
+    st.session_state[PREDICT_REQUEST_KEY] = (source, split_name, sample_id)
+
+
+def apply_predict_request() -> None:
+    """The Predict page's first step: applies a pending :func:`request_predict` (source, split,
+    sample mode and sample), if any, once."""
+    request = st.session_state.pop(PREDICT_REQUEST_KEY, None)
+    if request is None:
+        return
+    source, split_name, sample_id = request
+    set_sample_source(source)
+    st.session_state[SAMPLE_SPLIT_KEY] = split_name
+    st.session_state[PREDICT_MODE_KEY] = "Sample"
+    st.session_state[SAMPLE_ID_KEY] = sample_id
+
+
+def default_sample(ids: list[str]) -> None:
+    """Makes the Predict page's chosen sample the first of ``ids`` unless it is one of them."""
+    if st.session_state.get(SAMPLE_ID_KEY) not in ids:
+        st.session_state[SAMPLE_ID_KEY] = ids[0]
+
+
+def choose_sample(sample_id: str) -> None:
+    """Makes ``sample_id`` the Predict page's chosen sample (a button callback)."""
+    st.session_state[SAMPLE_ID_KEY] = sample_id
+
+
+def pick_random_samples(ids: list[str]) -> None:
+    """Fills the Predict page's gallery with :data:`RANDOM_SAMPLES` ids drawn from ``ids``
+    (:func:`segcore.data.samples.random_picks`; a button callback)."""
+    picks = samples.random_picks(len(ids), RANDOM_SAMPLES)
+    st.session_state[RANDOM_IDS_KEY] = [ids[i] for i in picks]
+
+
+def random_samples(ids: list[str]) -> list[str]:
+    """The Predict page's gallery: the drawn ids that are still in ``ids``, in drawn order."""
+    return [i for i in st.session_state.get(RANDOM_IDS_KEY, []) if i in ids]
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
@@ -188,20 +258,44 @@ def sample_analysis(bundle, sample_set, sample_id: str):
     return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index))
 
 
-def evaluation_for(bundle, key: tuple, sample_set, threshold: float):
-    """:func:`segcore.evaluation.evaluate.evaluate` of a sample set with a progress bar, stored
-    under
-    ``key`` in :func:`result_store` (so it is computed once per model, data and threshold).
+def _evaluation_key(bundle, splits: DatasetSplits, split_name: str, threshold: float) -> tuple:
+    """The :func:`result_store` key of one evaluation: model, dataset, split and threshold."""
+    return (*model_key(bundle), str(splits.root), split_name, float(threshold))
+
+
+def split_evaluation(
+    bundle, splits: DatasetSplits, split_name: str, threshold: float, *, run: bool = False
+):
+    """The :func:`segcore.evaluation.evaluate.evaluate` result of one split at ``threshold``.
+
+    Results are kept in :func:`result_store`, so each is computed once per model, dataset,
+    split and threshold.
+
+    Args:
+        bundle: the loaded bundle (:func:`active_bundle`).
+        splits: the opened sample source (:func:`open_source_cached`).
+        split_name: ``"train"``, ``"val"`` or ``"test"``.
+        threshold: the threshold of the per-image metrics.
+        run: when nothing is stored, evaluate now (with a progress bar) and store the result;
+            without it, return ``None``.
+
+    Returns:
+        The :class:`~segcore.evaluation.evaluate.EvaluationResult`, or ``None`` (not stored
+        and not ``run``).
 
     Raises:
         SegcoreError: a sample could not be read or predicted (nothing is stored).
     """
     from segcore.evaluation.evaluate import evaluate
 
+    key = _evaluation_key(bundle, splits, split_name, threshold)
+    result = result_store().get(key)
+    if result is not None or not run:
+        return result
     with progress_bar("Evaluating…") as show:
         result = evaluate(
             bundle.model,
-            sample_set,
+            splits.split(split_name),
             bundle.preprocess,
             threshold=threshold,
             tile_size=bundle.input_size,

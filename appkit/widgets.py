@@ -9,7 +9,7 @@ import streamlit as st
 
 from appkit import state
 from segcore.analysis import catalog
-from segcore.analysis.visualize import legend
+from segcore.analysis.overlays import legend
 from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
 from segcore.bundles.store import read_card
 from segcore.data import samples
@@ -92,9 +92,7 @@ def source_picker(source: str):
             key="source_input",
         )
         if st.button("Use this source", key="source_apply"):
-            state.set_sample_source(folder.strip() or samples.SYNTHETIC)
-            st.session_state.pop("sample_id", None)
-            st.session_state.pop("random_ids", None)
+            state.change_sample_source(folder.strip() or samples.SYNTHETIC)
             st.rerun()
     try:
         return state.open_source_cached(source)

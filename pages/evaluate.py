@@ -1,8 +1,8 @@
 """Evaluate: the active model over a dataset split, with the sweep, a table and the worst images.
 
-UI only: ``segcore.evaluation.evaluate.evaluate`` does the work; results are kept per model,
-dataset,
-split and threshold for the life of the app process.
+UI only: ``segcore.evaluation.evaluate.evaluate`` does the work through
+``appkit.state.split_evaluation``, which keeps results per model, dataset, split and threshold
+for the life of the app process.
 """
 
 import streamlit as st
@@ -28,8 +28,7 @@ if len(sample_set) == 0:
     st.warning(f"{splits.root}: the {split_name} split is empty.")
     st.stop()
 
-key = (*state.model_key(bundle), str(splits.root), split_name, float(threshold))
-result = state.result_store().get(key)
+result = state.split_evaluation(bundle, splits, split_name, threshold)
 run = controls[3].button(
     f"Evaluate {len(sample_set)} images", type="primary", disabled=result is not None
 )
@@ -41,7 +40,7 @@ if result is None and not run:
     st.stop()
 if result is None:
     try:
-        result = state.evaluation_for(bundle, key, sample_set, threshold)
+        result = state.split_evaluation(bundle, splits, split_name, threshold, run=True)
     except SegcoreError as exc:
         widgets.show_error(exc, "Evaluation failed")
         st.stop()
@@ -76,7 +75,7 @@ st.dataframe(
     },
 )
 st.subheader(f"The {worst_k} images with the lowest Dice")
-worst = sorted(result.per_image, key=lambda row: row["dice"])[: int(worst_k)]
+worst = result.worst(worst_k)
 for row in worst:
     analysis = state.sample_analysis(bundle, sample_set, row["id"])
     view = analysis.view(threshold)
@@ -86,6 +85,6 @@ for row in worst:
     right.metric("Dice", f"{row['dice']:.3f}")
     right.metric("Jaccard", f"{row['jaccard']:.3f}")
     if right.button("Open in Predict", key=f"open_{row['id']}"):
-        st.session_state[state.PREDICT_REQUEST_KEY] = (source, split_name, row["id"])
+        state.request_predict(source, split_name, row["id"])
         st.switch_page("pages/predict.py")
 widgets.overlay_legend(truth=True)

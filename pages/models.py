@@ -9,7 +9,7 @@ import streamlit as st
 
 from appkit import navigation, state, widgets
 from segcore.analysis import catalog
-from segcore.bundles.refs import HF_SCHEME
+from segcore.bundles.refs import HF_SCHEME, hub_ref
 from segcore.errors import SegcoreError
 
 navigation.page_header()
@@ -54,16 +54,15 @@ for entry in entries:
 
 st.subheader("Pull from the Hugging Face Hub")
 with st.form("hub_form"):
-    hub_ref = st.text_input(
+    hub_text = st.text_input(
         "Repository and revision",
         placeholder="org/name@0123456789abcdef0123456789abcdef01234567",
         help="A commit hash pins the exact files; a branch name (e.g. main) follows the repo.",
     )
     pull = st.form_submit_button("Download and use")
 if pull:
-    ref = hub_ref.strip()
-    ref = ref if ref.startswith(HF_SCHEME) else HF_SCHEME + ref
     try:
+        ref = hub_ref(hub_text)
         with st.spinner(f"Fetching {ref}…"):
             card = state.switch_model(ref)
     except SegcoreError as exc:

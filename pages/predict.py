@@ -8,8 +8,6 @@ import streamlit as st
 
 from appkit import charts, navigation, state, widgets
 from segcore.analysis.analyse import digest, read_upload
-from segcore.analysis.visualize import mask_png, png_bytes
-from segcore.data import samples
 from segcore.data.images import IMAGE_SUFFIXES
 from segcore.errors import SegcoreError
 
@@ -21,38 +19,31 @@ widgets.active_model_caption()
 bundle = widgets.require_bundle()
 model_id = bundle.card.model_sha256[:12]  # sliders start again at a new model's threshold
 
-request = st.session_state.pop(state.PREDICT_REQUEST_KEY, None)
-if request is not None:  # "open in Predict" from the Evaluate page
-    source, split_name, sample_id = request
-    state.set_sample_source(source)
-    st.session_state["sample_split"] = split_name
-    st.session_state["predict_mode"] = "Sample"
-    st.session_state["sample_id"] = sample_id
+state.apply_predict_request()  # "open in Predict" from the Evaluate page
 
-mode = st.radio("Image", ["Sample", "Upload"], horizontal=True, key="predict_mode")
+mode = st.radio("Image", ["Sample", "Upload"], horizontal=True, key=state.PREDICT_MODE_KEY)
 
 
 if mode == "Sample":
     source = state.sample_source()
     splits = widgets.source_picker(source)
     split_col, pick, shuffle = st.columns([1, 3, 1], vertical_alignment="bottom")
-    split_name = split_col.selectbox("Split", ["test", "val", "train"], key="sample_split")
+    split_name = split_col.selectbox("Split", ["test", "val", "train"], key=state.SAMPLE_SPLIT_KEY)
     sample_set = splits.split(split_name)
     if len(sample_set) == 0:
         st.warning(f"{splits.root}: the {split_name} split is empty; pick another split.")
         st.stop()
     ids = list(sample_set.ids)
-    if st.session_state.get("sample_id") not in ids:
-        st.session_state["sample_id"] = ids[0]
-    sample_id = pick.selectbox(f"Sample ({len(ids)} in {split_name})", ids, key="sample_id")
-
-    def choose_random() -> None:
-        st.session_state["random_ids"] = [ids[i] for i in samples.random_picks(len(ids), 3)]
-
+    state.default_sample(ids)
+    sample_id = pick.selectbox(f"Sample ({len(ids)} in {split_name})", ids, key=state.SAMPLE_ID_KEY)
     shuffle.button(
-        "3 random samples", icon=":material/casino:", on_click=choose_random, key="random_button"
+        f"{state.RANDOM_SAMPLES} random samples",
+        icon=":material/casino:",
+        on_click=state.pick_random_samples,
+        args=(ids,),
+        key="random_button",
     )
-    random_ids = [i for i in st.session_state.get("random_ids", []) if i in ids]
+    random_ids = state.random_samples(ids)
     if random_ids:
         gallery = st.columns(len(random_ids))
         for column, rid in zip(gallery, random_ids, strict=True):
@@ -63,7 +54,8 @@ if mode == "Sample":
                 st.button(
                     f"Explore {rid}",
                     key=f"explore_{rid}",
-                    on_click=lambda rid=rid: st.session_state.update(sample_id=rid),
+                    on_click=state.choose_sample,
+                    args=(rid,),
                 )
     try:
         analysis = state.sample_analysis(bundle, sample_set, sample_id)
@@ -97,7 +89,7 @@ else:
         widgets.show_error(exc, "Cannot use this upload")
         st.stop()
 
-height, width = analysis.explorer.shape
+height, width = analysis.shape
 st.caption(
     f"**{analysis.name}** — {width}×{height} px, predicted in {analysis.seconds:.2f} s by "
     f"{bundle.card.name}. Probabilities are cached: the sliders below never re-run the model."
@@ -128,17 +120,16 @@ def explore() -> None:
     )
     t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{model_id}")
     opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    metrics_a = analysis.explorer.metrics_at(t_a)
-    metrics_b = analysis.explorer.metrics_at(t_b)
-    widgets.metric_readouts(metrics_a, title=f"Threshold A = {t_a:.2f}")
-    widgets.metric_readouts(metrics_b, title=f"Threshold B = {t_b:.2f}", compare=metrics_a)
-    sides = st.columns(2)
-    for side, value in ((sides[0], t_a), (sides[1], t_b)):
-        view = analysis.view(value, opacity=opacity)
-        side.image(view.overlay, caption=f"Overlay at {value:.2f}")
-        side.image(view.mask_picture, caption=f"Prediction at {value:.2f}")
+    shown = analysis.compare(t_a, t_b, opacity=opacity)
+    widgets.metric_readouts(shown.a.metrics, title=f"Threshold A = {t_a:.2f}")
+    widgets.metric_readouts(
+        shown.b.metrics, title=f"Threshold B = {t_b:.2f}", compare=shown.a.metrics
+    )
+    for side, view in zip(st.columns(2), (shown.a, shown.b), strict=True):
+        side.image(view.overlay, caption=f"Overlay at {view.threshold:.2f}")
+        side.image(view.mask_picture, caption=f"Prediction at {view.threshold:.2f}")
     widgets.overlay_legend(truth=analysis.has_truth)
-    curve = analysis.explorer.curve()
+    curve = shown.curve
     if curve is not None:
         figure = charts.threshold_figure(
             curve.thresholds,
@@ -149,26 +140,25 @@ def explore() -> None:
             f"at {curve.best_threshold:.2f})",
         )
         st.plotly_chart(figure, key="threshold_curve")
-    stem = analysis.name.rsplit(".", 1)[0]
     downloads = st.columns(3)
     downloads[0].download_button(
         "Mask PNG (A)",
-        lambda: mask_png(analysis.explorer.mask_at(t_a)),
-        file_name=f"{stem}_mask_{t_a:.2f}.png",
+        shown.a.mask_png,
+        file_name=f"{analysis.stem}_mask_{t_a:.2f}.png",
         mime="image/png",
         on_click="ignore",
     )
     downloads[1].download_button(
         "Overlay PNG (A)",
-        lambda: png_bytes(analysis.view(t_a, opacity=opacity).overlay),
-        file_name=f"{stem}_overlay_{t_a:.2f}.png",
+        shown.a.overlay_png,
+        file_name=f"{analysis.stem}_overlay_{t_a:.2f}.png",
         mime="image/png",
         on_click="ignore",
     )
     downloads[2].download_button(
         "Metrics CSV (A and B)",
         lambda: analysis.metrics_csv([t_a, t_b]),
-        file_name=f"{stem}_metrics.csv",
+        file_name=f"{analysis.stem}_metrics.csv",
         mime="text/csv",
         on_click="ignore",
     )

@@ -11,9 +11,10 @@ import pytest
 from sklearn.metrics import f1_score, jaccard_score
 
 from segcore.analysis.analyse import analyse_image, digest, read_upload
-from segcore.analysis.visualize import PALETTE
-from segcore.data.preprocessing import PreprocessConfig, preprocess_image
+from segcore.analysis.overlays import PALETTE
+from segcore.data.preprocessing import PreprocessConfig, enhance_image, preprocess_image
 from segcore.errors import InvalidImageError
+from segcore.inference.predict import predict_probabilities
 
 
 def png(array: np.ndarray) -> bytes:
@@ -87,6 +88,27 @@ def test_analysis_runs_the_model_once_and_thresholds_exactly(image_and_truth):
         assert view.overlay.shape == (80, 100, 3) and view.mask_picture.shape == (80, 100, 3)
     assert model.calls == calls  # thresholds never call the model
     assert analysis.model_input.dtype == np.uint8 and analysis.model_input.shape == image.shape
+
+
+def test_analysis_preprocesses_the_image_once(image_and_truth, monkeypatch):
+    import segcore.analysis.analyse as analyse
+    import segcore.inference.predict as predict
+
+    image, truth = image_and_truth
+    config = PreprocessConfig()
+    expected = predict_probabilities(CountingModel(), image, config)  # enhances by itself
+    calls = []
+
+    def counting_enhance(*args, **kwargs):
+        calls.append(1)
+        return enhance_image(*args, **kwargs)
+
+    monkeypatch.setattr(analyse, "enhance_image", counting_enhance)
+    monkeypatch.setattr(predict, "enhance_image", counting_enhance)
+    analysis = analyse_image(CountingModel(), image, config, truth)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(analysis.model_input, enhance_image(image, config))
+    np.testing.assert_array_equal(analysis.probabilities, expected)
 
 
 def test_overlay_colours_follow_the_confusion():

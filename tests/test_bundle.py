@@ -22,7 +22,7 @@ from segcore.bundles import card as card_mod
 from segcore.bundles import store as store_mod
 from segcore.bundles.card import CARD_FILE, ModelCard, SplitFigures, software_versions
 from segcore.bundles.loading import Bundle, load_bundle
-from segcore.bundles.refs import DEFAULT_BUNDLE, parse_hf_ref, resolve_bundle_ref
+from segcore.bundles.refs import DEFAULT_BUNDLE, hub_ref, parse_hf_ref, resolve_bundle_ref
 from segcore.bundles.store import MODEL_FILE, list_bundles, read_card, save_bundle
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import BundleError, ConfigError, SegcoreError
@@ -311,6 +311,13 @@ def test_parse_hf_ref(ref, expected):
 def test_parse_hf_ref_rejects_malformed(ref):
     with pytest.raises(BundleError, match="hf://org/name@revision"):
         parse_hf_ref(ref)
+
+
+def test_hub_ref_adds_the_scheme_and_checks_the_form():
+    assert hub_ref("  org/name@abc ") == "hf://org/name@abc"
+    assert hub_ref("hf://org/name") == "hf://org/name"
+    with pytest.raises(BundleError, match="hf://org/name@revision"):
+        hub_ref("not a repo")
 
 
 # --- missing and malformed bundles -------------------------------------------------------------

@@ -89,6 +89,7 @@ def test_perfect_model_scores_one(perfect_samples):
     assert [row["nuclei_pred"] for row in result.per_image] == [3, 2]
     assert result.pooled["dice"] == result.mean["dice"] == 1.0
     assert result.pooled["nuclei_true"] == 5 and result.mean["nuclei_true"] == 2.5
+    assert [row["id"] for row in result.worst(5)] == ["a", "b"]  # ties keep the order
     sweep = result.sweep
     assert sweep.thresholds.shape == (101,)
     np.testing.assert_array_equal(sweep.thresholds, DEFAULT_THRESHOLDS)
@@ -142,6 +143,10 @@ def test_pooled_and_mean_differ_when_images_differ():
         np.mean([row["dice"] for row in result.per_image]), abs=1e-12
     )
     assert not np.allclose(result.sweep.pooled.dice, result.sweep.per_image_mean.dice)
+    dice = [row["dice"] for row in result.per_image]
+    worst = result.worst(2)
+    assert [row["dice"] for row in worst] == sorted(dice)[:2] and worst[0]["dice"] == min(dice)
+    assert result.worst(0) == [] and len(result.worst(99)) == len(dice)
 
 
 def test_to_dict_is_json_serialisable(perfect_samples):

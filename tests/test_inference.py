@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segcore.data.images import read_image
-from segcore.data.preprocessing import PreprocessConfig, preprocess_image
+from segcore.data.preprocessing import PreprocessConfig, enhance_image, preprocess_image
 from segcore.data.tiling import pad_to_at_least, tile_starts
 from segcore.errors import ConfigError, InvalidImageError, SegcoreError
 from segcore.inference import predict as inference
@@ -124,6 +124,21 @@ def test_blending_matches_an_independent_reference():
     np.testing.assert_allclose(got, total / weight, rtol=0, atol=1e-5)
     # The top-left corner is covered by one tile only: its value, exactly.
     assert got[0, 0] == pytest.approx(x[:tile, :tile, 0].mean(), abs=1e-6)
+
+
+def test_already_enhanced_image_gives_the_same_probabilities():
+    """``already_enhanced=True`` skips the enhancement, and only it: same map, input untouched."""
+    config = PreprocessConfig()  # CLAHE and blur, so enhancing twice would change the input
+    image = random_image(90, 70, seed=4)
+    kwargs = {"tile_size": 32, "overlap": 8, "batch_size": 3}
+    direct = predict_probabilities(tile_mean, image, config, **kwargs)
+    enhanced = enhance_image(image, config)
+    kept = enhanced.copy()
+    given = predict_probabilities(tile_mean, enhanced, config, already_enhanced=True, **kwargs)
+    np.testing.assert_array_equal(given, direct)
+    np.testing.assert_array_equal(enhanced, kept)
+    twice = predict_probabilities(tile_mean, enhanced, config, **kwargs)
+    assert not np.array_equal(twice, direct)
 
 
 def test_tiny_deeplab_tiled_output_is_valid_with_and_without_overlap(tiny_model):

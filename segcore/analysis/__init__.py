@@ -1,7 +1,10 @@
 """What the app shows: per-image analysis, pictures, downloads and the model catalog.
 
 Owns: :mod:`~segcore.analysis.analyse` (one image's probabilities, cached, and its read-outs),
-:mod:`~segcore.analysis.visualize` (palette, overlays, the threshold explorer, downloads) and
+:mod:`~segcore.analysis.overlays` (colour palette, heat map, mask picture and overlays),
+:mod:`~segcore.analysis.explorer` (the threshold explorer: one image's metrics at any
+threshold), :mod:`~segcore.analysis.downloads` (CSV and PNG downloads),
+:mod:`~segcore.analysis.checks` (the input checks the overlays and the explorer share) and
 :mod:`~segcore.analysis.catalog` (the bundles on offer and the active model).
 
 May import: every other segcore package. Never Streamlit: the pages and ``appkit`` call this

@@ -18,20 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from segcore.analysis.visualize import (
-    ThresholdExplorer,
-    comparison_overlay,
-    heatmap,
-    mask_image,
-    metrics_csv,
-    prediction_overlay,
-)
+from segcore.analysis.downloads import mask_png, metrics_csv, png_bytes
+from segcore.analysis.explorer import ThresholdCurve, ThresholdExplorer
+from segcore.analysis.overlays import comparison_overlay, heatmap, mask_image, prediction_overlay
 from segcore.data.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask
 from segcore.data.preprocessing import PreprocessConfig, enhance_image
 from segcore.errors import InvalidImageError
 from segcore.inference.predict import ProgressCallback, predict_probabilities
 
-__all__ = ["ImageAnalysis", "ThresholdView", "analyse_image", "digest", "read_upload"]
+__all__ = [
+    "ImageAnalysis",
+    "ThresholdComparison",
+    "ThresholdView",
+    "analyse_image",
+    "digest",
+    "read_upload",
+]
 
 
 def digest(*parts: bytes | str) -> str:
@@ -100,6 +102,30 @@ class ThresholdView:
     mask_picture: np.ndarray
     overlay: np.ndarray
 
+    def mask_png(self) -> bytes:
+        """The prediction as a 0/255 PNG (:func:`~segcore.analysis.downloads.mask_png`)."""
+        return mask_png(self.mask)
+
+    def overlay_png(self) -> bytes:
+        """The overlay as a PNG download (:func:`~segcore.analysis.downloads.png_bytes`)."""
+        return png_bytes(self.overlay)
+
+
+@dataclass(frozen=True)
+class ThresholdComparison:
+    """Everything the Predict page's explorer shows: two thresholds and the threshold curve.
+
+    Attributes:
+        a: the view at threshold A.
+        b: the view at threshold B.
+        curve: Dice, Jaccard, precision and recall against the threshold, or ``None`` without
+            ground truth.
+    """
+
+    a: ThresholdView
+    b: ThresholdView
+    curve: ThresholdCurve | None
+
 
 @dataclass(frozen=True)
 class ImageAnalysis:
@@ -109,7 +135,7 @@ class ImageAnalysis:
         name: the image's name (file name or sample id).
         image: the original, ``uint8`` RGB ``(H, W, 3)``.
         model_input: the preprocessed image the model saw, ``uint8`` RGB.
-        explorer: the :class:`~segcore.analysis.visualize.ThresholdExplorer` of the probabilities.
+        explorer: the :class:`~segcore.analysis.explorer.ThresholdExplorer` of the probabilities.
         seconds: how long the prediction took (preprocessing and model).
         model_name: the card name of the model that predicted it.
     """
@@ -120,6 +146,16 @@ class ImageAnalysis:
     explorer: ThresholdExplorer
     seconds: float
     model_name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image."""
+        return self.explorer.shape
+
+    @property
+    def stem(self) -> str:
+        """The name without its extension (``"tile_01.png"`` → ``"tile_01"``), for downloads."""
+        return self.name.rsplit(".", 1)[0]
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -167,6 +203,20 @@ class ImageAnalysis:
             overlay=overlay,
         )
 
+    def compare(
+        self, threshold_a: float, threshold_b: float, *, opacity: float = 0.5, outline: bool = True
+    ) -> ThresholdComparison:
+        """The views at two thresholds and the threshold curve (no model call).
+
+        Raises:
+            ValueError: a threshold or ``opacity`` is not a number in ``[0, 1]``.
+        """
+        return ThresholdComparison(
+            a=self.view(threshold_a, opacity=opacity, outline=outline),
+            b=self.view(threshold_b, opacity=opacity, outline=outline),
+            curve=self.explorer.curve(),
+        )
+
     def metrics_rows(self, thresholds: Sequence[float]) -> list[dict[str, Any]]:
         """One metrics row per threshold, each starting with ``image`` and ``model``."""
         return [
@@ -192,10 +242,12 @@ def analyse_image(
 ) -> ImageAnalysis:
     """Predicts one image of any size and keeps what exploring it needs.
 
+    The image is preprocessed once (:func:`~segcore.data.preprocessing.enhance_image`): the
+    result is both :attr:`ImageAnalysis.model_input` and what the model is given.
+
     Args:
         model: a ``keras.Model`` (or callable) as
-        :func:`segcore.inference.predict.predict_probabilities`
-            accepts.
+            :func:`segcore.inference.predict.predict_probabilities` accepts.
         image: ``uint8`` RGB ``(H, W, 3)``.
         preprocess: the bundle's preprocessing.
         truth: optional ground-truth mask of the same H×W.
@@ -210,14 +262,20 @@ def analyse_image(
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
     start = time.perf_counter()
+    model_input = enhance_image(image, preprocess)  # once: shown, and what the model sees
     probabilities = predict_probabilities(
-        model, image, preprocess, tile_size=tile_size, progress=progress
+        model,
+        model_input,
+        preprocess,
+        tile_size=tile_size,
+        progress=progress,
+        already_enhanced=True,
     )
     seconds = time.perf_counter() - start
     return ImageAnalysis(
         name=name,
         image=np.asarray(image),
-        model_input=enhance_image(image, preprocess),
+        model_input=model_input,
         explorer=ThresholdExplorer(probabilities, truth),
         seconds=seconds,
         model_name=model_name,

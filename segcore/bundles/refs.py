@@ -27,6 +27,19 @@ HF_SCHEME = "hf://"
 _REPO_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
+def hub_ref(text: str) -> str:
+    """``"org/name@rev"`` as typed by a user, as the ref ``"hf://org/name@rev"`` (kept if it
+    already has the scheme); checked by :func:`parse_hf_ref`.
+
+    Raises:
+        BundleError: not of the form ``[hf://]org/name[@revision]``.
+    """
+    text = text.strip()
+    ref = text if text.startswith(HF_SCHEME) else HF_SCHEME + text
+    parse_hf_ref(ref)
+    return ref
+
+
 def parse_hf_ref(ref: str) -> tuple[str, str]:
     """Splits ``"hf://org/name@revision"`` into ``("org/name", "revision")``.
 

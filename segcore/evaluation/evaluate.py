@@ -133,6 +133,11 @@ class EvaluationResult:
         """Number of images evaluated."""
         return len(self.per_image)
 
+    def worst(self, count: int, metric: str = "dice") -> list[dict[str, Any]]:
+        """The ``count`` rows of :attr:`per_image` with the lowest ``metric``, lowest first
+        (ties keep the samples' order)."""
+        return sorted(self.per_image, key=lambda row: row[metric])[: max(0, int(count))]
+
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict (Python numbers and lists, no arrays).
 

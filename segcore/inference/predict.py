@@ -4,9 +4,9 @@
 3000×2000, ...) into a float32 ``(H, W)`` nucleus-probability map:
 
 1. **Preprocessing of the whole image, once** (:func:`~segcore.data.preprocessing.enhance_image`,
-   then :func:`~segcore.data.preprocessing.to_model_input`). Histogram equalisation depends on the
-   pixels it sees, so equalising each tile separately would give neighbouring tiles different
-   contrast and leave seams in the probability map.
+   unless the caller did it, then :func:`~segcore.data.preprocessing.to_model_input`).
+   Histogram equalisation depends on the pixels it sees, so equalising each tile separately
+   would give neighbouring tiles different contrast and leave seams in the probability map.
 2. **Reflect padding** (:func:`~segcore.data.tiling.pad_to_at_least`) of images smaller than a tile
    on either side, so every tile is ``tile_size``×``tile_size``.
 3. **Tiles** of ``tile_size`` (a multiple of 16, the model's output stride) stepping by
@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from segcore.data.images import to_rgb_uint8
 from segcore.data.preprocessing import PreprocessConfig, enhance_image, to_model_input
 from segcore.data.tiling import pad_to_at_least, tile_starts
 from segcore.errors import ConfigError, InvalidImageError
@@ -273,12 +274,18 @@ def predict_probabilities(
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
+    already_enhanced: bool = False,
 ) -> np.ndarray:
     """Predicts the nucleus probability of every pixel of an image of any size.
 
     See the module docstring for the steps (whole-image preprocessing, reflect padding,
     overlapping tiles, blending). An image that fits in one tile (after padding to
     ``tile_size``) takes one model call and no blending.
+
+    A caller that also needs the preprocessed picture (the Predict page shows it) computes
+    ``enhance_image(image, preprocess)`` itself and passes that with ``already_enhanced=True``,
+    so the whole image is preprocessed once; the probabilities are the same as for the
+    original image with ``already_enhanced=False``.
 
     Args:
         model: a ``keras.Model`` following :mod:`segcore.network.model`'s contract, or a callable on
@@ -293,6 +300,9 @@ def predict_probabilities(
         batch_size: tiles per model call (bounds the memory used by the model), defaults to 8.
         progress: called as ``progress(done, total)`` after each model call, with the number of
             tiles predicted so far and the total.
+        already_enhanced: ``image`` is the output of
+            :func:`~segcore.data.preprocessing.enhance_image` with this ``preprocess``, so
+            it is only scaled to the model's input range (``preprocess`` is still checked).
 
     Returns:
         float32 ``(H, W)`` probabilities in ``[0, 1]``.
@@ -306,7 +316,8 @@ def predict_probabilities(
     if not isinstance(preprocess, PreprocessConfig):
         raise ConfigError(f"preprocess must be a PreprocessConfig, got {type(preprocess).__name__}")
     array = _check_image(image)
-    enhanced = enhance_image(array, preprocess)  # uint8 RGB; raises InvalidImageError
+    # uint8 RGB; raises InvalidImageError
+    enhanced = to_rgb_uint8(array) if already_enhanced else enhance_image(array, preprocess)
     height, width = enhanced.shape[:2]
     padded = to_model_input(pad_to_at_least(enhanced, tile_size))
     del enhanced

@@ -1,0 +1,279 @@
+"""The threshold explorer: one image's metrics at any threshold, without running the model again.
+
+:class:`ThresholdExplorer` holds one image's probabilities (and optional ground truth) and
+answers "what are the metrics at this threshold?" from one sweep over
+:data:`EXPLORER_THRESHOLDS` made when it is built; :class:`ThresholdCurve` is that sweep as
+Dice, Jaccard, precision and recall curves with the best threshold marked.
+
+This module imports neither Streamlit nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segcore.analysis.checks import mask_like, probability_map
+from segcore.evaluation.evaluate import count_nuclei
+from segcore.metrics.counts import (
+    ConfusionCounts,
+    MetricName,
+    binarize,
+    check_threshold,
+    confusion_counts,
+)
+from segcore.metrics.sweep import SweepResult, threshold_sweep
+
+__all__ = ["EXPLORER_THRESHOLDS", "NO_TRUTH_REASON", "ThresholdCurve", "ThresholdExplorer"]
+
+EXPLORER_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
+"""Grid swept by :class:`ThresholdExplorer`: 0.00, 0.01, …, 1.00, each the float closest to
+its decimal (``0.35`` is the literal ``0.35``, which ``np.linspace`` misses by one ulp for ten
+of the values); read-only."""
+EXPLORER_THRESHOLDS.setflags(write=False)
+
+_NUCLEI_CACHE_SIZE = 256
+NO_TRUTH_REASON = (
+    "no ground-truth mask was given, so Dice, Jaccard, precision, recall and the pixel counts "
+    "cannot be computed; only the predicted nuclei are counted"
+)
+"""The ``reason`` :meth:`ThresholdExplorer.metrics_at` gives without ground truth."""
+
+
+@dataclass(frozen=True, eq=False)
+class ThresholdCurve:
+    """Metrics of one image at every threshold of :data:`EXPLORER_THRESHOLDS`.
+
+    Attributes:
+        thresholds: float64 ``(101,)``, 0.00 to 1.00.
+        dice: Dice at each threshold, float64 ``(101,)``.
+        jaccard: Jaccard at each threshold.
+        precision: precision at each threshold.
+        recall: recall at each threshold.
+        best_threshold: the threshold of highest Dice (ties: closest to 0.5, then the lower).
+            Jaccard is an increasing function of Dice, so it peaks there too.
+        best_dice: Dice at ``best_threshold``.
+        best_jaccard: Jaccard at ``best_threshold``.
+    """
+
+    thresholds: np.ndarray
+    dice: np.ndarray
+    jaccard: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    best_threshold: float
+    best_dice: float
+    best_jaccard: float
+
+
+class ThresholdExplorer:
+    """Metrics of one predicted image at any threshold, without running the model again.
+
+    Built once per image from its probability map (and ground truth, when there is one):
+    the constructor runs one :func:`~segcore.metrics.sweep.threshold_sweep` over
+    :data:`EXPLORER_THRESHOLDS` and counts the ground-truth nuclei. Afterwards a threshold
+    on that grid costs a table look-up plus one binarisation and connected-component count
+    (cached per threshold); any other threshold in ``[0, 1]`` is counted directly, so every
+    result is exact: it equals ``confusion_counts(truth, binarize(probabilities, t))``.
+
+    The object is safe to share between threads and can be pickled (caches are dropped).
+
+    Args:
+        probabilities: ``(H, W)`` or ``(H, W, 1)`` probability map in ``[0, 1]``.
+        truth: optional ground-truth mask of the same H×W; nonzero pixels are nucleus.
+
+    Raises:
+        InvalidImageError: the probability map has a bad shape or values outside ``[0, 1]``,
+            or the mask's size differs from it.
+    """
+
+    def __init__(self, probabilities, truth=None) -> None:
+        prob = np.array(probability_map(probabilities))  # a private copy
+        prob.setflags(write=False)
+        self._prob = prob
+        self._truth: np.ndarray | None = None
+        self._sweep: SweepResult | None = None
+        self._nuclei_true: int | None = None
+        if truth is not None:
+            mask = mask_like(truth, "ground truth", prob)
+            mask.setflags(write=False)
+            self._truth = mask
+            self._sweep = threshold_sweep(mask, prob, EXPLORER_THRESHOLDS)
+            self._nuclei_true = count_nuclei(mask)
+        self._init_caches()
+
+    def _init_caches(self) -> None:
+        self._lock = threading.Lock()
+        self._nuclei: OrderedDict[float, int] = OrderedDict()
+        self._last_mask: tuple[float, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_lock", "_nuclei", "_last_mask"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_caches()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image."""
+        return self._prob.shape
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """The probability map (read-only)."""
+        return self._prob
+
+    @property
+    def truth(self) -> np.ndarray | None:
+        """The ground truth as ``uint8`` 0/1 (read-only), or ``None``."""
+        return self._truth
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether a ground-truth mask was given."""
+        return self._truth is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why only the nucleus count is available (:data:`NO_TRUTH_REASON`), or ``None``
+        when there is ground truth."""
+        return None if self.has_truth else NO_TRUTH_REASON
+
+    @property
+    def sweep(self) -> SweepResult | None:
+        """The sweep over :data:`EXPLORER_THRESHOLDS`, or ``None`` without ground truth."""
+        return self._sweep
+
+    @property
+    def nuclei_true(self) -> int | None:
+        """Ground-truth nuclei (8-connected components), or ``None`` without ground truth."""
+        return self._nuclei_true
+
+    def mask_at(self, threshold: float) -> np.ndarray:
+        """The binary prediction at ``threshold`` (rule ``prob >= threshold``).
+
+        The last mask is cached, so calling this and :meth:`metrics_at` with the same
+        threshold binarises once.
+
+        Args:
+            threshold: a number in ``[0, 1]``.
+
+        Returns:
+            A read-only ``uint8`` 0/1 ``(H, W)`` array (copy it to modify it).
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        key = float(check_threshold(threshold))
+        with self._lock:
+            last = self._last_mask
+        if last is not None and last[0] == key:
+            return last[1]
+        mask = binarize(self._prob, key)
+        mask.setflags(write=False)
+        with self._lock:
+            self._last_mask = (key, mask)
+        return mask
+
+    def nuclei_at(self, threshold: float) -> int:
+        """Predicted nuclei at ``threshold``: 8-connected components of :meth:`mask_at`
+        (as :func:`segcore.evaluation.evaluate.count_nuclei`), cached per threshold.
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        key = float(check_threshold(threshold))
+        with self._lock:
+            if key in self._nuclei:
+                self._nuclei.move_to_end(key)
+                return self._nuclei[key]
+        count = count_nuclei(self.mask_at(key))
+        with self._lock:
+            self._nuclei[key] = count
+            while len(self._nuclei) > _NUCLEI_CACHE_SIZE:
+                self._nuclei.popitem(last=False)
+        return count
+
+    def counts_at(self, threshold: float) -> ConfusionCounts | None:
+        """Pixel counts at ``threshold``, or ``None`` without ground truth.
+
+        Read from the sweep when ``threshold`` is exactly a value of
+        :data:`EXPLORER_THRESHOLDS`, else counted from :meth:`mask_at`; both are exact.
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        value = check_threshold(threshold)
+        if self._sweep is None:
+            return None
+        i = round(float(value) * 100)
+        if EXPLORER_THRESHOLDS[i] == value:
+            s = self._sweep
+            return ConfusionCounts(int(s.tp[i]), int(s.fp[i]), int(s.fn[i]), int(s.tn[i]))
+        return confusion_counts(self._truth, self.mask_at(float(value)))
+
+    def metrics_at(self, threshold: float) -> dict[str, Any]:
+        """Metrics of the prediction at ``threshold``, as plain Python numbers.
+
+        Args:
+            threshold: a number in ``[0, 1]``.
+
+        Returns:
+            With ground truth: ``threshold``, ``dice``, ``jaccard``, ``precision``,
+            ``recall`` (floats; zero divisions as in :mod:`segcore.metrics`), ``tp``,
+            ``fp``, ``fn``, ``tn``, ``nuclei_pred`` and ``nuclei_true`` (ints). Without:
+            ``threshold``, ``nuclei_pred`` and ``reason`` (:data:`NO_TRUTH_REASON`).
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        value = float(check_threshold(threshold))
+        nuclei_pred = self.nuclei_at(value)
+        counts = self.counts_at(value)
+        if counts is None:
+            return {"threshold": value, "nuclei_pred": nuclei_pred, "reason": NO_TRUTH_REASON}
+        return {
+            "threshold": value,
+            **counts.as_dict(),
+            "nuclei_pred": nuclei_pred,
+            "nuclei_true": self._nuclei_true,
+        }
+
+    def curve(self) -> ThresholdCurve | None:
+        """Dice, Jaccard, precision and recall over :data:`EXPLORER_THRESHOLDS`, with the best
+        threshold marked; ``None`` without ground truth."""
+        if self._sweep is None:
+            return None
+        curves = self._sweep.pooled  # one image: pooled == that image's curves
+        best = self._sweep.best_threshold("dice")
+        i = self._sweep.index_of(best)
+        return ThresholdCurve(
+            thresholds=self._sweep.thresholds,
+            dice=curves.dice,
+            jaccard=curves.jaccard,
+            precision=curves.precision,
+            recall=curves.recall,
+            best_threshold=best,
+            best_dice=float(curves.dice[i]),
+            best_jaccard=float(curves.jaccard[i]),
+        )
+
+    def best_threshold(self, metric: MetricName = "dice") -> float | None:
+        """The grid threshold maximising ``metric`` (ties: closest to 0.5, then the lower),
+        or ``None`` without ground truth.
+
+        Raises:
+            ValueError: for a metric other than ``"dice"``, ``"jaccard"``, ``"precision"``
+                or ``"recall"``.
+        """
+        if self._sweep is None:
+            return None
+        return self._sweep.best_threshold(metric)
