@@ -315,21 +315,15 @@ def _model_for(run: RunDir, config: TrainConfig, state: dict | None, total_steps
     return model
 
 
-def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbose) -> None:
-    import keras
+def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int):
+    """The tf.data pipelines of a run: ``(train_data, val_source, val_data, preview)``.
 
+    Validation uses the val split, or train when there is none; ``preview`` is
+    ``(images, masks)`` of the first ``config.preview_tiles`` validation tiles, or None.
+    """
     from segcore.training.pipeline import make_eval_dataset, make_training_dataset
 
-    start_time = time.monotonic()
-    strategy, device = _choose_devices(run)
-    splits = _open_data(config)
     preprocess = config.preprocess_config()
-    state = checkpoint_state(run) if resume else None
-    if resume and state is None:
-        raise ConfigError(f"{run.path}: nothing to resume (no checkpoint yet); start it again")
-    initial_epoch = state["epoch"] if state else 0
-    keras.utils.set_random_seed(config.seed + initial_epoch)
-
     train_data = make_training_dataset(
         splits.train,
         preprocess,
@@ -348,6 +342,22 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
     if config.preview_tiles > 0:
         x, y = next(iter(val_data.unbatch().batch(config.preview_tiles)))
         preview = (x.numpy(), y.numpy())
+    return train_data, val_source, val_data, preview
+
+
+def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbose) -> None:
+    import keras
+
+    start_time = time.monotonic()
+    strategy, device = _choose_devices(run)
+    splits = _open_data(config)
+    state = checkpoint_state(run) if resume else None
+    if resume and state is None:
+        raise ConfigError(f"{run.path}: nothing to resume (no checkpoint yet); start it again")
+    initial_epoch = state["epoch"] if state else 0
+    keras.utils.set_random_seed(config.seed + initial_epoch)
+
+    train_data, val_source, val_data, preview = _inputs(config, splits, initial_epoch)
     run.write_status(steps_per_epoch=train_data.steps_per_epoch)
 
     history = [r for r in run.read_metrics() if r["epoch"] <= initial_epoch] if resume else []
