@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segcore.errors import SegcoreError
+from segcore.errors import ConfigError, SegcoreError
 
 log = logging.getLogger("segcore")
 
@@ -160,10 +160,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"{float(result.sweep.pooled.dice[result.sweep.index_of(best)]):.4f} at {best:.2f}"
     )
     if args.update_card:
+        if bundle.path is None:
+            raise ConfigError("--update-card: the classical baseline has no card to update")
         _record_in_card(bundle.path, args, result, threshold)
     if args.json:
         data = {
-            "model": str(bundle.path),
+            "model": str(bundle.path or args.model),
             "data": str(args.data),
             "split": args.split,
             **result.to_dict(),
@@ -290,7 +292,7 @@ def _add_inference_args(sub) -> None:
         "--model",
         default="default",
         help="bundle: a folder, a name under weights/, or hf://org/name@rev "
-        "(default: weights/default)",
+        "(default: weights/default); 'baseline' for the classical hematoxylin + Otsu reference",
     )
     sub.add_argument("--threshold", type=float, help="default: the bundle's threshold")
     sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")

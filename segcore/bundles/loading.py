@@ -16,6 +16,7 @@ from segcore.bundles.refs import resolve_bundle_ref
 from segcore.bundles.store import MODEL_FILE, read_card, verify_bundle
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import BundleError
+from segcore.inference.classical import BASELINE_REF, ClassicalBaseline
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -28,15 +29,16 @@ class Bundle:
     """A loaded bundle: the model and its card.
 
     Args:
-        path: Path. The bundle folder (for ``hf://`` refs, the snapshot folder in the
-            Hugging Face cache).
+        path: Path | None. The bundle folder (for ``hf://`` refs, the snapshot folder in the
+            Hugging Face cache); ``None`` for the classical baseline, which has no files.
         card: ModelCard. The parsed ``card.json``.
-        model: keras.Model. The loaded model (uncompiled unless asked otherwise).
+        model: keras.Model. The loaded model (uncompiled unless asked otherwise), or the
+            :class:`~segcore.inference.classical.ClassicalBaseline`.
     """
 
-    path: Path
+    path: Path | None
     card: ModelCard
-    model: keras.Model
+    model: keras.Model | ClassicalBaseline
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -52,6 +54,22 @@ class Bundle:
     def input_size(self) -> int:
         """The training tile side in pixels."""
         return self.card.input_size
+
+
+def baseline_bundle() -> Bundle:
+    """The classical baseline dressed as a bundle (threshold 0.5 = Otsu's mask), so every
+    command and page that takes a model can take it."""
+    baseline = ClassicalBaseline()
+    card = ModelCard(
+        name="classical-hematoxylin-otsu",
+        threshold=0.5,
+        training={
+            "method": f"{baseline.name}: rgb2hed hematoxylin, Gaussian sigma {baseline.sigma:g}, "
+            "Otsu over the whole image; no training"
+        },
+        licence="not applicable (no weights)",
+    )
+    return Bundle(path=None, card=card, model=baseline)
 
 
 def load_bundle(
@@ -70,7 +88,8 @@ def load_bundle(
     Args:
         ref: a folder path, a name under ``weights_dir``, or ``"hf://org/name@revision"``
             (see :func:`resolve_bundle_ref`; without ``@revision`` the ``main`` branch is used,
-            which is unpinned, so pin a commit hash where results must be reproducible).
+            which is unpinned, so pin a commit hash where results must be reproducible); or
+            ``"baseline"`` for :func:`baseline_bundle` (a reserved name).
         weights_dir: where bare names are looked up, defaults to
             :data:`segcore.bundles.store.DEFAULT_WEIGHTS_DIR`.
         compile: passed to ``load_model``. Bundles are saved without optimizer and compile
@@ -84,6 +103,8 @@ def load_bundle(
         BundleError: the ref does not resolve, a file is missing, the card is invalid, the
             hash differs, or Keras cannot load the model.
     """
+    if isinstance(ref, str) and ref == BASELINE_REF:
+        return baseline_bundle()
     path = resolve_bundle_ref(ref, weights_dir=weights_dir)
     card = verify_bundle(path, read_card(path))
 

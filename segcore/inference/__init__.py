@@ -1,8 +1,9 @@
 """Inference: one image of any size in, a probability map of the same size out.
 
 Owns: :mod:`~segcore.inference.predict` (whole-image preprocessing, overlapping tiles, blending,
-batching; any Keras model or callable on batches). New runtimes and resampling to a model's pixel
-size belong here.
+batching; any Keras model or callable on batches) and :mod:`~segcore.inference.classical` (the
+classical hematoxylin + Otsu reference, run like a model). New runtimes and resampling to a
+model's pixel size belong here.
 
 May import: the base modules, :mod:`segcore.data`, :mod:`segcore.metrics`. Imports TensorFlow
 only when handed a Keras model.

@@ -51,6 +51,7 @@ from segcore.data.images import to_rgb_uint8
 from segcore.data.preprocessing import PreprocessConfig, enhance_image, to_model_input
 from segcore.data.tiling import pad_to_at_least, tile_starts
 from segcore.errors import ConfigError, InvalidImageError
+from segcore.inference.classical import ClassicalBaseline
 from segcore.metrics.counts import binarize
 from segcore.network.config import OUTPUT_STRIDE
 
@@ -288,8 +289,10 @@ def predict_probabilities(
     original image with ``already_enhanced=False``.
 
     Args:
-        model: a ``keras.Model`` following :mod:`segcore.network.model`'s contract, or a callable on
-            float32 ``(B, T, T, 3)`` batches returning ``(B, T, T, 1)`` or ``(B, T, T)``.
+        model: a ``keras.Model`` following :mod:`segcore.network.model`'s contract, a callable
+            on float32 ``(B, T, T, 3)`` batches returning ``(B, T, T, 1)`` or ``(B, T, T)``, or
+            a :class:`~segcore.inference.classical.ClassicalBaseline`, which scores the whole
+            image itself (no tiles, no ``preprocess``; the other arguments are ignored).
         image: ``uint8`` RGB ``(H, W, 3)`` of any size; other forms that
             :func:`segcore.data.images.to_rgb_uint8` accepts (grayscale, RGBA, 16-bit) are
             converted first.
@@ -312,6 +315,8 @@ def predict_probabilities(
         ConfigError: ``tile_size``, ``overlap``, ``batch_size``, ``preprocess`` or ``model``
             is invalid, or the model returns the wrong shape or values outside ``[0, 1]``.
     """
+    if isinstance(model, ClassicalBaseline):  # whole image, no tiles, no preprocessing
+        return model.probabilities(_check_image(image))
     tile_size, overlap, batch_size = _check_tiling(tile_size, overlap, batch_size)
     if not isinstance(preprocess, PreprocessConfig):
         raise ConfigError(f"preprocess must be a PreprocessConfig, got {type(preprocess).__name__}")
