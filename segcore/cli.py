@@ -176,21 +176,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) -> None:
-    """Records the evaluation's figures in the bundle card under ``metrics[<split>]``."""
+    """Records the evaluation's figures in the bundle card under ``metrics[<split>]`` (the val
+    split under ``"validation"``, the key training writes)."""
     from segcore.atomic import write_text_atomic
-    from segcore.bundles.card import CARD_FILE, SplitFigures
+    from segcore.bundles.card import CARD_FILE, VALIDATION, SplitFigures
     from segcore.bundles.store import read_card
 
     card = read_card(folder)
     figures = SplitFigures.from_evaluation(
         result,
-        split=args.split,
+        split=VALIDATION if args.split == "val" else args.split,
         threshold=threshold,
         data=str(args.data),
         command=command_line(args.argv),
     )
     write_text_atomic(folder / CARD_FILE, card.with_figures(figures).to_json())
-    print(f"recorded the {args.split} figures in {folder / CARD_FILE}")
+    print(f"recorded the {figures.key} figures in {folder / CARD_FILE}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

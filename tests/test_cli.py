@@ -90,6 +90,10 @@ def test_evaluate_prints_writes_json_and_updates_the_card(tiny_bundle, tmp_path,
     assert recorded.pooled["dice"] == pytest.approx(result["pooled"]["dice"])
     assert recorded.threshold == card.threshold and recorded.images == result["n_images"]
     assert "evaluate" in recorded.command
+    argv = ["-q", "evaluate", "--model", str(tiny_bundle), "--data", str(data), "--split", "val"]
+    assert main([*argv, "--overlap", "16", "--update-card"]) == 0
+    card = load_bundle(tiny_bundle).card  # the val split is recorded where training puts it
+    assert card.figures("validation").split == "validation" and card.figures("val") is None
 
 
 def test_errors_are_one_line_with_status_2(tmp_path, capsys):
