@@ -54,9 +54,9 @@ def main() -> None:
     from segcore.training import devices
     from segcore.training.callback import make_callback
     from segcore.training.config import AugmentConfig, TrainConfig
+    from segcore.training.models import compile_model
     from segcore.training.pipeline import make_training_dataset
     from segcore.training.runs import RunDir
-    from segcore.training.trainer import _compile
 
     n_gpus = devices.configure_gpus()
     precision = args.precision or devices.choose_precision(n_gpus)
@@ -77,7 +77,7 @@ def main() -> None:
 
     def model_for(config: TrainConfig):
         model = build_deeplabv3plus()
-        _compile(model, config, 2 * steps)
+        compile_model(model, config, 2 * steps)
         return model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -155,3 +155,11 @@ def test_library_and_glue_import_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_public_names_resolve():
+    import segcore
+
+    for name in segcore.__all__:
+        assert getattr(segcore, name) is not None, name
+    assert segcore.build_deeplabv3plus.__module__ == "segcore.network.model"

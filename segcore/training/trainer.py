@@ -47,6 +47,7 @@ from segcore.training.checkpoints import checkpoint_state, write_checkpoint
 from segcore.training.config import TrainConfig
 from segcore.training.finish import finish_run
 from segcore.training.locks import TrainingBusyError, lock_for
+from segcore.training.models import model_for_run
 from segcore.training.runs import RunDir, default_runs_dir, new_run_id, process_start_time
 
 log = logging.getLogger(__name__)
@@ -76,30 +77,6 @@ def _open_data(config: TrainConfig) -> DatasetSplits:
     )
 
 
-def _compile(model, config: TrainConfig, total_steps: int):
-    import keras
-
-    from segcore.network.keras_metrics import PooledDice, bce_dice_loss, dice_coef, jaccard_coef
-
-    if config.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(
-            config.lr, decay_steps=max(1, total_steps), alpha=0.01
-        )
-    else:
-        lr = config.lr
-    loss = "binary_crossentropy" if config.loss == "bce" else bce_dice_loss
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=loss,
-        metrics=[
-            dice_coef,
-            jaccard_coef,
-            keras.metrics.BinaryAccuracy(name="accuracy"),
-            PooledDice(name="pooled_dice"),
-        ],
-    )
-
-
 def _log_to_run(run: RunDir) -> logging.Handler | None:
     """Adds a train.log handler unless stderr already goes there (background jobs)."""
     run.path.mkdir(parents=True, exist_ok=True)
@@ -118,26 +95,6 @@ def _log_to_run(run: RunDir) -> logging.Handler | None:
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # the log file always gets the progress lines
     return handler
-
-
-def _init_from_bundle(model, ref: str) -> None:
-    """Copies a bundle's weights into ``model`` (same architecture), for fine-tuning.
-
-    Raises:
-        BundleError: the bundle cannot be loaded.
-        ConfigError: its architecture differs from the model's.
-    """
-    from segcore.bundles.loading import load_bundle
-
-    source = load_bundle(ref)
-    try:
-        model.set_weights(source.model.get_weights())
-    except ValueError as exc:
-        raise ConfigError(
-            f"init_from {ref!r}: its architecture ({source.card.architecture}) does not match "
-            f"this run's model config ({exc})"
-        ) from exc
-    log.info("initialised the model from bundle %s (%s)", ref, source.card.name)
 
 
 def prepare_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunDir:
@@ -295,26 +252,6 @@ def _choose_devices(run: RunDir):
     return strategy, device
 
 
-def _model_for(run: RunDir, config: TrainConfig, state: dict | None, total_steps: int):
-    """The compiled model: resumed from the checkpoint of ``state``, else built new (and
-    initialised from ``config.init_from`` when set). Call inside the strategy's scope."""
-    import keras
-
-    import segcore.network.keras_metrics
-    import segcore.network.layers  # noqa: F401 - registers the custom layers for loading
-    from segcore.network.model import build_deeplabv3plus
-
-    if state:
-        model = keras.saving.load_model(run.checkpoints_dir / state["checkpoint"], safe_mode=True)
-        log.info("resumed from %s (epoch %d)", state["checkpoint"], state["epoch"])
-        return model
-    model = build_deeplabv3plus(config=config.model_config())
-    if config.init_from:
-        _init_from_bundle(model, config.init_from)
-    _compile(model, config, total_steps)
-    return model
-
-
 def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int):
     """The tf.data pipelines of a run: ``(train_data, val_source, val_data, preview)``.
 
@@ -362,7 +299,7 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
 
     history = [r for r in run.read_metrics() if r["epoch"] <= initial_epoch] if resume else []
     with strategy.scope():
-        model = _model_for(run, config, state, config.epochs * train_data.steps_per_epoch)
+        model = model_for_run(run, config, state, config.epochs * train_data.steps_per_epoch)
     clock = {
         "start": time.monotonic(),
         "steps_per_epoch": train_data.steps_per_epoch,
