@@ -1,0 +1,137 @@
+"""Quality on every evaluation set: pooled Dice and Jaccard of models beside the classical baseline.
+
+Every image of each set in ``../shared/data`` (see its README: roles and licences) is predicted at
+full size and scored at the model's card threshold; pixel counts are summed over the set
+(pooled). Rows:
+
+* ``monuseg-test`` — the 14 MoNuSeg test tiles (40×, ≈0.25 µm/px);
+* ``monuseg-test@20x`` — the same tiles resampled to half size (≈0.5 µm/px, what a 20× scan
+  looks like), predicted as they are;
+* ``monuseg-test@20x→40x`` — the half-size tiles resampled back ×2 before prediction and the
+  probabilities back to the half-size grid (what a pixel-size input will do);
+* ``pannuke-breast``, ``tnbc``, ``cryonuseg`` — evaluation-only sets from other labs.
+
+Usage (``--model`` may repeat; ``baseline`` is the classical hematoxylin + Otsu reference)::
+
+    python benchmarks/bench_quality.py --model classical=baseline --model v3=default \\
+        --model v2=/tmp/v2 --out docs/quality.md
+
+(an older default from git history: ``mkdir /tmp/v2 && git show 16be8e4:weights/default/card.json
+> /tmp/v2/card.json && git show 16be8e4:weights/default/model.keras > /tmp/v2/model.keras``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from segcore.bundles.loading import load_bundle
+from segcore.data.images import read_image, read_mask
+from segcore.inference.predict import predict_probabilities
+from segcore.metrics.counts import ConfusionCounts, confusion_counts
+
+ROWS = [
+    ("monuseg-test", "monuseg/test", None),
+    ("monuseg-test@20x", "monuseg/test", "half"),
+    ("monuseg-test@20x→40x", "monuseg/test", "half-resampled"),
+    ("pannuke-breast", "pannuke-breast", None),
+    ("tnbc", "tnbc", None),
+    ("cryonuseg", "cryonuseg", None),
+]
+
+
+def pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` files of a set: ``images/<stem>.*`` with ``masks/<stem>.png``."""
+    images = sorted(p for p in (folder / "images").iterdir() if not p.name.startswith("."))
+    return [(image, folder / "masks" / f"{image.stem}.png") for image in images]
+
+
+def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
+    """The bundle's probabilities for ``image``, resampled ×2 and back when asked."""
+    if mode != "half-resampled":
+        return predict_probabilities(bundle.model, image, bundle.preprocess)
+    height, width = image.shape[:2]
+    large = cv2.resize(image, (width * 2, height * 2), interpolation=cv2.INTER_LINEAR)
+    prob = predict_probabilities(bundle.model, large, bundle.preprocess)
+    return cv2.resize(prob, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def score_row(bundles: dict, folder: Path, mode: str | None) -> dict[str, ConfusionCounts]:
+    counts = {name: ConfusionCounts(0, 0, 0, 0) for name in bundles}
+    for image_path, mask_path in pairs(folder):
+        image, mask = read_image(image_path), (read_mask(mask_path) > 0).astype(np.uint8)
+        if mode is not None:  # half size: ≈0.5 µm/px
+            height, width = mask.shape
+            size = (width // 2, height // 2)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        for name, bundle in bundles.items():
+            prob = probabilities(bundle, image, mode)
+            counts[name] = counts[name] + confusion_counts(mask, prob >= bundle.threshold)
+    return counts
+
+
+def markdown(results: dict, bundles: dict, command: str, seconds: float) -> str:
+    names = list(bundles)
+    head = "| set | images | " + " | ".join(f"{n} Dice | {n} Jaccard" for n in names) + " |"
+    lines = [head, "|---|---|" + "---|---|" * len(names)]
+    for row, (images, counts) in results.items():
+        cells = " | ".join(f"{counts[n].dice:.3f} | {counts[n].jaccard:.3f}" for n in names)
+        lines.append(f"| {row} | {images} | {cells} |")
+    models = "\n".join(
+        f"- **{n}**: `{b.card.name}` at threshold {b.threshold:g}"
+        + (f" (sha256 `{b.card.model_sha256[:12]}`)" if b.card.model_sha256 else "")
+        for n, b in bundles.items()
+    )
+    return (
+        "\n".join(lines)
+        + f"\n\n{models}\n\nPooled over all pixels of each set, full-size tiled inference.\n"
+        f"Command: `{command}` ({seconds / 60:.0f} min on {platform.machine()}, "
+        f"{platform.system()}, Python {platform.python_version()}).\n"
+    )
+
+
+def main() -> int:
+    """Scores every model on every row and prints (or writes) the Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="NAME=REF")
+    parser.add_argument("--data", default="../shared/data", help="folder of the sets")
+    parser.add_argument("--out", help="write the Markdown table here (default: print it)")
+    parser.add_argument("--json", help="also write the counts as JSON")
+    args = parser.parse_args()
+    bundles = dict(spec.split("=", 1) for spec in args.model)
+    bundles = {name: load_bundle(ref) for name, ref in bundles.items()}
+    start = time.monotonic()
+    results = {}
+    for row, folder, mode in ROWS:
+        folder = Path(args.data) / folder
+        if not folder.is_dir():
+            print(f"{row}: {folder} not found, skipped", file=sys.stderr)
+            continue
+        results[row] = (len(pairs(folder)), score_row(bundles, folder, mode))
+        dice = {n: round(c.dice, 4) for n, c in results[row][1].items()}
+        print(f"{row}: {dice}", file=sys.stderr)
+    command = "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:])
+    text = markdown(results, bundles, command, time.monotonic() - start)
+    if args.json:
+        data = {
+            r: {n: c.as_dict() for n, c in counts.items()} for r, (_, counts) in results.items()
+        }
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
