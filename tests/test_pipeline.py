@@ -120,3 +120,51 @@ def test_real_monuseg_crops(monuseg):
     x, y = next(iter(data.dataset))
     assert x.shape == (4, 256, 256, 3) and y.shape == (4, 256, 256, 1)
     assert 0.02 < float(y.numpy().mean()) < 0.7
+
+
+def test_hed_transform_matches_skimage():
+    from skimage.color import hed2rgb, rgb2hed
+
+    from segcore.training.pipeline import hed_transform
+
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0.05, 1.0, (16, 16, 3))
+    scale, shift = np.array([1.2, 0.8, 1.0]), np.array([0.03, -0.02, 0.0])
+    expected = np.clip(hed2rgb(rgb2hed(image) * scale + shift), 0, 1)
+    got = hed_transform(image.astype(np.float32), scale.astype(np.float32), shift.astype("f4"))
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
+
+
+def test_stain_jitter_changes_colours_only_and_is_seeded(aligned_dataset):
+    stain = AugmentConfig(**{**GEOMETRY_ONLY.to_dict(), "hed_probability": 1.0})
+
+    def epoch(augment, seed):
+        data = make_training_dataset(
+            aligned_dataset, RAW, image_size=32, batch_size=8, augment=augment, seed=seed
+        )
+        return batches(data.dataset)
+
+    plain, jittered, again = epoch(GEOMETRY_ONLY, 3), epoch(stain, 3), epoch(stain, 3)
+    for (x0, y0), (x1, y1), (x2, _) in zip(plain, jittered, again, strict=True):
+        np.testing.assert_array_equal(y0, y1)  # same crops and geometry, same masks
+        np.testing.assert_array_equal(x1, x2)  # seeded
+        assert np.abs(x1 - x0).mean() > 0.01  # the stain moved
+        assert x1.min() >= 0.0 and x1.max() <= 1.0
+    with pytest.raises(ConfigError):
+        AugmentConfig(hed_probability=1.5)
+
+
+def test_train_config_records_every_augmentation_field():
+    from segcore.training.config import TrainConfig
+
+    config = TrainConfig(augmentation={"hed_probability": 0.85, "scale_min": 0.5})
+    assert config.augmentation == {
+        **AugmentConfig().to_dict(),
+        "hed_probability": 0.85,
+        "scale_min": 0.5,
+    }
+    assert config.augment_config().hed_probability == 0.85
+    assert TrainConfig(augment=False).augment_config() is None
+    assert TrainConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="AugmentConfig"):
+        TrainConfig(augmentation={"hed_scale": 2.0})

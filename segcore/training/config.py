@@ -30,6 +30,14 @@ class AugmentConfig(JsonConfig):
         contrast: maximum relative contrast change, defaults to 0.1.
         saturation: maximum relative saturation change, defaults to 0.1.
         hue: maximum hue shift (fraction of the colour circle), defaults to 0.02.
+        hed_probability: share of crops whose stain is jittered in HED space (Tellez et al.
+            2019): the crop's optical densities in ``skimage.color.rgb2hed``'s hematoxylin,
+            eosin and DAB channels are each multiplied by U(1 − ``hed_scale``, 1 +
+            ``hed_scale``) and shifted by U(−``hed_shift``, ``hed_shift``), then turned back
+            into RGB; defaults to 0 (off). The v3 default was fine-tuned with 0.85, 0.25, 0.04
+            and scale 0.5–1.45 (``docs/quality.md``).
+        hed_scale: see ``hed_probability``, defaults to 0.25.
+        hed_shift: see ``hed_probability``, defaults to 0.04.
     """
 
     flips: bool = True
@@ -40,12 +48,19 @@ class AugmentConfig(JsonConfig):
     contrast: float = 0.1
     saturation: float = 0.1
     hue: float = 0.02
+    hed_probability: float = 0.0
+    hed_scale: float = 0.25
+    hed_shift: float = 0.04
 
     def __post_init__(self):
         if not 0 < self.scale_min <= self.scale_max:
             raise ConfigError("AugmentConfig needs 0 < scale_min <= scale_max")
         if min(self.brightness, self.contrast, self.saturation, self.hue) < 0 or self.hue > 0.5:
             raise ConfigError("AugmentConfig colour jitter amounts must be >= 0 (hue <= 0.5)")
+        if not 0 <= self.hed_probability <= 1:
+            raise ConfigError("AugmentConfig.hed_probability must be in [0, 1]")
+        if not (0 <= self.hed_scale < 1 and self.hed_shift >= 0):
+            raise ConfigError("AugmentConfig needs 0 <= hed_scale < 1 and hed_shift >= 0")
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,9 @@ class TrainConfig(JsonConfig):
         lr_schedule: ``"cosine"`` (decay to ``lr * 0.01`` over the run) or ``"constant"``.
         loss: ``"bce"`` (binary cross-entropy, the default) or ``"bce+dice"``.
         augment: random flips, 90° rotations, scale and colour jitter, defaults to True.
+        augmentation: an :class:`AugmentConfig` as a dict (used when ``augment``), defaults to
+            ``AugmentConfig()``; e.g. ``{"hed_probability": 0.85, "scale_min": 0.5}`` for stain
+            and scale jitter (missing keys take their defaults).
         backbone_weights: ``"imagenet"``, ``None`` (random) or a ResNet50 ``.h5`` path.
         crops_per_epoch: random crops per epoch; ``None`` covers every training image once.
         seed: seed of splits, crops, augmentation and weight initialisation.
@@ -88,6 +106,7 @@ class TrainConfig(JsonConfig):
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     loss: LossName = "bce"
     augment: bool = True
+    augmentation: dict = field(default_factory=lambda: AugmentConfig().to_dict())
     backbone_weights: str | None = None
     crops_per_epoch: int | None = None
     seed: int = 0
@@ -119,17 +138,20 @@ class TrainConfig(JsonConfig):
             raise ConfigError("crops_per_epoch must be at least 1 (or null)")
         if isinstance(self.backbone_weights, str) and self.backbone_weights.lower() == "none":
             object.__setattr__(self, "backbone_weights", None)
-        # Validate the nested configs now, not an hour into the run.
+        # Validate the nested configs now, not an hour into the run; record every
+        # augmentation field (a partial dict takes the defaults for the rest).
         self.preprocess_config()
         self.model_config()
+        augmentation = AugmentConfig.from_dict(self.augmentation).to_dict()
+        object.__setattr__(self, "augmentation", augmentation)
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing as a :class:`PreprocessConfig`."""
         return PreprocessConfig.from_dict(self.preprocess)
 
     def augment_config(self) -> AugmentConfig | None:
-        """The augmentation of training crops: the defaults when ``augment``, else None."""
-        return AugmentConfig() if self.augment else None
+        """The augmentation of training crops (``augmentation``) when ``augment``, else None."""
+        return AugmentConfig.from_dict(self.augmentation) if self.augment else None
 
     def model_config(self) -> ModelConfig:
         """The architecture as a :class:`ModelConfig`, with this run's backbone weights."""

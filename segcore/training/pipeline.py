@@ -9,6 +9,11 @@ Decoding and the deterministic preprocessing (:func:`~segcore.data.preprocessing
 the pipeline is made; the images are kept in memory as ``uint8``. Random crops and augmentation run
 in TensorFlow, in parallel, every epoch.
 
+Stain jitter in HED space (``AugmentConfig.hed_*``, :func:`hed_transform`) acts on the
+preprocessed crop, the image the model sees. (The script that fine-tuned the v3 default,
+``scripts/experiments/finetune_hed_scale.py``, jittered the raw tissue before equalising it;
+both move the stain the model sees, not by the same amounts.)
+
 Randomness is keyed by ``(seed, epoch)``: the same seed gives the same crops and augmentations
 whatever the parallelism, and epoch ``k`` can be reproduced on its own (for resuming).
 """
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from segcore.data.datasets import SampleSet, load_samples
 from segcore.data.preprocessing import PreprocessConfig, enhance_image, preprocess_mask
@@ -148,6 +154,36 @@ def _random_crop_augment(image, mask, seed, size: int, augment: AugmentConfig | 
     return crop_image, tf.ensure_shape(crop_mask, (size, size, 1))
 
 
+_HED_FROM_RGB = tf.constant(hed_from_rgb, tf.float32)
+_RGB_FROM_HED = tf.constant(rgb_from_hed, tf.float32)
+_LOG_ADJUST = math.log(1e-6)  # skimage's constant in rgb2hed/hed2rgb
+
+
+def hed_transform(image, scale, shift):
+    """Rescales and shifts an RGB image's stains in HED optical-density space (TensorFlow).
+
+    The same arithmetic as ``skimage.color.hed2rgb(rgb2hed(image) * scale + shift)``: ``image``
+    float ``(..., 3)`` in ``[0, 1]``, ``scale`` and ``shift`` of shape ``(3,)`` for the
+    hematoxylin, eosin and DAB channels; the result is clipped to ``[0, 1]``.
+    """
+    density = tf.math.log(tf.maximum(image, 1e-6)) / _LOG_ADJUST
+    stains = tf.maximum(tf.tensordot(density, _HED_FROM_RGB, axes=1), 0.0)
+    stains = stains * scale + shift
+    rgb = tf.exp(-tf.tensordot(stains * -_LOG_ADJUST, _RGB_FROM_HED, axes=1))
+    return tf.clip_by_value(rgb, 0.0, 1.0)
+
+
+def _hed_jitter(image, seed, augment: AugmentConfig):
+    """:func:`hed_transform` with random factors, on ``augment.hed_probability`` of crops."""
+    use, scale_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    scale = tf.random.stateless_uniform(
+        (3,), scale_seed, 1 - augment.hed_scale, 1 + augment.hed_scale
+    )
+    shift = tf.random.stateless_uniform((3,), shift_seed, -augment.hed_shift, augment.hed_shift)
+    jittered = hed_transform(image, scale, shift)
+    return tf.where(tf.random.stateless_uniform((), use) < augment.hed_probability, jittered, image)
+
+
 def _augment(image, mask, seeds, augment: AugmentConfig):
     if augment.flips or augment.rot90:
         both = tf.concat([image, mask], axis=-1)
@@ -158,6 +194,10 @@ def _augment(image, mask, seeds, augment: AugmentConfig):
             k = tf.random.stateless_uniform((), seeds[4], 0, 4, dtype=tf.int32)
             both = tf.image.rot90(both, k)
         image, mask = both[..., :3], both[..., 3:]
+    if augment.hed_probability > 0:
+        # A seed derived from the scale's, so the other augmentations' streams are unchanged.
+        hed_seed = tf.random.experimental.stateless_split(seeds[0], 2)[1]
+        image = _hed_jitter(image, hed_seed, augment)
     if augment.brightness:
         image = tf.image.stateless_random_brightness(image, augment.brightness, seeds[5])
     if augment.contrast:
