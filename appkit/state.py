@@ -202,6 +202,8 @@ def open_source_cached(source: str) -> DatasetSplits:
 def model_key(bundle) -> tuple[str, str]:
     """What identifies a loaded model in cache keys: its folder and its file's hash (read from
     the bundle itself, so no file is read again)."""
+    if bundle.path is None:  # the classical baseline: no files
+        return (bundle.card.name, "")
     return (str(bundle.path), bundle.card.model_sha256)
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 from appkit import state
 from segcore.analysis import catalog
 from segcore.analysis.overlays import legend
+from segcore.bundles.loading import baseline_bundle
 from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
 from segcore.bundles.store import read_card
 from segcore.data import samples
@@ -24,16 +25,21 @@ METRIC_LABELS = (
 
 
 def metric_readouts(
-    metrics: Mapping[str, Any], *, title: str, compare: Mapping[str, Any] | None = None
+    metrics: Mapping[str, Any],
+    *,
+    title: str,
+    compare: Mapping[str, Any] | None = None,
+    help: str | None = None,
 ) -> None:
     """One row: ``title``, then ``st.metric`` read-outs of Dice, Jaccard, precision, recall
     and the nuclei count.
 
     Without ground truth (``"reason"`` in ``metrics``) only the nuclei count is shown, with
     the reason the rest is absent. With ``compare``, each read-out shows its difference from it.
+    ``help`` is a tooltip on the title.
     """
     columns = st.columns([1.3, 1, 1, 1, 1, 1], vertical_alignment="center")
-    columns[0].markdown(f"**{title}**")
+    columns[0].markdown(f"**{title}**", help=help)
     if "reason" in metrics:
         columns[1].metric("Nuclei (predicted)", f"{metrics['nuclei_pred']:d}")
         columns[2].caption(f"Dice, Jaccard, precision and recall: {metrics['reason']}")
@@ -99,6 +105,24 @@ def source_picker(source: str):
     except SegcoreError as exc:
         show_error(exc, "Cannot open the sample source")
         st.stop()
+
+
+ACTIVE_MODEL = "Active model"
+CLASSICAL_BASELINE = "Classical baseline"
+
+
+def evaluation_model(key: str):
+    """A choice between the active model and the classical baseline; returns the chosen bundle
+    (the page stops with an error when the active model cannot be loaded)."""
+    choice = st.radio(
+        "Model",
+        [ACTIVE_MODEL, CLASSICAL_BASELINE],
+        horizontal=True,
+        key=key,
+        help="The classical baseline is hematoxylin by colour deconvolution, Gaussian blur and "
+        "Otsu's threshold, with no learning: the reference every model should beat.",
+    )
+    return baseline_bundle() if choice == CLASSICAL_BASELINE else require_bundle()
 
 
 def require_bundle():

@@ -13,14 +13,19 @@ from segcore.errors import SegcoreError
 navigation.page_header()
 st.title("Evaluate")
 widgets.active_model_caption()
-bundle = widgets.require_bundle()
+bundle = widgets.evaluation_model(key="eval_model")
 
 source = state.sample_source()
 splits = widgets.source_picker(source)
 controls = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
 split_name = controls[0].selectbox("Split", ["test", "val", "train"], key="eval_split")
 threshold = controls[1].slider(
-    "Threshold", 0.0, 1.0, float(round(bundle.threshold, 2)), 0.01, key="eval_threshold"
+    "Threshold",
+    0.0,
+    1.0,
+    float(round(bundle.threshold, 2)),
+    0.01,
+    key=f"eval_threshold_{bundle.card.name}",  # each model starts at its own threshold
 )
 worst_k = controls[2].number_input("Worst images shown", 1, 12, 3, key="eval_worst_k")
 sample_set = splits.split(split_name)

@@ -125,6 +125,13 @@ def explore() -> None:
     widgets.metric_readouts(
         shown.b.metrics, title=f"Threshold B = {t_b:.2f}", compare=shown.a.metrics
     )
+    widgets.metric_readouts(
+        analysis.baseline_metrics(),
+        title="Classical baseline",
+        compare=shown.a.metrics,
+        help="Hematoxylin by colour deconvolution, Gaussian blur, Otsu threshold: no learning. "
+        "Differences are against threshold A.",
+    )
     for side, view in zip(st.columns(2), (shown.a, shown.b), strict=True):
         side.image(view.overlay, caption=f"Overlay at {view.threshold:.2f}")
         side.image(view.mask_picture, caption=f"Prediction at {view.threshold:.2f}")

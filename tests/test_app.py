@@ -142,6 +142,12 @@ def test_upload_then_slider_changes_dice_to_segcores_value(reference):
     # Threshold B is independent and shows its difference from A.
     dice_b, _ = expected(truth, probabilities, 0.5)
     assert readouts(at)["Dice"][1] == f"{dice_b:.3f}"
+    # The classical baseline's row, at Otsu's threshold, computed here independently.
+    from segcore.inference.classical import ClassicalBaseline
+    from segcore.metrics.counts import dice as dice_of
+
+    baseline = dice_of(truth, ClassicalBaseline().probabilities(image) >= 0.5)
+    assert readouts(at)["Dice"][2] == f"{baseline:.3f}"
 
 
 def test_upload_without_mask_explains_missing_metrics(reference):
@@ -196,6 +202,24 @@ def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path):
     assert_clean(at)
     assert at.title[0].value == "Predict"
     assert at.selectbox(key="sample_id").value.startswith("img_")
+
+
+def test_evaluate_the_classical_baseline(tmp_path):
+    from segcore.data.datasets import open_dataset
+    from segcore.evaluation.evaluate import evaluate
+    from segcore.inference.classical import ClassicalBaseline
+
+    folder = make_pairs_dataset(tmp_path / "pairs", n=12, size=64)
+    at = page("pages/evaluate.py")
+    at.text_input(key="source_input").set_value(str(folder))
+    next(b for b in at.button if b.label == "Use this source").click().run()
+    at.radio(key="eval_model").set_value("Classical baseline").run()
+    assert next(s for s in at.slider if s.label == "Threshold").value == 0.5
+    next(b for b in at.button if b.label.startswith("Evaluate")).click().run()
+    assert_clean(at)
+    split = open_dataset(folder).split("test")
+    expected = evaluate(ClassicalBaseline(), split, None, threshold=0.5)
+    assert readouts(at)["Pooled Dice"][0] == f"{expected.pooled['dice']:.3f}"
 
 
 def test_models_page_lists_the_default_and_refuses_offline_hub(monkeypatch):

@@ -10,6 +10,7 @@ This module imports neither Streamlit nor TensorFlow (the model is passed in).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from segcore.analysis.overlays import comparison_overlay, heatmap, mask_image, p
 from segcore.data.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask
 from segcore.data.preprocessing import PreprocessConfig, enhance_image
 from segcore.errors import InvalidImageError
+from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.predict import ProgressCallback, predict_probabilities
 
 __all__ = [
@@ -170,6 +172,18 @@ class ImageAnalysis:
     @property
     def has_truth(self) -> bool:
         return self.explorer.has_truth
+
+    @functools.cached_property
+    def baseline(self) -> ThresholdExplorer:
+        """The classical baseline's scores of this image (hematoxylin + Otsu,
+        :mod:`segcore.inference.classical`), explorable like the model's; computed on first
+        use, once."""
+        return ThresholdExplorer(ClassicalBaseline().probabilities(self.image), self.truth)
+
+    def baseline_metrics(self) -> dict[str, Any]:
+        """The classical baseline's metrics at its own threshold (0.5: Otsu's mask), in the form
+        of :meth:`~segcore.analysis.explorer.ThresholdExplorer.metrics_at`."""
+        return self.baseline.metrics_at(0.5)
 
     def heatmap(self) -> np.ndarray:
         """The probability heat map (viridis) as RGB."""
