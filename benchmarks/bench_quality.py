@@ -7,8 +7,9 @@ full size and scored at the model's card threshold; pixel counts are summed over
 * ``monuseg-test`` — the 14 MoNuSeg test tiles (40×, ≈0.25 µm/px);
 * ``monuseg-test@20x`` — the same tiles resampled to half size (≈0.5 µm/px, what a 20× scan
   looks like), predicted as they are;
-* ``monuseg-test@20x→40x`` — the half-size tiles resampled back ×2 before prediction and the
-  probabilities back to the half-size grid (what a pixel-size input will do);
+* ``monuseg-test@20x→40x`` — the half-size tiles predicted with their pixel size given (0.5
+  µm/px, as ``--pixel-size 0.5`` does): resampled ×2 to the model's 0.25 µm/px and the
+  probabilities back to the half-size grid;
 * ``pannuke-breast``, ``tnbc``, ``cryonuseg`` — evaluation-only sets from other labs.
 
 Usage (``--model`` may repeat; ``baseline`` is the classical hematoxylin + Otsu reference)::
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segcore.bundles.loading import load_bundle
 from segcore.data.images import read_image, read_mask
-from segcore.inference.predict import predict_probabilities
+from segcore.inference.resolution import predict_at_pixel_size
 from segcore.metrics.counts import ConfusionCounts, confusion_counts
 
 ROWS = [
@@ -56,13 +57,16 @@ def pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
-    """The bundle's probabilities for ``image``, resampled ×2 and back when asked."""
-    if mode != "half-resampled":
-        return predict_probabilities(bundle.model, image, bundle.preprocess)
-    height, width = image.shape[:2]
-    large = cv2.resize(image, (width * 2, height * 2), interpolation=cv2.INTER_LINEAR)
-    prob = predict_probabilities(bundle.model, large, bundle.preprocess)
-    return cv2.resize(prob, (width, height), interpolation=cv2.INTER_AREA)
+    """The bundle's probabilities for ``image``; for ``half-resampled``, seen at the model's
+    pixel size (the half-size image is 0.5 µm/px), as ``--pixel-size 0.5`` does."""
+    pixel_size = 0.5 if mode == "half-resampled" else None
+    return predict_at_pixel_size(
+        bundle.model,
+        image,
+        bundle.preprocess,
+        pixel_size=pixel_size,
+        model_pixel_size=bundle.pixel_size,
+    )
 
 
 def score_row(bundles: dict, folder: Path, mode: str | None) -> dict[str, ConfusionCounts]:

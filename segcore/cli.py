@@ -121,12 +121,15 @@ class _Progress:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segcore.atomic import write_json_atomic
     from segcore.bundles.loading import load_bundle
-    from segcore.data.datasets import open_dataset
+    from segcore.data.datasets import dataset_pixel_size, open_dataset
     from segcore.evaluation.evaluate import evaluate
 
+    pixel_size = _given_pixel_size(args)
     bundle = load_bundle(args.model)
     splits = open_dataset(args.data, seed=args.seed)
     samples = splits.split(args.split)
+    if pixel_size is None:
+        pixel_size = dataset_pixel_size(args.data)
     threshold = bundle.threshold if args.threshold is None else args.threshold
 
     def progress(done, total, sample_id):
@@ -142,7 +145,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         progress=progress,
+        pixel_size=pixel_size,
+        model_pixel_size=bundle.pixel_size,
     )
+    args.pixel_size = pixel_size  # recorded with the figures
     print(f"{'image':40s} {'dice':>7s} {'jaccard':>7s} {'prec':>7s} {'recall':>7s}")
     for row in result.per_image:
         print(
@@ -168,6 +174,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "model": str(bundle.path or args.model),
             "data": str(args.data),
             "split": args.split,
+            "pixel_size": pixel_size,
             **result.to_dict(),
         }
         write_json_atomic(args.json, data)
@@ -188,10 +195,20 @@ def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) 
         split=VALIDATION if args.split == "val" else args.split,
         threshold=threshold,
         data=str(args.data),
+        pixel_size=args.pixel_size,
         command=command_line(args.argv),
     )
     write_text_atomic(folder / CARD_FILE, card.with_figures(figures).to_json())
     print(f"recorded the {figures.key} figures in {folder / CARD_FILE}")
+
+
+def _given_pixel_size(args: argparse.Namespace) -> float | None:
+    """``--pixel-size``, checked before any model is loaded (None when not given)."""
+    from segcore.inference.resolution import check_pixel_size
+
+    if args.pixel_size is None:
+        return None
+    return check_pixel_size(args.pixel_size, what="--pixel-size")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -200,8 +217,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from segcore.atomic import write_bytes_atomic
     from segcore.bundles.loading import load_bundle
     from segcore.data.images import encode_png, read_image
-    from segcore.inference.predict import predict_mask, predict_probabilities
+    from segcore.inference.predict import predict_mask
+    from segcore.inference.resolution import image_pixel_size, predict_at_pixel_size
 
+    given = _given_pixel_size(args)
     bundle = load_bundle(args.model)
     threshold = bundle.threshold if args.threshold is None else args.threshold
     out = Path(args.out)
@@ -213,21 +232,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
             continue
-        probs = predict_probabilities(
-            bundle.model,
-            image,
-            bundle.preprocess,
-            tile_size=args.tile_size or bundle.input_size,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            progress=_Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", args.quiet),
-        )
+        pixel_size = given if given is not None else image_pixel_size(name)
+        try:
+            probs = predict_at_pixel_size(
+                bundle.model,
+                image,
+                bundle.preprocess,
+                pixel_size=pixel_size,
+                model_pixel_size=bundle.pixel_size,
+                tile_size=args.tile_size or bundle.input_size,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                progress=_Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", args.quiet),
+            )
+        except SegcoreError as exc:
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
         stem = Path(name).stem
         prob_png = encode_png(np.round(probs * 255).astype(np.uint8))
         mask_png = encode_png(predict_mask(probs, threshold) * 255)
         write_bytes_atomic(out / f"{stem}_prob.png", prob_png)
         write_bytes_atomic(out / f"{stem}_mask.png", mask_png)
-        log.info("%s -> %s_{prob,mask}.png (threshold %.2f)", name, out / stem, threshold)
+        at = "the model's" if pixel_size is None else f"{pixel_size:g}"
+        log.info(
+            "%s -> %s_{prob,mask}.png (threshold %.2f, %s µm/px)", name, out / stem, threshold, at
+        )
     return 2 if failures else 0
 
 
@@ -299,6 +329,14 @@ def _add_inference_args(sub) -> None:
     sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")
     sub.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
     sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
+    sub.add_argument(
+        "--pixel-size",
+        type=float,
+        metavar="UM",
+        help="µm per pixel of the images (40x ≈ 0.25, 20x ≈ 0.5); they are resampled to the "
+        "model's and the outputs back. Default: predict, the image's own metadata (TIFF "
+        "resolution, OME); evaluate, the dataset's dataset.json; else the model's",
+    )
 
 
 def _add_evaluate_predict_push(commands) -> None:

@@ -238,6 +238,9 @@ class ModelCard(JsonConfig):
             the architecture itself is stored in ``model.keras``.
         input_size: int. Side of the square tiles the model was trained on, defaults to 256.
             Inference tiles large images to this size.
+        pixel_size: float | None. µm per pixel of the training images (MoNuSeg 40×: 0.25);
+            images of another pixel size are resampled to it before prediction. ``None`` (the
+            default, and every card written before the field) means unknown, taken as 0.25.
         preprocess: dict. :meth:`segcore.data.preprocessing.PreprocessConfig.to_dict` used in
             training, and therefore required at inference; empty means the defaults.
         threshold: float. Probability threshold that maximised the validation Dice, in
@@ -267,6 +270,7 @@ class ModelCard(JsonConfig):
     name: str
     architecture: dict[str, Any] = field(default_factory=dict)
     input_size: int = 256
+    pixel_size: float | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.5
     dataset: dict[str, Any] = field(default_factory=dict)
@@ -296,6 +300,12 @@ class ModelCard(JsonConfig):
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ConfigError(f"ModelCard.threshold must be in [0, 1], got {self.threshold}")
         object.__setattr__(self, "threshold", float(self.threshold))
+        if self.pixel_size is not None and not (
+            isinstance(self.pixel_size, int | float) and 0 < self.pixel_size <= 10
+        ):
+            raise ConfigError(
+                f"ModelCard.pixel_size must be in (0, 10] µm/px or null, got {self.pixel_size!r}"
+            )
         metrics = {}
         for key, figures in self.metrics.items():
             if isinstance(figures, dict):

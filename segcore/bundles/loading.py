@@ -51,6 +51,11 @@ class Bundle:
         return self.card.threshold
 
     @property
+    def pixel_size(self) -> float | None:
+        """µm per pixel the model was trained at (``None``: unknown, taken as 0.25)."""
+        return self.card.pixel_size
+
+    @property
     def input_size(self) -> int:
         """The training tile side in pixels."""
         return self.card.input_size

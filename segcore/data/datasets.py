@@ -16,6 +16,7 @@ unreadable files, image/mask size mismatches — is collected and raised as one
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -189,6 +190,31 @@ class DatasetSplits:
             "seed": self.seed,
             "carved": list(self.carved),
         }
+
+
+DATASET_FILE = "dataset.json"
+"""Optional description of a dataset folder: ``{"pixel_size": 0.5}`` (µm per pixel)."""
+
+
+def dataset_pixel_size(root: str | os.PathLike) -> float | None:
+    """The ``pixel_size`` a dataset folder declares in ``dataset.json``, or None.
+
+    Raises:
+        DatasetError: ``dataset.json`` exists but is not a JSON object with a number of µm per
+            pixel in (0, 10].
+    """
+    path = Path(root) / DATASET_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("pixel_size")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise DatasetError(f"{path}: not a JSON object ({exc})") from exc
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10:
+        raise DatasetError(f"{path}: pixel_size must be µm per pixel in (0, 10], got {value!r}")
+    return float(value)
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int = 0) -> list[list[int]]:

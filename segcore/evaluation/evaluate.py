@@ -35,8 +35,8 @@ from segcore.inference.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
     DEFAULT_TILE_SIZE,
-    predict_probabilities,
 )
+from segcore.inference.resolution import check_pixel_size, predict_at_pixel_size
 from segcore.metrics.counts import (
     METRIC_NAMES,
     ConfusionCounts,
@@ -182,6 +182,8 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     thresholds=None,
     progress: EvaluationProgress | None = None,
+    pixel_size: float | None = None,
+    model_pixel_size: float | None = None,
 ) -> EvaluationResult:
     """Predicts every sample at full size and scores it at one threshold and over a grid.
 
@@ -192,13 +194,18 @@ def evaluate(
         preprocess: the preprocessing the model was trained with.
         threshold: where the per-image, pooled and mean metrics are computed (a pixel is
             positive when ``prob >= threshold``), defaults to 0.5; need not be on the grid.
-        tile_size: tile side for :func:`~segcore.inference.predict.predict_probabilities`, default
-        256.
+        tile_size: tile side for :func:`~segcore.inference.predict.predict_probabilities`,
+            default 256.
         overlap: tile overlap, default 64.
         batch_size: tiles per model call, default 8.
         thresholds: the sweep's grid, ascending in ``[0, 1]``; defaults to
             :data:`segcore.metrics.sweep.DEFAULT_THRESHOLDS` (0.00, 0.01, …, 1.00).
         progress: called as ``progress(done, total, sample_id)`` after each sample.
+        pixel_size: µm per pixel of the samples; when given, each image is resampled to
+            ``model_pixel_size`` for the model and the probabilities back
+            (:func:`segcore.inference.resolution.predict_at_pixel_size`), so the metrics are
+            computed on the samples' own grid. ``None`` (the default) predicts as they are.
+        model_pixel_size: µm per pixel of the model (its card's), ``None`` for 0.25.
 
     Returns:
         An :class:`EvaluationResult`.
@@ -210,6 +217,8 @@ def evaluate(
         InvalidImageError: a sample cannot be loaded, or its image and mask differ in size.
     """
     threshold, grid = _check_threshold_args(threshold, thresholds)
+    if pixel_size is not None:
+        check_pixel_size(pixel_size)
     if len(samples) == 0:
         raise DatasetError("evaluate: the sample set is empty")
     total = len(samples)
@@ -220,10 +229,12 @@ def evaluate(
         sample_id = samples.ids[index]
         image, mask = samples.load(index)
         check_same_size(image, mask, name=samples.describe(index))
-        probs = predict_probabilities(
+        probs = predict_at_pixel_size(
             model,
             image,
             preprocess,
+            pixel_size=pixel_size,
+            model_pixel_size=model_pixel_size,
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,

@@ -1,0 +1,123 @@
+"""Pixel size: an image is resampled to the model's µm per pixel before prediction, and the
+probabilities back to the image's own grid, so masks and metrics stay at the input's size.
+
+A model sees nuclei at the scale it was trained on (MoNuSeg: 40×, ≈ 0.25 µm/px). A 20× scan
+(≈ 0.5 µm/px) shows the same nuclei at half the size; resampling it ×2 first lets the model
+see them as it learned them. Where the pixel size comes from, in order:
+the caller (``--pixel-size``), the image's own metadata (:func:`image_pixel_size`: TIFF
+resolution tags, OME-XML ``PhysicalSizeX``), else the model's (no resampling).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segcore.data.images import DEFAULT_MAX_PIXELS
+from segcore.data.preprocessing import PreprocessConfig
+from segcore.errors import ConfigError, InvalidImageError
+from segcore.inference.predict import predict_probabilities
+
+DEFAULT_MODEL_PIXEL_SIZE = 0.25
+"""µm per pixel assumed for a model whose card does not say (MoNuSeg's 40×)."""
+
+MAX_PIXEL_SIZE = 10.0
+"""Largest pixel size accepted, µm/px (a 1× overview is about 10)."""
+
+_UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 inch, 3 centimetre
+_OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"(?:[^>]*?PhysicalSizeXUnit="([^"]+)")?')
+_OME_UNITS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def check_pixel_size(value: Any, *, what: str = "pixel size") -> float:
+    """Returns ``value`` as a float; :class:`ConfigError` naming it unless in (0, 10] µm/px."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigError(f"{what} must be a number of µm per pixel, got {value!r}")
+    if not 0 < value <= MAX_PIXEL_SIZE:
+        raise ConfigError(
+            f"{what} {value:g} µm/px is out of range: give a value in (0, {MAX_PIXEL_SIZE:g}] "
+            "(40× ≈ 0.25, 20× ≈ 0.5)"
+        )
+    return float(value)
+
+
+def image_pixel_size(path: str | os.PathLike) -> float | None:
+    """The µm per pixel recorded in an image file, or None when it records none that is usable.
+
+    Reads OME-XML ``PhysicalSizeX`` (µm, nm or mm) and TIFF ``XResolution`` with
+    ``ResolutionUnit`` inch or centimetre. Values outside (0, 10] µm/px — such as the 72 dpi
+    that many programs write by default — are treated as absent.
+    """
+    try:
+        with Image.open(path) as image:
+            tags = getattr(image, "tag_v2", None)
+            if not tags:
+                return None
+            description = str(tags.get(270, ""))
+            match = _OME_SIZE.search(description)
+            if match:
+                factor = _OME_UNITS.get(match.group(2) or "µm")
+                size = float(match.group(1)) * factor if factor else None
+            else:
+                resolution, unit = tags.get(282), tags.get(296, 2)
+                if not resolution or unit not in _UM_PER_UNIT:
+                    return None
+                size = _UM_PER_UNIT[unit] / float(resolution)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+    return size if size is not None and 0 < size <= MAX_PIXEL_SIZE else None
+
+
+def predict_at_pixel_size(
+    model: Any,
+    image: np.ndarray,
+    preprocess: PreprocessConfig,
+    *,
+    pixel_size: float | None,
+    model_pixel_size: float | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    **tiling: Any,
+) -> np.ndarray:
+    """:func:`~segcore.inference.predict.predict_probabilities` of ``image`` seen at the model's
+    pixel size, returned on the image's own grid (float32 ``(H, W)``).
+
+    Args:
+        model, preprocess, **tiling: as for ``predict_probabilities``.
+        image: ``uint8`` RGB ``(H, W, 3)``.
+        pixel_size: the image's µm per pixel; ``None`` means the model's (no resampling).
+        model_pixel_size: the model's µm per pixel; ``None`` means
+            :data:`DEFAULT_MODEL_PIXEL_SIZE`.
+        max_pixels: the largest resampled image accepted.
+
+    Raises:
+        ConfigError: a pixel size outside (0, 10] µm/px.
+        InvalidImageError: the resampled image would exceed ``max_pixels``.
+    """
+    model_size = check_pixel_size(
+        DEFAULT_MODEL_PIXEL_SIZE if model_pixel_size is None else model_pixel_size,
+        what="the model's pixel size",
+    )
+    if pixel_size is None:
+        return predict_probabilities(model, image, preprocess, **tiling)
+    factor = check_pixel_size(pixel_size) / model_size
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if abs(factor - 1) < 1e-3 or size == (width, height):
+        return predict_probabilities(model, image, preprocess, **tiling)
+    if size[0] * size[1] > max_pixels:
+        raise InvalidImageError(
+            f"at {pixel_size:g} µm/px the {width}×{height} image becomes {size[0]}×{size[1]} "
+            f"for the model ({model_size:g} µm/px), over the limit of {max_pixels:,} pixels; "
+            "check the pixel size, or crop the image"
+        )
+    method = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    resampled = cv2.resize(image, size, interpolation=method)
+    prob = predict_probabilities(model, resampled, preprocess, **tiling)
+    back = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
+    return np.clip(cv2.resize(prob, (width, height), interpolation=back), 0.0, 1.0)
