@@ -218,7 +218,9 @@ def progress_bar(text: str) -> Iterator[Callable[[float, str], None]]:
         bar.empty()
 
 
-def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
+def analysis_for(
+    bundle, key: tuple, name: str, load: Callable[[], tuple], pixel_size: float | None = None
+):
     """The stored analysis of ``key`` for this model, else one made now with a progress bar.
 
     Args:
@@ -226,13 +228,14 @@ def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
         key: identifies the image (its content digest, or its sample description).
         name: the image's name for captions.
         load: returns ``(image, truth_or_None)``; called only when nothing is stored.
+        pixel_size: the image's µm per pixel (``None``: the model's); part of the key.
 
     Raises:
         SegcoreError: ``load`` or the prediction failed (nothing is stored).
     """
     from segcore.analysis.analyse import analyse_image
 
-    full_key = model_key(bundle) + tuple(key)
+    full_key = (*model_key(bundle), *key, pixel_size)
     store = analysis_store()
     found = store.get(full_key)
     if found is not None:
@@ -248,16 +251,38 @@ def analysis_for(bundle, key: tuple, name: str, load: Callable[[], tuple]):
             model_name=bundle.card.name,
             tile_size=bundle.input_size,
             progress=lambda done, total: show(done / total, f"{name}: tile {done} of {total}"),
+            pixel_size=pixel_size,
+            model_pixel_size=bundle.pixel_size,
         )
     store.put(full_key, analysis)
     return analysis
 
 
-def sample_analysis(bundle, sample_set, sample_id: str):
+def upload_pixel_size(image_bytes: bytes) -> float | None:
+    """µm per pixel recorded in an uploaded file's metadata (TIFF, OME), or None."""
+    import io
+
+    from segcore.inference.resolution import image_pixel_size
+
+    return image_pixel_size(io.BytesIO(image_bytes))
+
+
+def source_pixel_size(splits: DatasetSplits) -> float | None:
+    """µm per pixel a dataset folder declares in its ``dataset.json``, or None."""
+    from segcore.data.datasets import dataset_pixel_size
+    from segcore.errors import DatasetError
+
+    try:
+        return dataset_pixel_size(splits.root)
+    except DatasetError:
+        return None
+
+
+def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | None = None):
     """:func:`analysis_for` one sample of a :class:`~segcore.data.datasets.SampleSet`, by id."""
     index = sample_set.ids.index(sample_id)
     key = ("sample", sample_set.describe(index))
-    return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index))
+    return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index), pixel_size)
 
 
 def _evaluation_key(bundle, splits: DatasetSplits, split_name: str, threshold: float) -> tuple:

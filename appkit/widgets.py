@@ -107,6 +107,44 @@ def source_picker(source: str):
         st.stop()
 
 
+MAGNIFICATIONS = {"40× (0.25 µm/px)": 0.25, "20× (0.5 µm/px)": 0.5}
+CUSTOM_PIXEL_SIZE = "Custom µm/px"
+
+
+def magnification(key: str, detected: float | None) -> float:
+    """The image's pixel size, in µm: 40×, 20× or a custom value, with ``detected`` (from the
+    file or the dataset) pre-selected; keyed per image so each starts from its own."""
+    options = [*MAGNIFICATIONS, CUSTOM_PIXEL_SIZE]
+    index = 0
+    if detected is not None:
+        near = [i for i, v in enumerate(MAGNIFICATIONS.values()) if abs(v - detected) <= 0.1 * v]
+        index = near[0] if near else len(MAGNIFICATIONS)
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    choice = left.radio(
+        "Magnification",
+        options,
+        index=index,
+        horizontal=True,
+        key=f"magnification_{key}",
+        help="The image is resampled to the model's pixel size before prediction and the "
+        "result back, so a 20× scan is seen as the model learned nuclei at 40×."
+        + (f" Detected: {detected:g} µm/px." if detected is not None else " None detected."),
+    )
+    if choice != CUSTOM_PIXEL_SIZE:
+        return MAGNIFICATIONS[choice]
+    return float(
+        right.number_input(
+            "µm per pixel",
+            min_value=0.01,
+            max_value=10.0,
+            value=float(detected if detected is not None else 0.25),
+            step=0.01,
+            format="%.3f",
+            key=f"pixel_size_{key}",
+        )
+    )
+
+
 ACTIVE_MODEL = "Active model"
 CLASSICAL_BASELINE = "Classical baseline"
 

@@ -57,8 +57,9 @@ if mode == "Sample":
                     on_click=state.choose_sample,
                     args=(rid,),
                 )
+    pixel_size = widgets.magnification(f"sample_{sample_id}", state.source_pixel_size(splits))
     try:
-        analysis = state.sample_analysis(bundle, sample_set, sample_id)
+        analysis = state.sample_analysis(bundle, sample_set, sample_id, pixel_size)
     except SegcoreError as exc:
         widgets.show_error(exc, f"Cannot predict {sample_id}")
         st.stop()
@@ -76,6 +77,7 @@ else:
     image_bytes = image_file.getvalue()
     mask_bytes = mask_file.getvalue() if mask_file is not None else None
     key = ("upload", digest(image_bytes), digest(mask_bytes) if mask_bytes else "")
+    pixel_size = widgets.magnification(key[1], state.upload_pixel_size(image_bytes))
     try:
         analysis = state.analysis_for(
             bundle,
@@ -84,6 +86,7 @@ else:
             lambda: read_upload(
                 image_bytes, image_file.name, mask_bytes, mask_file.name if mask_file else None
             ),
+            pixel_size,
         )
     except SegcoreError as exc:
         widgets.show_error(exc, "Cannot use this upload")
@@ -91,8 +94,9 @@ else:
 
 height, width = analysis.shape
 st.caption(
-    f"**{analysis.name}** — {width}×{height} px, predicted in {analysis.seconds:.2f} s by "
-    f"{bundle.card.name}. Probabilities are cached: the sliders below never re-run the model."
+    f"**{analysis.name}** — {width}×{height} px at {pixel_size:g} µm/px, predicted in "
+    f"{analysis.seconds:.2f} s by {bundle.card.name} (trained at {bundle.pixel_size or 0.25:g} "
+    "µm/px). Probabilities are cached: the sliders below never re-run the model."
 )
 views = st.columns(4)
 views[0].image(analysis.image, caption="Original")

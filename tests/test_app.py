@@ -103,10 +103,35 @@ def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():
     assert at.radio(key="predict_mode").value == "Sample"
     assert at.selectbox(key="sample_id").value == samples.synthetic_splits().test.ids[0]
     labels = readouts(at)
-    assert len(labels["Dice"]) == 2  # thresholds A and B
+    assert len(labels["Dice"]) == 3  # thresholds A and B, and the classical baseline
     nuclei = [label for label in labels if label.startswith("Nuclei (truth ")]
-    assert len(nuclei) == 1 and len(labels[nuclei[0]]) == 2
+    assert len(nuclei) == 1 and len(labels[nuclei[0]]) == 3
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_magnification_control_predicts_at_the_chosen_pixel_size(reference):
+    from segcore.bundles.loading import load_bundle
+    from segcore.inference.resolution import predict_at_pixel_size
+    from segcore.metrics.counts import dice as dice_of
+
+    image, truth, probabilities, _ = reference
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
+    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
+    at.run()
+    control = next(r for r in at.radio if r.label == "Magnification")
+    assert control.value.startswith("40×")  # a PNG records no pixel size: the model's
+    control.set_value("20× (0.5 µm/px)").run()
+    assert_clean(at)
+    assert any("at 0.5 µm/px" in c.value for c in at.caption)
+    bundle = load_bundle("default")
+    at_20x = predict_at_pixel_size(
+        bundle.model, image, bundle.preprocess, pixel_size=0.5, model_pixel_size=0.25
+    )
+    a = next(s for s in at.slider if s.label == "Threshold A").value
+    assert readouts(at)["Dice"][0] == f"{dice_of(truth, at_20x >= a):.3f}"
+    assert readouts(at)["Dice"][0] != f"{dice_of(truth, probabilities >= a):.3f}"
 
 
 def test_predict_three_random_samples_gallery():
@@ -157,7 +182,7 @@ def test_upload_without_mask_explains_missing_metrics(reference):
     at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png").run()
     assert_clean(at)
     assert "Dice" not in readouts(at)
-    assert len(readouts(at)["Nuclei (predicted)"]) == 2
+    assert len(readouts(at)["Nuclei (predicted)"]) == 3  # A, B and the classical baseline
     assert any("no ground-truth mask" in c.value for c in at.caption)
 
 

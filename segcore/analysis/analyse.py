@@ -27,6 +27,7 @@ from segcore.data.preprocessing import PreprocessConfig, enhance_image
 from segcore.errors import InvalidImageError
 from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.predict import ProgressCallback, predict_probabilities
+from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
 
 __all__ = [
     "ImageAnalysis",
@@ -253,11 +254,17 @@ def analyse_image(
     model_name: str = "",
     tile_size: int = 256,
     progress: ProgressCallback | None = None,
+    pixel_size: float | None = None,
+    model_pixel_size: float | None = None,
 ) -> ImageAnalysis:
     """Predicts one image of any size and keeps what exploring it needs.
 
     The image is preprocessed once (:func:`~segcore.data.preprocessing.enhance_image`): the
-    result is both :attr:`ImageAnalysis.model_input` and what the model is given.
+    result is both :attr:`ImageAnalysis.model_input` and what the model is given. At a pixel
+    size other than the model's, the image is resampled for the model and the probabilities
+    back (:func:`segcore.inference.resolution.predict_at_pixel_size`), so everything stays on
+    the image's grid; :attr:`ImageAnalysis.model_input` then shows the image preprocessed at
+    its own size.
 
     Args:
         model: a ``keras.Model`` (or callable) as
@@ -269,22 +276,37 @@ def analyse_image(
         model_name: the model's name for CSV rows.
         tile_size: tile side for tiled inference (the bundle's input size), default 256.
         progress: ``progress(done, total)`` after each batch of tiles.
+        pixel_size: the image's µm per pixel; ``None`` means the model's.
+        model_pixel_size: the model's µm per pixel (its card's); ``None`` means 0.25.
 
     Raises:
-        InvalidImageError: bad image, or the mask's size differs from the image's.
+        InvalidImageError: bad image, the mask's size differs from the image's, or the
+            resampled image would be too large.
+        ConfigError: a pixel size outside (0, 10] µm/px.
     """
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
     start = time.perf_counter()
     model_input = enhance_image(image, preprocess)  # once: shown, and what the model sees
-    probabilities = predict_probabilities(
-        model,
-        model_input,
-        preprocess,
-        tile_size=tile_size,
-        progress=progress,
-        already_enhanced=True,
-    )
+    if pixel_size is None or pixel_size == (model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE):
+        probabilities = predict_probabilities(
+            model,
+            model_input,
+            preprocess,
+            tile_size=tile_size,
+            progress=progress,
+            already_enhanced=True,
+        )
+    else:
+        probabilities = predict_at_pixel_size(
+            model,
+            image,
+            preprocess,
+            pixel_size=pixel_size,
+            model_pixel_size=model_pixel_size,
+            tile_size=tile_size,
+            progress=progress,
+        )
     seconds = time.perf_counter() - start
     return ImageAnalysis(
         name=name,
