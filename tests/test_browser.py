@@ -146,3 +146,48 @@ def test_upload_monuseg_tile_and_move_the_threshold(server, page, tile):
     assert browser.metric_values(page, "Dice")[0] == expected
     assert browser.exceptions(page) == []
     page.screenshot(path=str(ARTIFACTS / "predict-threshold-moved.png"), full_page=True)
+
+
+def test_magnification_control_resamples_a_20x_upload(server, page, monuseg, tmp_path):
+    """A crop of a MoNuSeg tile at half size (a 20× scan), predicted at 20× in the browser."""
+    import cv2
+
+    from segcore.bundles.loading import load_bundle
+    from segcore.data.images import read_image, read_mask
+    from segcore.inference.resolution import predict_at_pixel_size
+    from tests.conftest import write_png
+
+    image_path = sorted((monuseg / "test" / "images").glob("*.tif"))[1]
+    image = read_image(image_path)[:384, :384]
+    truth = (read_mask(monuseg / "test" / "masks" / f"{image_path.stem}.png") > 0)[:384, :384]
+    small = cv2.resize(image, (192, 192), interpolation=cv2.INTER_AREA)
+    small_truth = cv2.resize(truth.astype(np.uint8), (192, 192), interpolation=cv2.INTER_NEAREST)
+    write_png(tmp_path / "crop20x.png", small)
+    write_png(tmp_path / "crop20x_mask.png", small_truth * 255)
+    bundle = load_bundle("default")
+    at_20x = predict_at_pixel_size(
+        bundle.model, small, bundle.preprocess, pixel_size=0.5, model_pixel_size=bundle.pixel_size
+    )
+
+    page.goto(f"{server}/predict")
+    browser.wait_for_app(page)
+    page.get_by_text("Upload", exact=True).click()
+    browser.wait_for_app(page)
+    inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    inputs.nth(0).set_input_files(str(tmp_path / "crop20x.png"))
+    inputs.nth(1).set_input_files(str(tmp_path / "crop20x_mask.png"))
+    page.wait_for_function(
+        "() => document.body.innerText.includes('crop20x.png') "
+        "&& document.body.innerText.includes('at 0.25 µm/px')",
+        timeout=180_000,
+    )
+    browser.wait_for_app(page)
+    page.get_by_text("20× (0.5 µm/px)", exact=True).click()
+    page.wait_for_function(
+        "() => document.body.innerText.includes('at 0.5 µm/px')", timeout=180_000
+    )
+    browser.wait_for_app(page)
+    assert browser.exceptions(page) == []
+    threshold = browser.slider_value(page, "Threshold A")
+    assert browser.metric_values(page, "Dice")[0] == dice_at(small_truth, at_20x, threshold)
+    page.screenshot(path=str(ARTIFACTS / "predict-magnification-20x.png"), full_page=True)
