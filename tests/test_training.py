@@ -27,7 +27,9 @@ TINY_MODEL = {"aspp_filters": 8, "aspp_rates": [2, 4], "low_level_filters": 8, "
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=10, size=64, seed=1)
+    root = generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=10, size=64, seed=1)
+    (root / "dataset.json").write_text('{"pixel_size": 0.5}')  # recorded in the bundle's card
+    return root
 
 
 def tiny_config(data, run_dir, **overrides) -> TrainConfig:
@@ -89,6 +91,7 @@ def test_a_run_writes_every_file_and_a_loadable_bundle(tiny_data, tmp_path):
     validation = bundle.card.figures("validation")
     assert 0.0 <= validation.pooled["dice"] <= 1.0 and validation.threshold == bundle.threshold
     assert bundle.card.training["epochs_completed"] == 2
+    assert bundle.card.pixel_size == 0.5  # from the dataset's dataset.json
     out = bundle.model.predict(np.zeros((1, 64, 96, 3), np.float32), verbose=0)
     assert out.shape == (1, 64, 96, 1)
     assert run.log_path.read_text().count("epoch 2/2") == 1

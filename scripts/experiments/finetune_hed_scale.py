@@ -156,7 +156,9 @@ def main() -> None:
         log.info("step %d: validation Dice %.4f at %.2f", step, score, threshold)
         if score > best["dice"]:
             best = {"step": step, "threshold": threshold, "dice": score}
-            card = dataclasses.replace(source.card, threshold=threshold, model_sha256="")
+            card = dataclasses.replace(  # the source's figures are not this model's
+                source.card, threshold=threshold, model_sha256="", metrics={}
+            )
             save_bundle(model, args.out, card)
     best["time_s"] = round(time.monotonic() - start)
     record = Path(f"{args.out}.run.json")  # beside the bundle folder, which holds two files only

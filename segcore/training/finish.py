@@ -10,7 +10,7 @@ from typing import Any
 from segcore.bundles.card import VALIDATION, ModelCard, SplitFigures
 from segcore.bundles.refs import resolve_bundle_ref
 from segcore.bundles.store import read_card, save_bundle
-from segcore.data.datasets import DatasetSplits, SampleSet
+from segcore.data.datasets import DatasetSplits, SampleSet, dataset_pixel_size
 from segcore.evaluation.evaluate import evaluate
 from segcore.timestamps import utc_now
 from segcore.training.checkpoints import BEST_FILE
@@ -36,7 +36,8 @@ def make_card(
     *,
     validation_split: str,
 ) -> ModelCard:
-    """The card of a run's bundle: the recipe, the data, the outcome and the validation figures.
+    """The card of a run's bundle: the recipe, the data (and the pixel size its
+    ``dataset.json`` declares), the outcome and the validation figures.
 
     Args:
         config: the run's config.
@@ -50,6 +51,7 @@ def make_card(
         name=config.name,
         architecture=config.model_config().to_dict(),
         input_size=config.image_size,
+        pixel_size=dataset_pixel_size(splits.root),
         preprocess=config.preprocess,
         threshold=figures.threshold,
         dataset={**splits.summary(), "data": config.data, "validation_split": validation_split},
