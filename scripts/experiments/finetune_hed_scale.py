@@ -70,6 +70,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hed-add", type=float, default=0.04)
     p.add_argument("--hed-p", type=float, default=0.85)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--equalize",
+        choices=("none", "global", "clahe"),
+        help="change the bundle's luminance equalisation (recorded in the new card)",
+    )
     return p.parse_args()
 
 
@@ -131,6 +136,8 @@ def main() -> None:
 
     source = load_bundle(args.init)
     model, pre = source.model, source.preprocess
+    if args.equalize:
+        pre = dataclasses.replace(pre, equalize=args.equalize)
     splits = open_dataset(args.data, seed=1)
     train = [(i, (m > 0).astype(np.uint8)) for i, m in load_samples(splits.train)]
     val = [(i, (m > 0).astype(np.uint8)) for i, m in load_samples(splits.val)]
@@ -157,7 +164,11 @@ def main() -> None:
         if score > best["dice"]:
             best = {"step": step, "threshold": threshold, "dice": score}
             card = dataclasses.replace(  # the source's figures are not this model's
-                source.card, threshold=threshold, model_sha256="", metrics={}
+                source.card,
+                threshold=threshold,
+                preprocess=pre.to_dict(),
+                model_sha256="",
+                metrics={},
             )
             save_bundle(model, args.out, card)
     best["time_s"] = round(time.monotonic() - start)
