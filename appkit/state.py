@@ -8,7 +8,7 @@
   are kept in a small per-process LRU store, keyed by the model and the image's content, so
   moving a threshold slider, reloading the page or a second browser never re-runs the model
   for an image already predicted.
-* The **sample source** (``"synthetic"`` or a dataset folder) is per session
+* The **sample source** (``"samples"``, ``"synthetic"`` or a dataset folder) is per session
   (``st.session_state``).
 * The **Predict page's sample choice** (mode, split, sample, random gallery) is per session
   too; its ``st.session_state`` keys are owned here, so other pages and widgets change it only
@@ -134,8 +134,9 @@ def result_store() -> AnalysisStore:
 
 
 def sample_source() -> str:
-    """This session's sample source, ``"synthetic"`` until the user picks a folder."""
-    return st.session_state.setdefault(SOURCE_KEY, samples.SYNTHETIC)
+    """This session's sample source: :func:`segcore.data.samples.default_source` (the built-in
+    real samples on a fresh clone) until the user picks another."""
+    return st.session_state.setdefault(SOURCE_KEY, samples.default_source())
 
 
 def set_sample_source(source: str) -> None:

@@ -86,19 +86,38 @@ def show_error(exc: BaseException, what: str = "") -> None:
     st.error(f"{prefix}{exc}", icon="⚠️")
 
 
+SOURCE_CHOICES = {
+    samples.BUILT_IN: "Built-in samples (real tissue)",
+    samples.SYNTHETIC: "Synthetic H&E",
+    "folder": "A dataset folder",
+}
+
+
 def source_picker(source: str):
     """The sample-source chooser (an expander) and the opened source's splits.
 
     Stops the page with a clear error when the source cannot be opened.
     """
     with st.expander(f"Samples come from {samples.describe_source(source)}", expanded=False):
-        folder = st.text_input(
-            "Dataset folder (any supported layout; empty for the synthetic set)",
-            value="" if source == samples.SYNTHETIC else source,
-            key="source_input",
+        current = source if source in (samples.BUILT_IN, samples.SYNTHETIC) else "folder"
+        kind = st.radio(
+            "Sample source",
+            list(SOURCE_CHOICES),
+            index=list(SOURCE_CHOICES).index(current),
+            format_func=SOURCE_CHOICES.get,
+            horizontal=True,
+            key="source_kind",
         )
+        folder = ""
+        if kind == "folder":
+            folder = st.text_input(
+                "Dataset folder (any supported layout)",
+                value="" if current != "folder" else source,
+                key="source_input",
+            )
         if st.button("Use this source", key="source_apply"):
-            state.change_sample_source(folder.strip() or samples.SYNTHETIC)
+            chosen = folder.strip() if kind == "folder" else kind
+            state.change_sample_source(chosen or samples.default_source())
             st.rerun()
     try:
         return state.open_source_cached(source)

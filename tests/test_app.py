@@ -101,7 +101,8 @@ def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():
     at = page("pages/predict.py")
     assert_clean(at)
     assert at.radio(key="predict_mode").value == "Sample"
-    assert at.selectbox(key="sample_id").value == samples.synthetic_splits().test.ids[0]
+    # A fresh clone opens on the built-in real samples (MoNuSeg test crops).
+    assert at.selectbox(key="sample_id").value == samples.open_source(samples.BUILT_IN).test.ids[0]
     labels = readouts(at)
     assert len(labels["Dice"]) == 3  # thresholds A and B, and the classical baseline
     nuclei = [label for label in labels if label.startswith("Nuclei (truth ")]
@@ -212,6 +213,7 @@ def test_bad_upload_shows_error_and_page_keeps_working(reference):
 def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path):
     folder = make_pairs_dataset(tmp_path / "pairs", n=12, size=64)
     at = page("pages/evaluate.py")
+    at.radio(key="source_kind").set_value("folder").run()
     at.text_input(key="source_input").set_value(str(folder))
     next(b for b in at.button if b.label == "Use this source").click().run()
     assert_clean(at)
@@ -236,6 +238,7 @@ def test_evaluate_the_classical_baseline(tmp_path):
 
     folder = make_pairs_dataset(tmp_path / "pairs", n=12, size=64)
     at = page("pages/evaluate.py")
+    at.radio(key="source_kind").set_value("folder").run()
     at.text_input(key="source_input").set_value(str(folder))
     next(b for b in at.button if b.label == "Use this source").click().run()
     at.radio(key="eval_model").set_value("Classical baseline").run()

@@ -86,6 +86,20 @@ def test_presplit_with_all_splits_given(tmp_path):
     assert splits.carved == ()
 
 
+def test_presplit_with_a_test_split_only_is_an_evaluation_set(tmp_path):
+    make_pairs_dataset(tmp_path / "test", n=3)
+    splits = open_dataset(tmp_path)
+    assert splits.layout == "presplit"
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (0, 0, 3)
+
+
+def test_presplit_with_empty_split_folders_is_refused(tmp_path):
+    (tmp_path / "test" / "images").mkdir(parents=True)
+    (tmp_path / "test" / "masks").mkdir()
+    with pytest.raises(DatasetError, match="no samples found"):
+        open_dataset(tmp_path)
+
+
 def test_presplit_problems_across_splits(tmp_path):
     make_pairs_dataset(tmp_path / "train", n=2)
     make_pairs_dataset(tmp_path / "test", n=2)

@@ -72,3 +72,28 @@ def test_random_picks():
     assert samples.random_picks(68, 3, rng=1) == picks  # seeded: repeatable
     with pytest.raises(ValueError):
         samples.random_picks(-1)
+
+
+def test_built_in_samples_are_real_tissue_with_labels_licence_and_pixel_size():
+    from segcore.data.datasets import dataset_pixel_size
+
+    assert samples.default_source() == samples.BUILT_IN
+    splits = samples.open_source(samples.BUILT_IN)
+    assert splits.root == samples.BUILT_IN_DIR
+    assert len(splits.test) >= 5 and not len(splits.train) and not len(splits.val)
+    assert dataset_pixel_size(samples.BUILT_IN_DIR) == 0.25
+    image, mask = splits.test.load(0)
+    assert image.shape == (512, 512, 3) and mask.shape == (512, 512)
+    assert 0.05 < mask.mean() < 0.6  # crowded tissue, not an empty crop
+    raw = read_mask(samples.BUILT_IN_DIR / "test" / "masks" / f"{splits.test.ids[0]}.png")
+    assert raw.max() == 1  # the binary view; the files themselves hold instance labels
+    readme = (samples.BUILT_IN_DIR / "README.md").read_text()
+    assert "CC BY-NC-SA 4.0" in readme and "Kumar" in readme
+    size = sum(p.stat().st_size for p in samples.BUILT_IN_DIR.rglob("*") if p.is_file())
+    assert size <= 10 * 2**20
+    assert "built-in" in samples.describe_source("samples")
+
+
+def test_default_source_falls_back_to_synthetic_without_samples(monkeypatch, tmp_path):
+    monkeypatch.setattr(samples, "BUILT_IN_DIR", tmp_path / "absent")
+    assert samples.default_source() == samples.SYNTHETIC

@@ -234,6 +234,16 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     wait_for_state(run, ("failed",), timeout=5)
 
 
+def test_a_dataset_without_train_split_is_refused_by_name(tmp_path):
+    from segcore.errors import DatasetError
+    from tests.conftest import make_pairs_dataset
+
+    make_pairs_dataset(tmp_path / "evalonly" / "test", n=3)
+    config = tiny_config(tmp_path / "evalonly", tmp_path / "runs" / "r")
+    with pytest.raises(DatasetError, match=r"evalonly: no training samples"):
+        train(config, runs_dir=tmp_path / "runs")
+
+
 def test_background_job_with_the_real_trainer(tiny_data, tmp_path):
     from segcore.training import jobs
     from segcore.training.locks import TrainingBusyError

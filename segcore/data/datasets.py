@@ -290,8 +290,9 @@ def open_dataset(
     if problems:
         raise DatasetError(f"{root}: {len(problems)} problem(s) in the dataset:", problems)
     sets = {name: FileSampleSet(pairs, max_pixels) for name, pairs in given.items()}
-    if not sets.get("train"):
-        raise DatasetError(f"{root}: no training samples found")
+    sets.setdefault("train", FileSampleSet([], max_pixels))  # an evaluation-only folder
+    if not any(len(pairs) for pairs in given.values()):
+        raise DatasetError(f"{root}: no samples found")
     return carve_splits(root, layout, sets, val_fraction, test_fraction, seed)
 
 

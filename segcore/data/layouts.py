@@ -9,8 +9,9 @@ Supported layouts (detected by :func:`detect_layout`, opened by
     image's stem (``_mask``, ``-mask``, ``_masks``, ``_label``, ``_labels``, ``_gt``, ``-gt``,
     ``_seg``): ``a.png`` pairs with ``a_mask.png``.
 ``presplit``
-    ``train/``, and optionally ``val/`` and ``test/``, each holding the ``pairs`` layout
-    (``../shared/data/monuseg`` is one, with no ``val/``).
+    ``train/``, ``val/`` and ``test/`` (any of them; at least one), each holding the ``pairs``
+    layout (``../shared/data/monuseg`` is one, with no ``val/``; the repository's ``samples/``
+    has only ``test/``).
 ``pannuke``
     a PanNuke fold: ``images.npy`` (N×256×256×3, 0–255) and ``masks.npy`` (N×256×256×6 whose last
     channel is background); a pixel is nucleus when any of the first five channels is > 0.
@@ -164,7 +165,7 @@ def detect_layout(root: Path) -> str:
     """
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
-    if (root / "train").is_dir():
+    if any((root / split).is_dir() for split in ("train", "val", "test")):
         return "presplit"
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return "pairs"

@@ -1,7 +1,10 @@
-"""Where the app's sample images come from: the synthetic set made on demand, or a dataset folder.
+"""Where the app's sample images come from: the built-in real tissue, the synthetic set made on
+demand, or a dataset folder.
 
-A *sample source* is either the word ``"synthetic"`` or the path of a dataset folder of any
-layout :func:`segcore.data.datasets.open_dataset` reads. :func:`open_source` turns it into
+A *sample source* is the word ``"samples"`` (the repository's ``samples/``: crops of MoNuSeg
+test tiles with their licence, the default when present — :func:`default_source`), the word
+``"synthetic"``, or the path of a dataset folder of any layout
+:func:`segcore.data.datasets.open_dataset` reads. :func:`open_source` turns it into
 :class:`~segcore.data.datasets.DatasetSplits`.
 
 The synthetic source needs no files: :class:`GeneratedSampleSet` makes tile ``i`` with
@@ -39,10 +42,32 @@ from segcore.data.synthetic_set import (
     tile_name,
 )
 from segcore.errors import DatasetError
+from segcore.paths import REPO_ROOT
+
+BUILT_IN = "samples"
+"""The sample source naming the repository's built-in real samples (:data:`BUILT_IN_DIR`)."""
+
+BUILT_IN_DIR = REPO_ROOT / "samples"
+"""Crops of MoNuSeg test tiles (a ``test/`` split), their instance labels, licence and citation
+(``samples/README.md``; made by ``scripts/make_samples.py``)."""
+
+
+def default_source() -> str:
+    """The sample source a new session starts on: :data:`BUILT_IN` when the repository's
+    ``samples/`` is present (a fresh clone), else :data:`SYNTHETIC`."""
+    return BUILT_IN if (BUILT_IN_DIR / "test" / "images").is_dir() else SYNTHETIC
+
+
+def _keyword(source: str | os.PathLike) -> str | None:
+    word = str(source).strip().lower()
+    return word if word in (SYNTHETIC, BUILT_IN) else None
 
 __all__ = [
+    "BUILT_IN",
+    "BUILT_IN_DIR",
     "SYNTHETIC",
     "GeneratedSampleSet",
+    "default_source",
     "describe_source",
     "open_source",
     "random_picks",
@@ -118,15 +143,16 @@ def synthetic_splits(
 
 
 def open_source(source: str | os.PathLike) -> DatasetSplits:
-    """Opens a sample source: ``"synthetic"`` or a dataset folder.
+    """Opens a sample source: ``"samples"``, ``"synthetic"`` or a dataset folder.
 
     Raises:
         DatasetError: the folder does not exist, has no supported layout, or has bad files
             (all of them listed).
     """
-    if str(source).strip().lower() == SYNTHETIC:
+    keyword = _keyword(source)
+    if keyword == SYNTHETIC:
         return synthetic_splits()
-    root = Path(source).expanduser()
+    root = BUILT_IN_DIR if keyword == BUILT_IN else Path(source).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder")
     return open_dataset(root)
@@ -134,8 +160,11 @@ def open_source(source: str | os.PathLike) -> DatasetSplits:
 
 def describe_source(source: str | os.PathLike) -> str:
     """A short human description of a sample source, for captions."""
-    if str(source).strip().lower() == SYNTHETIC:
+    keyword = _keyword(source)
+    if keyword == SYNTHETIC:
         return "the synthetic H&E set (generated on demand; no download)"
+    if keyword == BUILT_IN:
+        return "the built-in samples (MoNuSeg 2018 test crops, CC BY-NC-SA 4.0)"
     return f"the dataset at {Path(source).expanduser()}"
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from segcore.data.datasets import DatasetSplits, open_dataset
 from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_synthetic_dataset
-from segcore.errors import ConfigError, SegcoreError
+from segcore.errors import ConfigError, DatasetError, SegcoreError
 from segcore.timestamps import utc_now
 from segcore.training import devices
 from segcore.training.callback import StopTraining, make_callback
@@ -69,12 +69,15 @@ def _open_data(config: TrainConfig) -> DatasetSplits:
         )
     else:
         root = Path(config.data)
-    return open_dataset(
+    splits = open_dataset(
         root,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
+    if not len(splits.train):
+        raise DatasetError(f"{root}: no training samples found (no train/ split)")
+    return splits
 
 
 def _log_to_run(run: RunDir) -> logging.Handler | None:
