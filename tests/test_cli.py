@@ -82,6 +82,7 @@ def test_evaluate_prints_writes_json_and_updates_the_card(tiny_bundle, tmp_path,
     assert status == 0
     printed = capsys.readouterr().out
     assert "pooled" in printed and "best pooled Dice" in printed
+    assert "PQ" in printed and "AJI" in printed and "note: The ground truth is a binary" in printed
     result = json.loads(report.read_text())
     assert result["split"] == "train" and result["n_images"] == len(result["per_image"])
     assert len(result["sweep"]["thresholds"]) == 101
@@ -107,3 +108,44 @@ def test_errors_are_one_line_with_status_2(tmp_path, capsys):
 def test_synth_rejects_bad_arguments(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--count", "0"]) == 2
     assert "count" in capsys.readouterr().err
+
+
+def test_predict_instances_writes_labels_geojson_and_table(tmp_path, capsys):
+    import csv
+    import io
+
+    import cv2
+
+    from segcore.data.synthetic import generate_tile
+
+    image, _ = generate_tile(np.random.default_rng([3, 1]), 128)
+    write_png(tmp_path / "tile.png", image)
+    out = tmp_path / "out"
+    argv = ["-q", "predict", "--model", "baseline", "--instances", "--out", str(out)]
+    assert main([*argv, str(tmp_path / "tile.png")]) == 0
+    labels = cv2.imread(str(out / "tile_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint16 and labels.shape == (128, 128)
+    count = int(labels.max())
+    assert count > 3 and len(np.unique(labels)) == count + 1
+    features = json.loads((out / "tile.geojson").read_text())["features"]
+    assert len(features) == count
+    assert all(f["properties"]["objectType"] == "detection" for f in features)
+    rows = list(csv.DictReader(io.StringIO((out / "tile_nuclei.csv").read_text())))
+    assert len(rows) == count and float(rows[0]["area_um2"]) > 0
+    mask = read_mask(out / "tile_mask.png")
+    assert not (labels > 0)[mask == 0].any()  # nuclei lie inside the mask
+
+
+def test_tune_instances_prints_the_grid_and_records_the_choice(tiny_bundle, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "synth", count=8, size=64, seed=2)
+    argv = ["tune-instances", "--model", str(tiny_bundle), "--data", str(data), "--threshold"]
+    assert main(["-q", *argv, "0.3", "--overlap", "16", "--update-card"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("\n") >= 37 and "chosen: min_area_um2" in printed
+    card = load_bundle(tiny_bundle).card
+    assert set(card.instances) == {"min_area_um2", "split_depth_um", "fill_holes"}
+    tuning = card.training["instances_tuning"]
+    assert tuning["split"] == "val" and "tune-instances" in tuning["command"]
+    assert main(["-q", "tune-instances", "--model", "baseline", "--data", str(data)]) == 0
+    assert main(["-q", *argv[:-1], "--model", "baseline", "--update-card"]) == 2
+    assert "no card to update" in capsys.readouterr().err

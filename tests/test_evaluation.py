@@ -12,8 +12,10 @@ from segcore.data.datasets import SampleSet
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError, InvalidImageError
 from segcore.evaluation.evaluate import EvaluationResult, combine_sweeps, count_nuclei, evaluate
+from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import predict_probabilities
 from segcore.metrics.counts import METRIC_NAMES, ConfusionCounts, binarize, confusion_counts
+from segcore.metrics.labels import BINARY_NOTE
 from segcore.metrics.sweep import DEFAULT_THRESHOLDS, threshold_sweep
 
 PLAIN = PreprocessConfig(equalize="none", blur_kernel=0)
@@ -79,7 +81,8 @@ def perfect_samples() -> ArraySamples:
 
 
 def test_perfect_model_scores_one(perfect_samples):
-    result = evaluate(red_channel, perfect_samples, PLAIN, **TILING)
+    small = InstanceConfig(min_area_um2=1.0)  # the blobs are about 7 µm² at 0.25 µm/px
+    result = evaluate(red_channel, perfect_samples, PLAIN, instances=small, **TILING)
     assert isinstance(result, EvaluationResult)
     assert result.n_images == 2 and [row["id"] for row in result.per_image] == ["a", "b"]
     for row in result.per_image:
@@ -89,6 +92,9 @@ def test_perfect_model_scores_one(perfect_samples):
     assert [row["nuclei_pred"] for row in result.per_image] == [3, 2]
     assert result.pooled["dice"] == result.mean["dice"] == 1.0
     assert result.pooled["nuclei_true"] == 5 and result.mean["nuclei_true"] == 2.5
+    assert all(row["pq"] == row["aji"] == row["detection_f1"] == 1.0 for row in result.per_image)
+    assert result.instances["pq"] == result.instances["mean_aji"] == 1.0
+    assert result.notes == (BINARY_NOTE,)  # these masks are binary: components are nuclei
     assert [row["id"] for row in result.worst(5)] == ["a", "b"]  # ties keep the order
     sweep = result.sweep
     assert sweep.thresholds.shape == (101,)

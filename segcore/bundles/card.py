@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from segcore.configs import JsonConfig, jsonable
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
+from segcore.inference.instances import InstanceConfig
 from segcore.metrics.counts import METRIC_NAMES
 from segcore.timestamps import utc_now
 from segcore.version import __version__
@@ -245,6 +246,9 @@ class ModelCard(JsonConfig):
             training, and therefore required at inference; empty means the defaults.
         threshold: float. Probability threshold that maximised the validation Dice, in
             ``[0, 1]``, defaults to 0.5.
+        instances: dict. :meth:`segcore.inference.instances.InstanceConfig.to_dict`: how the
+            mask becomes nuclei (minimum area, split depth), chosen on validation tiles by
+            ``python -m segcore tune-instances``; empty means the defaults.
         dataset: dict. Free-form description of the training data: path or name, layout,
             split sizes, seed.
         training: dict. The training recipe (:class:`~segcore.training.config.TrainConfig`)
@@ -273,6 +277,7 @@ class ModelCard(JsonConfig):
     pixel_size: float | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.5
+    instances: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, SplitFigures] = field(default_factory=dict)
@@ -286,7 +291,7 @@ class ModelCard(JsonConfig):
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("ModelCard.name must be a non-empty string")
-        for name in ("architecture", "preprocess", "dataset", "training", "metrics"):
+        for name in ("architecture", "preprocess", "instances", "dataset", "training", "metrics"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"ModelCard.{name} must be a JSON object (dict)")
         if not isinstance(self.versions, dict) or not isinstance(self.extra, dict):
@@ -333,6 +338,16 @@ class ModelCard(JsonConfig):
             ConfigError: ``preprocess`` has unknown keys or invalid values.
         """
         return PreprocessConfig.from_dict(self.preprocess)
+
+    @property
+    def instance_config(self) -> InstanceConfig:
+        """The :class:`~segcore.inference.instances.InstanceConfig` that turns the mask into
+        nuclei.
+
+        Raises:
+            ConfigError: ``instances`` has unknown keys or invalid values.
+        """
+        return InstanceConfig.from_dict(self.instances)
 
     @property
     def model_config(self) -> ModelConfig:

@@ -17,6 +17,7 @@ from segcore.bundles.store import MODEL_FILE, read_card, verify_bundle
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import BundleError
 from segcore.inference.classical import BASELINE_REF, ClassicalBaseline
+from segcore.inference.instances import InstanceConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -49,6 +50,11 @@ class Bundle:
     def threshold(self) -> float:
         """The probability threshold chosen on validation data."""
         return self.card.threshold
+
+    @property
+    def instances(self) -> InstanceConfig:
+        """How the mask becomes nuclei (the card's, chosen on validation tiles)."""
+        return self.card.instance_config
 
     @property
     def pixel_size(self) -> float | None:

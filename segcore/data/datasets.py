@@ -31,6 +31,7 @@ from segcore.data.images import (
     check_same_size,
     read_image,
     read_mask,
+    read_mask_array,
     to_binary_mask,
     to_rgb_uint8,
 )
@@ -62,6 +63,12 @@ class SampleSet(Sequence):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def load_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, ground truth as stored)``: instance labels where the source has them (label
+        images, colour renderings, PanNuke instance channels), else the 0/1 mask. Read it with
+        :func:`segcore.metrics.labels.ground_truth_instances`."""
+        return self.load(index)
+
     def describe(self, index: int) -> str:
         """Returns a human-readable name of sample ``index`` (its path) for messages."""
         return self.ids[index]
@@ -92,6 +99,13 @@ class FileSampleSet(SampleSet):
         mask = read_mask(pair.mask, max_pixels=self.max_pixels)
         check_same_size(image, mask, name=f"{pair.image} / {pair.mask.name}")
         return image, mask
+
+    def load_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[index]
+        image = read_image(pair.image, max_pixels=self.max_pixels)
+        truth = read_mask_array(pair.mask, max_pixels=self.max_pixels)
+        check_same_size(image, truth, name=f"{pair.image} / {pair.mask.name}")
+        return image, truth
 
     def describe(self, index: int) -> str:
         return str(self.pairs[index].image)
@@ -140,6 +154,19 @@ class ArraySampleSet(SampleSet):
         image = to_rgb_uint8(np.asarray(self._images[row]), name=self.describe(index))
         mask = to_binary_mask(np.asarray(self._masks[row][..., :-1]).max(axis=-1))
         return image, mask
+
+    def load_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The image and its instance labels: PanNuke numbers nuclei within each type channel,
+        so each channel's labels are offset past the previous channels'."""
+        image, _ = self.load(index)
+        channels = np.asarray(self._masks[self.indices[index]][..., :-1])
+        labels = np.zeros(channels.shape[:2], np.int64)
+        offset = 0
+        for channel in np.moveaxis(channels, -1, 0):
+            channel = np.asarray(channel, np.int64)
+            labels = np.where(channel > 0, channel + offset, labels)
+            offset += int(channel.max(initial=0))
+        return image, labels
 
     def describe(self, index: int) -> str:
         return f"{self.images_file}[{self.indices[index]}]"

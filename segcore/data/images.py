@@ -224,6 +224,17 @@ def read_mask(
     return to_binary_mask(array, name=label)
 
 
+def read_mask_array(
+    source: ImageSource, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Reads a mask file (or its bytes) as stored: ``(H, W)`` labels or values (palette PNGs
+    give their indices), or an ``(H, W, 3/4)`` RGB(A) rendering — the form instance ground truth
+    needs (:func:`segcore.metrics.labels.ground_truth_instances`). Errors as for
+    :func:`read_image`."""
+    array, _, _ = _decode(source, name, max_pixels)
+    return array
+
+
 def check_same_size(image: np.ndarray, mask: np.ndarray, *, name: str = "image/mask") -> None:
     """Raises :class:`InvalidImageError` unless ``image`` and ``mask`` have the same H×W."""
     if image.shape[:2] != mask.shape[:2]:

@@ -62,6 +62,7 @@ def _keyword(source: str | os.PathLike) -> str | None:
     word = str(source).strip().lower()
     return word if word in (SYNTHETIC, BUILT_IN) else None
 
+
 __all__ = [
     "BUILT_IN",
     "BUILT_IN_DIR",

@@ -5,9 +5,14 @@
 :mod:`segcore.metrics`:
 
 * at one ``threshold``: Dice, Jaccard, precision and recall per image, pooled (counts summed
-  over all pixels of all images) and averaged over images, plus the number of nuclei in the
-  ground truth and the prediction (8-connected components of the binary masks, so touching
-  nuclei count as one);
+  over all pixels of all images) and averaged over images;
+* nuclei as objects at that threshold: the prediction split into nuclei
+  (:func:`segcore.inference.instances.label_instances` with the model's
+  :class:`~segcore.inference.instances.InstanceConfig`) against the ground truth's instances
+  (:func:`segcore.metrics.labels.ground_truth_instances`: instance labels where the masks have
+  them, else connected components, with a note): true and predicted counts, detection F1 at
+  IoU > 0.5, panoptic quality and AJI per image, and for the set
+  (:func:`segcore.metrics.instances.combine_instance_scores`);
 * over a grid of thresholds: the pooled and mean-over-images curves of the same four metrics,
   and the threshold of best pooled Dice.
 
@@ -18,6 +23,7 @@ the end, giving exactly the sweep that one call on all images at once would give
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -31,12 +37,17 @@ from segcore.data.datasets import SampleSet
 from segcore.data.images import check_same_size
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError
+from segcore.inference.instances import InstanceConfig, label_instances
 from segcore.inference.predict import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
     DEFAULT_TILE_SIZE,
 )
-from segcore.inference.resolution import check_pixel_size, predict_at_pixel_size
+from segcore.inference.resolution import (
+    DEFAULT_MODEL_PIXEL_SIZE,
+    check_pixel_size,
+    predict_at_pixel_size,
+)
 from segcore.metrics.counts import (
     METRIC_NAMES,
     ConfusionCounts,
@@ -44,6 +55,8 @@ from segcore.metrics.counts import (
     check_threshold,
     confusion_counts,
 )
+from segcore.metrics.instances import InstanceScores, combine_instance_scores, instance_scores
+from segcore.metrics.labels import ground_truth_instances
 from segcore.metrics.sweep import SweepResult, sweep_from_image_counts, threshold_sweep
 
 log = logging.getLogger(__name__)
@@ -111,14 +124,19 @@ class EvaluationResult:
         threshold: the threshold the per-image, pooled and mean metrics were computed at.
         per_image: one dict per sample, in order: ``id``, ``dice``, ``jaccard``,
             ``precision``, ``recall``, ``tp``, ``fp``, ``fn``, ``tn``, ``nuclei_true``,
-            ``nuclei_pred``.
-        pooled: the same keys (without ``id``) from the counts summed over all images; the
-            nucleus counts are summed too.
+            ``nuclei_pred`` (instance counts), ``detection_f1``, ``pq`` and ``aji``.
+        pooled: the pixel metrics and counts (without ``id``) from the counts summed over all
+            images; the nucleus counts are summed too.
         mean: ``dice``, ``jaccard``, ``precision``, ``recall``, ``nuclei_true`` and
             ``nuclei_pred`` averaged over images with equal weight.
         sweep: the threshold sweep over all images (pooled, mean-over-images and per-image
             curves and counts).
         best_threshold: the grid threshold of best pooled Dice (ties: closest to 0.5).
+        instances: the set's instance figures
+            (:func:`segcore.metrics.instances.combine_instance_scores`: pooled and
+            ``mean_pq``, ``mean_aji``, ``median_count_error``, ...).
+        notes: how the ground truth was read, once per distinct note (e.g. binary masks whose
+            touching nuclei count as one); empty when every mask holds instance labels.
     """
 
     threshold: float
@@ -127,6 +145,8 @@ class EvaluationResult:
     mean: dict[str, float]
     sweep: SweepResult
     best_threshold: float
+    instances: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def n_images(self) -> int:
@@ -142,8 +162,9 @@ class EvaluationResult:
         """Returns a JSON-serialisable dict (Python numbers and lists, no arrays).
 
         Keys: ``threshold``, ``n_images``, ``per_image``, ``pooled``, ``mean``,
-        ``best_threshold`` and ``sweep`` (``thresholds``; ``pooled`` and ``mean``, each
-        mapping the four metric names to lists; pooled ``tp``, ``fp``, ``fn``, ``tn``).
+        ``best_threshold``, ``instances``, ``notes`` and ``sweep`` (``thresholds``; ``pooled``
+        and ``mean``, each mapping the four metric names to lists; pooled ``tp``, ``fp``,
+        ``fn``, ``tn``).
         """
         sweep = {
             "thresholds": self.sweep.thresholds.tolist(),
@@ -158,6 +179,8 @@ class EvaluationResult:
             "pooled": dict(self.pooled),
             "mean": dict(self.mean),
             "best_threshold": float(self.best_threshold),
+            "instances": dict(self.instances),
+            "notes": list(self.notes),
             "sweep": sweep,
         }
 
@@ -184,6 +207,7 @@ def evaluate(
     progress: EvaluationProgress | None = None,
     pixel_size: float | None = None,
     model_pixel_size: float | None = None,
+    instances: InstanceConfig | None = None,
 ) -> EvaluationResult:
     """Predicts every sample at full size and scores it at one threshold and over a grid.
 
@@ -206,6 +230,9 @@ def evaluate(
             (:func:`segcore.inference.resolution.predict_at_pixel_size`), so the metrics are
             computed on the samples' own grid. ``None`` (the default) predicts as they are.
         model_pixel_size: µm per pixel of the model (its card's), ``None`` for 0.25.
+        instances: how the prediction becomes nuclei (the bundle's
+            :attr:`~segcore.bundles.loading.Bundle.instances`), defaults to
+            ``InstanceConfig()``; its µm settings use ``pixel_size`` (else the model's).
 
     Returns:
         An :class:`EvaluationResult`.
@@ -225,10 +252,17 @@ def evaluate(
     per_image: list[dict[str, Any]] = []
     counts: list[ConfusionCounts] = []
     sweeps: list[SweepResult] = []
+    objects: list[InstanceScores] = []
+    notes: dict[str, None] = {}
+    grid_pixel_size = pixel_size or model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE
     for index in range(total):
         sample_id = samples.ids[index]
-        image, mask = samples.load(index)
-        check_same_size(image, mask, name=samples.describe(index))
+        image, truth = samples.load_truth(index)
+        check_same_size(image, truth, name=samples.describe(index))
+        true_labels, note = ground_truth_instances(truth, name=samples.describe(index))
+        if note:
+            notes[note] = None
+        mask = (true_labels > 0).astype(np.uint8)
         probs = predict_at_pixel_size(
             model,
             image,
@@ -239,20 +273,31 @@ def evaluate(
             overlap=overlap,
             batch_size=batch_size,
         )
-        predicted = binarize(probs, threshold)
-        image_counts = confusion_counts(mask, predicted)
+        image_counts = confusion_counts(mask, binarize(probs, threshold))
         counts.append(image_counts)
         sweeps.append(threshold_sweep(mask, probs, grid))
+        pred_labels = label_instances(probs, threshold, instances, pixel_size=grid_pixel_size)
+        objects.append(instance_scores(true_labels, pred_labels))
         per_image.append(
             {
                 "id": sample_id,
                 **image_counts.as_dict(),
-                "nuclei_true": count_nuclei(mask),
-                "nuclei_pred": count_nuclei(predicted),
+                "nuclei_true": objects[-1].n_true,
+                "nuclei_pred": objects[-1].n_pred,
+                "detection_f1": objects[-1].f1,
+                "pq": objects[-1].pq,
+                "aji": objects[-1].aji,
             }
         )
-        log.info("evaluated %s (%d/%d): Dice %.4f", sample_id, index + 1, total, image_counts.dice)
-        del image, mask, probs, predicted
+        log.info(
+            "evaluated %s (%d/%d): Dice %.4f, PQ %.4f",
+            sample_id,
+            index + 1,
+            total,
+            image_counts.dice,
+            objects[-1].pq,
+        )
+        del image, mask, probs, truth, true_labels, pred_labels
         if progress is not None:
             progress(index + 1, total, sample_id)
 
@@ -274,4 +319,6 @@ def evaluate(
         mean=mean,
         sweep=sweep,
         best_threshold=sweep.best_threshold("dice", pooled=True),
+        instances=combine_instance_scores(objects),
+        notes=tuple(notes),
     )

@@ -1,8 +1,12 @@
-"""Metrics: pure NumPy Dice, Jaccard, precision and recall, and the one-pass threshold sweep.
+"""Metrics: pure NumPy Dice, Jaccard, precision and recall, the one-pass threshold sweep, and
+nuclei as objects (detection F1, panoptic quality, AJI).
 
 Owns: :mod:`~segcore.metrics.counts` (confusion counts, the metric formulas and their
-zero-division rules, the thresholding rule ``prob >= t``) and :mod:`~segcore.metrics.sweep`
-(every threshold of a grid in one pass; pooled and mean-over-images curves).
+zero-division rules, the thresholding rule ``prob >= t``), :mod:`~segcore.metrics.sweep`
+(every threshold of a grid in one pass; pooled and mean-over-images curves),
+:mod:`~segcore.metrics.labels` (instance ground truth from label images, binary masks or colour
+renderings) and :mod:`~segcore.metrics.instances` (instance matching, F1, PQ, AJI; per image and
+per set).
 
 May import: the base modules only. Never TensorFlow: the soft, differentiable versions used in
 training live in :mod:`segcore.network.keras_metrics`.

@@ -1,10 +1,12 @@
-"""Command-line interface: ``python -m segcore <command> ...``.
+"""The ``python -m segcore`` parser, its commands and :func:`main`.
 
 Commands:
     synth   write a synthetic H&E nuclei dataset in the ``images/`` + ``masks/`` layout.
     train   train DeepLabV3+ in a run directory (or resume one); ends with a model bundle.
     evaluate  score a model bundle on a dataset split (per image, pooled, threshold sweep).
-    predict   write probability and mask PNGs for images of any size.
+    predict   write probability and mask PNGs for images of any size (``--instances``: nuclei
+              as labels, QuPath GeoJSON and a measurement table).
+    tune-instances  choose the nucleus split and size settings on validation tiles.
     push    publish a model bundle to the Hugging Face Hub.
 
 Errors of type :class:`~segcore.errors.SegcoreError` are printed as one line on stderr with exit
@@ -15,25 +17,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from segcore.cli.common import Progress, command_line
+from segcore.cli.objects import add_tune_instances, print_instance_summary, write_instance_files
 from segcore.errors import ConfigError, SegcoreError
 
 log = logging.getLogger("segcore")
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The ``python -m segcore ...`` command line (recorded in bundle cards), shell-quoted.
-
-    Args:
-        argv: the arguments after ``python -m segcore``; defaults to ``sys.argv[1:]``.
-    """
-    return "python -m segcore " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -101,23 +95,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if status.get("state") in ("completed", "stopped") else 1
 
 
-class _Progress:
-    """A console progress bar (Keras' Progbar) driven by ``done, total`` callbacks."""
-
-    def __init__(self, label: str, quiet: bool):
-        self.label, self.quiet, self.bar = label, quiet, None
-
-    def __call__(self, done: int, total: int, *_ignored) -> None:
-        if self.quiet:
-            return
-        import keras
-
-        if self.bar is None:
-            print(self.label, file=sys.stderr)
-            self.bar = keras.utils.Progbar(total, unit_name="tile")
-        self.bar.update(done)
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segcore.atomic import write_json_atomic
     from segcore.bundles.loading import load_bundle
@@ -147,19 +124,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=progress,
         pixel_size=pixel_size,
         model_pixel_size=bundle.pixel_size,
+        instances=bundle.instances,
     )
     args.pixel_size = pixel_size  # recorded with the figures
-    print(f"{'image':40s} {'dice':>7s} {'jaccard':>7s} {'prec':>7s} {'recall':>7s}")
+    print(
+        f"{'image':40s} {'dice':>7s} {'jaccard':>7s} {'prec':>7s} {'recall':>7s} "
+        f"{'PQ':>7s} {'AJI':>7s} {'nuclei':>11s}"
+    )
     for row in result.per_image:
         print(
             f"{row['id']:40s} {row['dice']:7.4f} {row['jaccard']:7.4f} "
-            f"{row['precision']:7.4f} {row['recall']:7.4f}"
+            f"{row['precision']:7.4f} {row['recall']:7.4f} {row['pq']:7.4f} {row['aji']:7.4f} "
+            f"{row['nuclei_pred']:5d}/{row['nuclei_true']:<5d}"
         )
     for label, values in (("pooled", result.pooled), ("mean", result.mean)):
         print(
             f"{label:40s} {values['dice']:7.4f} {values['jaccard']:7.4f} "
             f"{values['precision']:7.4f} {values['recall']:7.4f}"
         )
+    print_instance_summary(result)
     best = result.best_threshold
     print(
         f"threshold {threshold:.2f}; best pooled Dice "
@@ -243,7 +226,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 tile_size=args.tile_size or bundle.input_size,
                 overlap=args.overlap,
                 batch_size=args.batch_size,
-                progress=_Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", args.quiet),
+                progress=Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", args.quiet),
             )
         except SegcoreError as exc:
             print(f"error: {name}: {exc}", file=sys.stderr)
@@ -254,6 +237,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         mask_png = encode_png(predict_mask(probs, threshold) * 255)
         write_bytes_atomic(out / f"{stem}_prob.png", prob_png)
         write_bytes_atomic(out / f"{stem}_mask.png", mask_png)
+        if args.instances:
+            try:
+                count = write_instance_files(out, stem, probs, image, bundle, threshold, pixel_size)
+            except SegcoreError as exc:
+                print(f"error: {name}: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            log.info(
+                "%s: %d nuclei -> %s_labels.png, %s.geojson, %s_nuclei.csv",
+                name,
+                count,
+                stem,
+                stem,
+                stem,
+            )
         at = "the model's" if pixel_size is None else f"{pixel_size:g}"
         log.info(
             "%s -> %s_{prob,mask}.png (threshold %.2f, %s µm/px)", name, out / stem, threshold, at
@@ -356,6 +354,12 @@ def _add_evaluate_predict_push(commands) -> None:
     pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
     _add_inference_args(pr)
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument(
+        "--instances",
+        action="store_true",
+        help="also split the mask into nuclei and write <stem>_labels.png (uint16 labels), "
+        "<stem>.geojson (QuPath detections) and <stem>_nuclei.csv (one row per nucleus)",
+    )
     pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, BMP; any size)")
     pr.set_defaults(func=_cmd_predict)
 
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(commands)
     _add_train(commands)
     _add_evaluate_predict_push(commands)
+    add_tune_instances(commands, _add_inference_args)
     return parser
 
 

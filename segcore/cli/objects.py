@@ -1,0 +1,150 @@
+"""Nuclei as objects on the command line: ``tune-instances``, the files of ``predict
+--instances`` and the instance lines of ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from segcore.cli.common import command_line
+from segcore.errors import ConfigError
+
+log = logging.getLogger("segcore")
+
+
+def write_instance_files(
+    out: Path, stem: str, probs: np.ndarray, image: np.ndarray, bundle, threshold, pixel_size
+) -> int:
+    """Writes ``<stem>_labels.png``, ``<stem>.geojson`` and ``<stem>_nuclei.csv`` in ``out``;
+    returns the number of nuclei. ``pixel_size`` is the image's (None: the model's)."""
+    from segcore.analysis.exports import geojson_bytes, label_png_bytes
+    from segcore.analysis.nuclei import nuclei_table
+    from segcore.atomic import write_bytes_atomic
+    from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
+
+    size = pixel_size or bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE
+    labels = _label(probs, threshold, bundle.instances, size)
+    table = nuclei_table(labels, image, size)
+    png = label_png_bytes(labels)  # refuses > 65,535 nuclei before anything is written
+    write_bytes_atomic(out / f"{stem}_labels.png", png)
+    write_bytes_atomic(out / f"{stem}.geojson", geojson_bytes(labels, table))
+    write_bytes_atomic(out / f"{stem}_nuclei.csv", table.to_csv())
+    return len(table)
+
+
+def _label(probs, threshold, config, pixel_size):
+    from segcore.inference.instances import label_instances
+
+    return label_instances(probs, threshold, config, pixel_size=pixel_size)
+
+
+def print_instance_summary(result) -> None:
+    """The set-level instance lines of ``evaluate`` (and its ground-truth notes)."""
+    figures = result.instances
+    if not figures:
+        return
+    error = figures.get("median_count_error")
+    print(
+        f"nuclei: true {figures['n_true']}, predicted {figures['n_pred']}; "
+        f"detection F1 {figures['f1']:.4f} (IoU > 0.5); "
+        f"PQ {figures['mean_pq']:.4f}, AJI {figures['mean_aji']:.4f} (mean over images); "
+        f"pooled PQ {figures['pq']:.4f}, AJI {figures['aji']:.4f}"
+        + ("" if error is None else f"; median count error {error:.1%}")
+    )
+    for note in result.notes:
+        print(f"note: {note}")
+
+
+def cmd_tune_instances(args: argparse.Namespace) -> int:
+    """``tune-instances``: the split and size settings of best PQ + AJI on validation tiles."""
+    from segcore.bundles.loading import load_bundle
+    from segcore.data.datasets import dataset_pixel_size, open_dataset
+    from segcore.evaluation.instance_tuning import tune_instances
+
+    bundle = load_bundle(args.model)
+    splits = open_dataset(args.data, seed=args.seed)
+    pixel_size = args.pixel_size or dataset_pixel_size(args.data)
+    threshold = bundle.threshold if args.threshold is None else args.threshold
+    tuning = tune_instances(
+        bundle.model,
+        splits.split(args.split),
+        bundle.preprocess,
+        threshold=threshold,
+        pixel_size=pixel_size,
+        model_pixel_size=bundle.pixel_size,
+        progress=None if args.quiet else _progress,
+    )
+    print(f"{'min area µm²':>12s} {'depth µm':>8s} {'PQ':>7s} {'AJI':>7s} {'count err':>9s}")
+    for row in tuning.table:
+        print(
+            f"{row['min_area_um2']:12g} {row['split_depth_um']:8g} {row['mean_pq']:7.4f} "
+            f"{row['mean_aji']:7.4f} {row['median_count_error']:9.1%}"
+        )
+    best = tuning.best
+    print(
+        f"chosen: min_area_um2 {best['min_area_um2']:g}, split_depth_um "
+        f"{best['split_depth_um']:g} (mean PQ {best['mean_pq']:.4f}, AJI {best['mean_aji']:.4f} "
+        f"on {tuning.n_images} {args.split} images)"
+    )
+    if args.update_card:
+        if bundle.path is None:
+            raise ConfigError("--update-card: the classical baseline has no card to update")
+        _record(bundle.path, args, tuning)
+    return 0
+
+
+def _progress(done: int, total: int, sample_id: str) -> None:
+    print(f"[{done}/{total}] {sample_id}", file=sys.stderr)
+
+
+def _record(folder: Path, args: argparse.Namespace, tuning) -> None:
+    """Writes the chosen setting into the card's ``instances`` and how it was chosen into
+    ``training["instances_tuning"]``."""
+    import dataclasses
+
+    from segcore.atomic import write_text_atomic
+    from segcore.bundles.card import CARD_FILE
+    from segcore.bundles.store import read_card
+
+    card = read_card(folder)
+    best = tuning.best
+    record = {
+        "command": command_line(args.argv),
+        "data": str(args.data),
+        "split": args.split,
+        "images": tuning.n_images,
+        "criterion": "mean over images of (PQ + AJI) / 2",
+        **{key: round(best[key], 4) for key in ("mean_pq", "mean_aji", "median_count_error")},
+    }
+    card = dataclasses.replace(
+        card,
+        instances=tuning.config.to_dict(),
+        training={**card.training, "instances_tuning": record},
+    )
+    write_text_atomic(folder / CARD_FILE, card.to_json())
+    print(f"recorded the instance settings in {folder / CARD_FILE}")
+
+
+def add_tune_instances(commands, add_inference_args) -> None:
+    """Registers ``tune-instances``."""
+    tune = commands.add_parser(
+        "tune-instances",
+        help="choose the nucleus split and size settings on validation tiles",
+        description="Predicts each image of a split once, splits the mask into nuclei with a "
+        "grid of minimum areas and split depths, and reports PQ and AJI for each; the best "
+        "mean (PQ + AJI) / 2 is chosen. Use validation tiles only.",
+    )
+    add_inference_args(tune)
+    tune.add_argument("--data", required=True, help="dataset folder (any supported layout)")
+    tune.add_argument("--split", default="val", choices=("train", "val", "test"))
+    tune.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
+    tune.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the chosen settings (and this command) into the bundle's card.json",
+    )
+    tune.set_defaults(func=cmd_tune_instances)
