@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from segcore.analysis.overlays import PALETTE
 
-__all__ = ["threshold_figure", "training_figure"]
+__all__ = ["nuclei_histograms", "threshold_figure", "training_figure"]
 
 _DICE = PALETTE["false_negative"].hex  # blue
 _JACCARD = PALETTE["false_positive"].hex  # vermillion
@@ -89,4 +89,25 @@ def training_figure(
         xaxis={"title": "epoch", "dtick": 1 if len(epochs) <= 20 else None},
         legend={"orientation": "h", "y": -0.3},
     )
+    return fig
+
+
+def nuclei_histograms(columns: Mapping[str, Sequence[float]], *, height: int = 300) -> go.Figure:
+    """Side-by-side histograms of per-nucleus measurements (e.g. area, circularity).
+
+    Args:
+        columns: ``{"Area (µm²)": [...], "Circularity": [...]}``, one panel each.
+        height: pixels.
+    """
+    from plotly.subplots import make_subplots
+
+    names = list(columns)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names)
+    for i, name in enumerate(names, start=1):
+        fig.add_trace(
+            go.Histogram(x=list(columns[name]), marker={"color": _DICE}, showlegend=False),
+            row=1,
+            col=i,
+        )
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.05)
     return fig

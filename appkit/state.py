@@ -254,6 +254,7 @@ def analysis_for(
             progress=lambda done, total: show(done / total, f"{name}: tile {done} of {total}"),
             pixel_size=pixel_size,
             model_pixel_size=bundle.pixel_size,
+            instances=bundle.instances,
         )
     store.put(full_key, analysis)
     return analysis
@@ -283,7 +284,7 @@ def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | None
     """:func:`analysis_for` one sample of a :class:`~segcore.data.datasets.SampleSet`, by id."""
     index = sample_set.ids.index(sample_id)
     key = ("sample", sample_set.describe(index))
-    return analysis_for(bundle, key, sample_id, lambda: sample_set.load(index), pixel_size)
+    return analysis_for(bundle, key, sample_id, lambda: sample_set.load_truth(index), pixel_size)
 
 
 def _evaluation_key(bundle, splits: DatasetSplits, split_name: str, threshold: float) -> tuple:

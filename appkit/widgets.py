@@ -9,12 +9,14 @@ import streamlit as st
 
 from appkit import state
 from segcore.analysis import catalog
+from segcore.analysis.exports import MAX_PNG_LABEL
 from segcore.analysis.overlays import legend
 from segcore.bundles.loading import baseline_bundle
 from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
 from segcore.bundles.store import read_card
 from segcore.data import samples
 from segcore.errors import SegcoreError
+from segcore.inference.instances import InstanceConfig
 
 METRIC_LABELS = (
     ("dice", "Dice", "{:.3f}"),
@@ -52,8 +54,9 @@ def metric_readouts(
     columns[5].metric(
         f"Nuclei (truth {metrics['nuclei_true']})",
         f"{metrics['nuclei_pred']:d}",
-        help="Connected components (8-connectivity) of the prediction, and of the ground "
-        "truth in brackets.",
+        help="Nuclei of the prediction, touching ones split by the watershed with the settings "
+        "below; the ground truth's nuclei in brackets (its instance labels, or the connected "
+        "components of a binary mask).",
     )
 
 
@@ -189,3 +192,101 @@ def require_bundle():
     except SegcoreError as exc:
         show_error(exc, "The active model cannot be loaded; pick another on the Models page")
         st.stop()
+
+
+def instance_controls(default: InstanceConfig, key: str, columns) -> InstanceConfig:
+    """The two nucleus-splitting sliders (minimum area, split depth), starting at the model's
+    setting ``default``; ``columns`` are the two Streamlit columns to put them in."""
+    min_area = columns[0].slider(
+        "Minimum nucleus area (µm²)",
+        0.0,
+        max(40.0, default.min_area_um2),
+        float(default.min_area_um2),
+        0.5,
+        key=f"min_area_{key}",
+        help="Objects smaller than this are dropped as specks. Default: the model's setting, "
+        "chosen on validation tiles.",
+    )
+    depth = columns[1].slider(
+        "Split depth (µm)",
+        0.0,
+        max(3.0, default.split_depth_um),
+        float(default.split_depth_um),
+        0.05,
+        key=f"split_depth_{key}",
+        help="How much thinner the neck between two touching nuclei must be before they are "
+        "split: lower splits more, high values keep touching nuclei together.",
+    )
+    return InstanceConfig(min_area_um2=min_area, split_depth_um=depth)
+
+
+def nuclei_readouts(view) -> None:
+    """The nuclei section's read-outs: count, density, median size and, with ground truth,
+    detection F1, PQ and AJI (``view`` is a :class:`segcore.analysis.objects.NucleiView`)."""
+    summary = view.summary
+    columns = st.columns(6)
+    columns[0].metric("Nuclei", f"{view.count:,d}")
+    density = summary.get("density_per_mm2")
+    columns[1].metric("Density", "–" if density is None else f"{density:,.0f} /mm²")
+    area = summary.get("median_area")
+    unit = summary.get("area_unit", "µm²")
+    columns[2].metric(f"Median area ({unit})", "–" if area is None else f"{area:.1f}")
+    scores = view.scores
+    if scores is None:
+        columns[3].caption("Upload or pick an annotated image to see PQ, AJI and detection F1.")
+        return
+    columns[3].metric(
+        f"Detection F1 (truth {scores.n_true:,d})",
+        f"{scores.f1:.3f}",
+        help="Predicted nuclei matched one-to-one to annotated ones at IoU > 0.5: "
+        f"{scores.tp} matched, {scores.fp} extra, {scores.fn} missed.",
+    )
+    columns[4].metric(
+        "PQ", f"{scores.pq:.3f}", help="Panoptic quality = detection F1 × mean IoU of matches."
+    )
+    columns[5].metric(
+        "AJI", f"{scores.aji:.3f}", help="Aggregated Jaccard index (Kumar et al. 2017)."
+    )
+    if view.truth_note:
+        st.caption(view.truth_note)
+
+
+def nucleus_table(table, key: str, page_size: int = 200) -> None:
+    """The per-nucleus measurements, a page at a time (``table`` is a
+    :class:`segcore.analysis.nuclei.NucleusTable`)."""
+    if not len(table):
+        st.caption("No nuclei at this threshold and setting.")
+        return
+    pages = table.page_count(page_size)
+    page = 1
+    if pages > 1:
+        page = st.number_input(
+            f"Page (of {pages}, {page_size} nuclei each)", 1, pages, 1, key=f"page_{key}"
+        )
+    st.dataframe(table.page(page - 1, page_size), hide_index=True, height=260)
+
+
+def nuclei_downloads(view, stem: str) -> None:
+    """GeoJSON (QuPath), label PNG and CSV downloads of a
+    :class:`segcore.analysis.objects.NucleiView`."""
+    cells = st.columns(3)
+    cells[0].download_button(
+        "Nuclei GeoJSON (QuPath)",
+        view.geojson,
+        file_name=f"{stem}.geojson",
+        mime="application/geo+json",
+        on_click="ignore",
+    )
+    if view.count > MAX_PNG_LABEL:
+        cells[1].caption(f"{view.count:,d} nuclei: too many for a 16-bit label PNG.")
+    else:
+        cells[1].download_button(
+            "Nucleus labels PNG (16-bit)",
+            view.label_png,
+            file_name=f"{stem}_labels.png",
+            mime="image/png",
+            on_click="ignore",
+        )
+    cells[2].download_button(
+        "Nuclei CSV", view.csv, file_name=f"{stem}_nuclei.csv", mime="text/csv", on_click="ignore"
+    )

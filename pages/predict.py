@@ -1,4 +1,5 @@
-"""Predict: an uploaded image (and its mask) or a sample, explored at two thresholds live.
+"""Predict: an uploaded image (and its mask) or a sample, explored at two thresholds live, and
+its nuclei as objects (count, measurements, PQ/AJI, QuPath GeoJSON).
 
 UI only: the model runs once per image through ``segcore.analysis.analyse.analyse_image``; the
 threshold sliders live in a fragment that re-thresholds the cached probabilities.
@@ -112,7 +113,7 @@ else:
 @st.fragment
 def explore() -> None:
     """Two thresholds side by side; re-thresholds the cached probabilities only."""
-    controls = st.columns(3)
+    controls = st.columns(5)
     t_a = controls[0].slider(
         "Threshold A",
         0.0,
@@ -124,7 +125,8 @@ def explore() -> None:
     )
     t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{model_id}")
     opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    shown = analysis.compare(t_a, t_b, opacity=opacity)
+    setting = widgets.instance_controls(bundle.instances, model_id, controls[3:])
+    shown = analysis.compare(t_a, t_b, opacity=opacity, instances=setting)
     widgets.metric_readouts(shown.a.metrics, title=f"Threshold A = {t_a:.2f}")
     widgets.metric_readouts(
         shown.b.metrics, title=f"Threshold B = {t_b:.2f}", compare=shown.a.metrics
@@ -173,6 +175,15 @@ def explore() -> None:
         mime="text/csv",
         on_click="ignore",
     )
+    st.subheader(f"Nuclei at threshold A = {t_a:.2f}")
+    nuclei = analysis.nuclei(t_a, setting)
+    widgets.nuclei_readouts(nuclei)
+    left, right = st.columns(2)
+    left.image(nuclei.outlines(analysis.image), caption=f"{nuclei.count:,d} nuclei outlined")
+    if nuclei.count:
+        right.plotly_chart(charts.nuclei_histograms(nuclei.distributions()), key="nuclei_hist")
+    widgets.nucleus_table(nuclei.table, key=analysis.stem)
+    widgets.nuclei_downloads(nuclei, analysis.stem)
 
 
 explore()

@@ -44,11 +44,11 @@ def image_and_truth():
     return image, truth
 
 
-def test_read_upload_decodes_image_and_binarises_mask(image_and_truth):
+def test_read_upload_decodes_image_and_keeps_the_mask_as_stored(image_and_truth):
     image, truth = image_and_truth
     got_image, got_mask = read_upload(png(image), "tile.png", png(truth * 255), "tile_mask.png")
     np.testing.assert_array_equal(got_image, image)
-    np.testing.assert_array_equal(got_mask, truth)
+    np.testing.assert_array_equal(got_mask, truth * 255)
     assert read_upload(png(image), "tile.png")[1] is None
 
 
@@ -58,7 +58,7 @@ def test_read_upload_instance_labels_are_nuclei(image_and_truth):
     labels[5:10, 5:10] = 1
     labels[20:30, 40:45] = 300
     _, mask = read_upload(png(image), "a.png", png(labels), "labels.png")
-    assert mask.sum() == 25 + 50
+    np.testing.assert_array_equal(mask, labels)  # the instance labels are kept
 
 
 def test_read_upload_errors_name_the_file(image_and_truth):

@@ -107,7 +107,46 @@ def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():
     assert len(labels["Dice"]) == 3  # thresholds A and B, and the classical baseline
     nuclei = [label for label in labels if label.startswith("Nuclei (truth ")]
     assert len(nuclei) == 1 and len(labels[nuclei[0]]) == 3
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # the threshold curve and the nuclei histograms
+
+
+def test_predict_nuclei_section_matches_the_library_and_follows_the_sliders():
+    from segcore.bundles.loading import load_bundle
+    from segcore.inference.instances import InstanceConfig, label_instances
+    from segcore.inference.predict import predict_probabilities
+    from segcore.metrics.instances import instance_scores
+    from segcore.metrics.labels import ground_truth_instances
+
+    at = page("pages/predict.py")
+    assert_clean(at)
+    splits = samples.open_source(samples.BUILT_IN)
+    image, truth = splits.test.load_truth(0)
+    bundle = load_bundle("default")
+    probs = predict_probabilities(bundle.model, image, bundle.preprocess)
+    truth_labels, _ = ground_truth_instances(truth)
+
+    def expected(config):
+        labels = label_instances(probs, bundle.threshold, config, pixel_size=0.25)
+        return labels, instance_scores(truth_labels, labels)
+
+    labels, scores = expected(bundle.instances)
+    shown = readouts(at)
+    assert shown["Nuclei"] == [f"{labels.max():,d}"]
+    assert shown["PQ"] == [f"{scores.pq:.3f}"] and shown["AJI"] == [f"{scores.aji:.3f}"]
+    assert shown[f"Detection F1 (truth {truth_labels.max():,d})"] == [f"{scores.f1:.3f}"]
+    density = labels.max() / (512 * 512 * 0.25**2 / 1e6)
+    assert shown["Density"] == [f"{density:,.0f} /mm²"]
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == min(200, labels.max())
+    # Splitting less (a deep split threshold) merges touching nuclei: fewer, from the cache.
+    slider = next(s for s in at.slider if s.label == "Split depth (µm)")
+    slider.set_value(3.0).run()
+    assert_clean(at)
+    merged, _ = expected(InstanceConfig(bundle.instances.min_area_um2, 3.0))
+    assert readouts(at)["Nuclei"] == [f"{merged.max():,d}"] and merged.max() < labels.max()
+    labels_shown = [b.label for b in at.get("download_button")]
+    assert {"Nuclei GeoJSON (QuPath)", "Nucleus labels PNG (16-bit)", "Nuclei CSV"} <= set(
+        labels_shown
+    )
 
 
 def test_magnification_control_predicts_at_the_chosen_pixel_size(reference):

@@ -13,6 +13,7 @@ from segcore.analysis.downloads import metrics_csv
 from segcore.analysis.explorer import EXPLORER_THRESHOLDS, NO_TRUTH_REASON, ThresholdExplorer
 from segcore.errors import InvalidImageError
 from segcore.evaluation.evaluate import count_nuclei
+from segcore.inference.instances import InstanceConfig, label_instances
 from segcore.metrics.counts import binarize, confusion_counts
 from segcore.metrics.sweep import threshold_sweep
 
@@ -29,6 +30,11 @@ def probs_and_truth():
     return prob, truth
 
 
+def predicted_nuclei(prob, t, config=None):
+    """Nuclei as the explorer counts them: split instances at 0.25 µm/px (its default)."""
+    return int(label_instances(prob, t, config, pixel_size=0.25).max())
+
+
 def expected_metrics(prob, truth, t):
     mask = binarize(prob, t)
     counts = confusion_counts(truth, mask)
@@ -42,8 +48,8 @@ def expected_metrics(prob, truth, t):
         "fp": counts.fp,
         "fn": counts.fn,
         "tn": counts.tn,
-        "nuclei_pred": count_nuclei(mask),
-        "nuclei_true": count_nuclei(truth),
+        "nuclei_pred": predicted_nuclei(prob, t),
+        "nuclei_true": count_nuclei(truth),  # a binary truth: its connected components
     }
 
 
@@ -115,12 +121,33 @@ def test_explorer_without_truth(probs_and_truth):
         metrics = explorer.metrics_at(t)
         assert metrics == {
             "threshold": t,
-            "nuclei_pred": count_nuclei(binarize(prob, t)),
+            "nuclei_pred": predicted_nuclei(prob, t),
             "reason": NO_TRUTH_REASON,
         }
     assert "ground-truth" in NO_TRUTH_REASON
     assert explorer.curve() is None and explorer.best_threshold() is None
     assert explorer.counts_at(0.5) is None and explorer.nuclei_true is None
+
+
+def test_explorer_counts_split_nuclei_with_any_setting_and_reads_instance_truth():
+    import cv2
+
+    prob = np.zeros((100, 140), np.float32)
+    for x in (40, 85):  # two touching discs of radius 25 px (6 µm)
+        cv2.circle(prob, (x, 50), 25, 0.9, -1)
+    truth = np.zeros((100, 140), np.uint16)
+    truth[prob > 0] = 7
+    truth[:, 63:][prob[:, 63:] > 0] = 9  # two labelled nuclei, touching
+    explorer = ThresholdExplorer(prob, truth, instances=InstanceConfig(split_depth_um=0.2))
+    assert explorer.nuclei_true == 2 and explorer.truth_note is None
+    assert explorer.metrics_at(0.5)["nuclei_pred"] == 2
+    whole = InstanceConfig(split_depth_um=50)
+    assert explorer.metrics_at(0.5, whole)["nuclei_pred"] == 1
+    labels = explorer.labels_at(0.5)
+    assert labels.max() == 2 and not labels.flags.writeable
+    assert explorer.labels_at(0.5) is labels  # cached
+    binary = ThresholdExplorer(prob, (truth > 0).astype(np.uint8))
+    assert binary.nuclei_true == 1 and "binary" in binary.truth_note
 
 
 def test_explorer_checks_inputs_and_pickles(probs_and_truth):

@@ -21,11 +21,13 @@ import numpy as np
 
 from segcore.analysis.downloads import mask_png, metrics_csv, png_bytes
 from segcore.analysis.explorer import ThresholdCurve, ThresholdExplorer
+from segcore.analysis.objects import NucleiView, nuclei_view
 from segcore.analysis.overlays import comparison_overlay, heatmap, mask_image, prediction_overlay
-from segcore.data.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask
+from segcore.data.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask_array
 from segcore.data.preprocessing import PreprocessConfig, enhance_image
 from segcore.errors import InvalidImageError
 from segcore.inference.classical import ClassicalBaseline
+from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import ProgressCallback, predict_probabilities
 from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
 
@@ -61,13 +63,15 @@ def read_upload(
     Args:
         image_bytes: the image file's bytes (PNG, JPEG, TIFF, BMP).
         image_name: its file name, used in error messages.
-        mask_bytes: the mask file's bytes, or ``None``; binary, 0/255, palette or instance
-            labels (any value > 0 is nucleus).
+        mask_bytes: the mask file's bytes, or ``None``; binary, 0/255, palette, instance
+            labels or a colour rendering (any nonzero pixel is nucleus).
         mask_name: its file name.
         max_pixels: the largest accepted image.
 
     Returns:
-        ``(image, mask)``: ``uint8`` RGB ``(H, W, 3)`` and ``uint8`` 0/1 ``(H, W)`` or ``None``.
+        ``(image, mask)``: ``uint8`` RGB ``(H, W, 3)`` and the mask as stored (``(H, W)`` values
+        or labels, or an ``(H, W, 3/4)`` rendering; read it with
+        :func:`segcore.metrics.labels.ground_truth_instances`), or ``None``.
 
     Raises:
         InvalidImageError: a file is empty, not an image, corrupt or too large, or the mask's
@@ -77,8 +81,8 @@ def read_upload(
     if mask_bytes is None:
         return image, None
     mask_label = mask_name or "mask"
-    mask = read_mask(mask_bytes, name=mask_label, max_pixels=max_pixels)
-    if mask.shape != image.shape[:2]:
+    mask = read_mask_array(mask_bytes, name=mask_label, max_pixels=max_pixels)
+    if mask.shape[:2] != image.shape[:2]:
         raise InvalidImageError(
             f"{mask_label}: mask is {mask.shape[1]}×{mask.shape[0]} but the image "
             f"{image_name} is {image.shape[1]}×{image.shape[0]}; upload the mask of this image"
@@ -171,6 +175,11 @@ class ImageAnalysis:
         return self.explorer.truth
 
     @property
+    def pixel_size(self) -> float:
+        """µm per pixel of the image (the given one, else the model's)."""
+        return self.explorer.pixel_size
+
+    @property
     def has_truth(self) -> bool:
         return self.explorer.has_truth
 
@@ -179,7 +188,12 @@ class ImageAnalysis:
         """The classical baseline's scores of this image (hematoxylin + Otsu,
         :mod:`segcore.inference.classical`), explorable like the model's; computed on first
         use, once."""
-        return ThresholdExplorer(ClassicalBaseline().probabilities(self.image), self.truth)
+        return ThresholdExplorer(
+            ClassicalBaseline().probabilities(self.image),
+            self.explorer.truth_labels,
+            pixel_size=self.explorer.pixel_size,
+            instances=self.explorer.instances,
+        )
 
     def baseline_metrics(self) -> dict[str, Any]:
         """The classical baseline's metrics at its own threshold (0.5: Otsu's mask), in the form
@@ -195,14 +209,20 @@ class ImageAnalysis:
         return None if self.truth is None else mask_image(self.truth)
 
     def view(
-        self, threshold: float, *, opacity: float = 0.5, outline: bool = True
+        self,
+        threshold: float,
+        *,
+        opacity: float = 0.5,
+        outline: bool = True,
+        instances: InstanceConfig | None = None,
     ) -> ThresholdView:
-        """The metrics and pictures at one threshold (no model call).
+        """The metrics and pictures at one threshold (no model call); ``instances`` is how the
+        mask is split into nuclei for the count (default: the model's setting).
 
         Raises:
             ValueError: ``threshold`` or ``opacity`` is not a number in ``[0, 1]``.
         """
-        metrics = self.explorer.metrics_at(threshold)
+        metrics = self.explorer.metrics_at(threshold, instances)
         mask = self.explorer.mask_at(threshold)
         if self.truth is not None:
             overlay = comparison_overlay(
@@ -219,17 +239,43 @@ class ImageAnalysis:
         )
 
     def compare(
-        self, threshold_a: float, threshold_b: float, *, opacity: float = 0.5, outline: bool = True
+        self,
+        threshold_a: float,
+        threshold_b: float,
+        *,
+        opacity: float = 0.5,
+        outline: bool = True,
+        instances: InstanceConfig | None = None,
     ) -> ThresholdComparison:
         """The views at two thresholds and the threshold curve (no model call).
 
         Raises:
             ValueError: a threshold or ``opacity`` is not a number in ``[0, 1]``.
         """
+        options = {"opacity": opacity, "outline": outline, "instances": instances}
         return ThresholdComparison(
-            a=self.view(threshold_a, opacity=opacity, outline=outline),
-            b=self.view(threshold_b, opacity=opacity, outline=outline),
+            a=self.view(threshold_a, **options),
+            b=self.view(threshold_b, **options),
             curve=self.explorer.curve(),
+        )
+
+    def nuclei(self, threshold: float, instances: InstanceConfig | None = None) -> NucleiView:
+        """The predicted nuclei at ``threshold`` with ``instances`` (default: the model's
+        setting): labels, measurements, figures against the ground truth and exports. Made from
+        the cached probabilities; the last few label images are cached.
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        config = instances or self.explorer.instances
+        return nuclei_view(
+            self.explorer.labels_at(threshold, config),
+            self.image,
+            threshold=threshold,
+            config=config,
+            pixel_size=self.explorer.pixel_size,
+            truth_labels=self.explorer.truth_labels,
+            truth_note=self.explorer.truth_note,
         )
 
     def metrics_rows(self, thresholds: Sequence[float]) -> list[dict[str, Any]]:
@@ -256,6 +302,7 @@ def analyse_image(
     progress: ProgressCallback | None = None,
     pixel_size: float | None = None,
     model_pixel_size: float | None = None,
+    instances: InstanceConfig | None = None,
 ) -> ImageAnalysis:
     """Predicts one image of any size and keeps what exploring it needs.
 
@@ -271,13 +318,16 @@ def analyse_image(
             :func:`segcore.inference.predict.predict_probabilities` accepts.
         image: ``uint8`` RGB ``(H, W, 3)``.
         preprocess: the bundle's preprocessing.
-        truth: optional ground-truth mask of the same H×W.
+        truth: optional ground truth of the same H×W: instance labels, a binary mask or a
+            colour rendering (:func:`segcore.metrics.labels.ground_truth_instances`).
         name: the image's name for captions and CSV rows.
         model_name: the model's name for CSV rows.
         tile_size: tile side for tiled inference (the bundle's input size), default 256.
         progress: ``progress(done, total)`` after each batch of tiles.
         pixel_size: the image's µm per pixel; ``None`` means the model's.
         model_pixel_size: the model's µm per pixel (its card's); ``None`` means 0.25.
+        instances: how the mask becomes nuclei (the bundle's setting), defaults to
+            ``InstanceConfig()``.
 
     Raises:
         InvalidImageError: bad image, the mask's size differs from the image's, or the
@@ -312,7 +362,12 @@ def analyse_image(
         name=name,
         image=np.asarray(image),
         model_input=model_input,
-        explorer=ThresholdExplorer(probabilities, truth),
+        explorer=ThresholdExplorer(
+            probabilities,
+            truth,
+            pixel_size=pixel_size or model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE,
+            instances=instances,
+        ),
         seconds=seconds,
         model_name=model_name,
     )

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from segcore.analysis.checks import mask_like, probability_map
-from segcore.evaluation.evaluate import count_nuclei
+from segcore.inference.instances import InstanceConfig, label_instances
+from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
 from segcore.metrics.counts import (
     ConfusionCounts,
     MetricName,
@@ -26,6 +27,7 @@ from segcore.metrics.counts import (
     check_threshold,
     confusion_counts,
 )
+from segcore.metrics.labels import ground_truth_instances
 from segcore.metrics.sweep import SweepResult, threshold_sweep
 
 __all__ = ["EXPLORER_THRESHOLDS", "NO_TRUTH_REASON", "ThresholdCurve", "ThresholdExplorer"]
@@ -37,6 +39,7 @@ of the values); read-only."""
 EXPLORER_THRESHOLDS.setflags(write=False)
 
 _NUCLEI_CACHE_SIZE = 256
+_LABELS_CACHE_SIZE = 4  # label images are H×W int32: keep only the last few
 NO_TRUTH_REASON = (
     "no ground-truth mask was given, so Dice, Jaccard, precision, recall and the pixel counts "
     "cannot be computed; only the predicted nuclei are counted"
@@ -75,45 +78,65 @@ class ThresholdExplorer:
 
     Built once per image from its probability map (and ground truth, when there is one):
     the constructor runs one :func:`~segcore.metrics.sweep.threshold_sweep` over
-    :data:`EXPLORER_THRESHOLDS` and counts the ground-truth nuclei. Afterwards a threshold
-    on that grid costs a table look-up plus one binarisation and connected-component count
-    (cached per threshold); any other threshold in ``[0, 1]`` is counted directly, so every
-    result is exact: it equals ``confusion_counts(truth, binarize(probabilities, t))``.
+    :data:`EXPLORER_THRESHOLDS` and reads the ground truth's nuclei
+    (:func:`~segcore.metrics.labels.ground_truth_instances`). Afterwards a threshold on that
+    grid costs a table look-up plus one binarisation; any other threshold in ``[0, 1]`` is
+    counted directly, so every result is exact: it equals
+    ``confusion_counts(truth, binarize(probabilities, t))``. Predicted nuclei are the
+    instances of :func:`~segcore.inference.instances.label_instances` (touching nuclei split),
+    cached per threshold and setting.
 
     The object is safe to share between threads and can be pickled (caches are dropped).
 
     Args:
         probabilities: ``(H, W)`` or ``(H, W, 1)`` probability map in ``[0, 1]``.
-        truth: optional ground-truth mask of the same H×W; nonzero pixels are nucleus.
+        truth: optional ground truth of the same H×W: instance labels, a binary mask or an
+            RGB rendering (any nonzero pixel is nucleus).
+        pixel_size: µm per pixel of the image (converts the µm instance settings), default
+            0.25.
+        instances: the default :class:`~segcore.inference.instances.InstanceConfig` (the
+            model's), defaults to ``InstanceConfig()``.
 
     Raises:
         InvalidImageError: the probability map has a bad shape or values outside ``[0, 1]``,
             or the mask's size differs from it.
     """
 
-    def __init__(self, probabilities, truth=None) -> None:
+    def __init__(
+        self,
+        probabilities,
+        truth=None,
+        *,
+        pixel_size: float = DEFAULT_MODEL_PIXEL_SIZE,
+        instances: InstanceConfig | None = None,
+    ) -> None:
         prob = np.array(probability_map(probabilities))  # a private copy
         prob.setflags(write=False)
         self._prob = prob
+        self.pixel_size = float(pixel_size)
+        self.instances = instances or InstanceConfig()
         self._truth: np.ndarray | None = None
+        self._truth_labels: np.ndarray | None = None
+        self.truth_note: str | None = None
         self._sweep: SweepResult | None = None
-        self._nuclei_true: int | None = None
         if truth is not None:
-            mask = mask_like(truth, "ground truth", prob)
-            mask.setflags(write=False)
-            self._truth = mask
+            labels, self.truth_note = ground_truth_instances(truth, name="ground truth")
+            mask = mask_like(labels, "ground truth", prob)
+            for array in (mask, labels):
+                array.setflags(write=False)
+            self._truth, self._truth_labels = mask, labels
             self._sweep = threshold_sweep(mask, prob, EXPLORER_THRESHOLDS)
-            self._nuclei_true = count_nuclei(mask)
         self._init_caches()
 
     def _init_caches(self) -> None:
         self._lock = threading.Lock()
-        self._nuclei: OrderedDict[float, int] = OrderedDict()
+        self._nuclei: OrderedDict[tuple, int] = OrderedDict()
+        self._labels: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._last_mask: tuple[float, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_lock", "_nuclei", "_last_mask"):
+        for name in ("_lock", "_nuclei", "_labels", "_last_mask"):
             del state[name]
         return state
 
@@ -153,9 +176,15 @@ class ThresholdExplorer:
         return self._sweep
 
     @property
+    def truth_labels(self) -> np.ndarray | None:
+        """The ground truth's nuclei as ``int32`` labels ``1..N`` (read-only), or ``None``."""
+        return self._truth_labels
+
+    @property
     def nuclei_true(self) -> int | None:
-        """Ground-truth nuclei (8-connected components), or ``None`` without ground truth."""
-        return self._nuclei_true
+        """Ground-truth nuclei (instance labels; connected components of a binary mask, see
+        :attr:`truth_note`), or ``None`` without ground truth."""
+        return None if self._truth_labels is None else int(self._truth_labels.max())
 
     def mask_at(self, threshold: float) -> np.ndarray:
         """The binary prediction at ``threshold`` (rule ``prob >= threshold``).
@@ -183,24 +212,43 @@ class ThresholdExplorer:
             self._last_mask = (key, mask)
         return mask
 
-    def nuclei_at(self, threshold: float) -> int:
-        """Predicted nuclei at ``threshold``: 8-connected components of :meth:`mask_at`
-        (as :func:`segcore.evaluation.evaluate.count_nuclei`), cached per threshold.
+    def labels_at(self, threshold: float, instances: InstanceConfig | None = None) -> np.ndarray:
+        """The predicted nuclei at ``threshold``: read-only ``int32`` labels ``1..N`` of
+        :func:`~segcore.inference.instances.label_instances` with ``instances`` (default: the
+        explorer's setting); the last few are cached.
 
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
-        key = float(check_threshold(threshold))
+        key = (float(check_threshold(threshold)), instances or self.instances)
+        with self._lock:
+            if key in self._labels:
+                self._labels.move_to_end(key)
+                return self._labels[key]
+        labels = label_instances(self._prob, key[0], key[1], pixel_size=self.pixel_size)
+        labels.setflags(write=False)
+        with self._lock:
+            self._labels[key] = labels
+            while len(self._labels) > _LABELS_CACHE_SIZE:
+                self._labels.popitem(last=False)
+            self._nuclei[key] = int(labels.max())
+            while len(self._nuclei) > _NUCLEI_CACHE_SIZE:
+                self._nuclei.popitem(last=False)
+        return labels
+
+    def nuclei_at(self, threshold: float, instances: InstanceConfig | None = None) -> int:
+        """Predicted nuclei at ``threshold``: the count of :meth:`labels_at`, cached per
+        threshold and setting.
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        key = (float(check_threshold(threshold)), instances or self.instances)
         with self._lock:
             if key in self._nuclei:
                 self._nuclei.move_to_end(key)
                 return self._nuclei[key]
-        count = count_nuclei(self.mask_at(key))
-        with self._lock:
-            self._nuclei[key] = count
-            while len(self._nuclei) > _NUCLEI_CACHE_SIZE:
-                self._nuclei.popitem(last=False)
-        return count
+        return int(self.labels_at(*key).max())
 
     def counts_at(self, threshold: float) -> ConfusionCounts | None:
         """Pixel counts at ``threshold``, or ``None`` without ground truth.
@@ -220,11 +268,15 @@ class ThresholdExplorer:
             return ConfusionCounts(int(s.tp[i]), int(s.fp[i]), int(s.fn[i]), int(s.tn[i]))
         return confusion_counts(self._truth, self.mask_at(float(value)))
 
-    def metrics_at(self, threshold: float) -> dict[str, Any]:
+    def metrics_at(
+        self, threshold: float, instances: InstanceConfig | None = None
+    ) -> dict[str, Any]:
         """Metrics of the prediction at ``threshold``, as plain Python numbers.
 
         Args:
             threshold: a number in ``[0, 1]``.
+            instances: how the mask becomes nuclei for ``nuclei_pred`` (default: the
+                explorer's setting).
 
         Returns:
             With ground truth: ``threshold``, ``dice``, ``jaccard``, ``precision``,
@@ -236,7 +288,7 @@ class ThresholdExplorer:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
         value = float(check_threshold(threshold))
-        nuclei_pred = self.nuclei_at(value)
+        nuclei_pred = self.nuclei_at(value, instances)
         counts = self.counts_at(value)
         if counts is None:
             return {"threshold": value, "nuclei_pred": nuclei_pred, "reason": NO_TRUTH_REASON}
@@ -244,7 +296,7 @@ class ThresholdExplorer:
             "threshold": value,
             **counts.as_dict(),
             "nuclei_pred": nuclei_pred,
-            "nuclei_true": self._nuclei_true,
+            "nuclei_true": self.nuclei_true,
         }
 
     def curve(self) -> ThresholdCurve | None:

@@ -32,9 +32,10 @@ from types import MappingProxyType
 
 import cv2
 import numpy as np
+from skimage.segmentation import find_boundaries
 
 from segcore.analysis.checks import mask_like, probability_map
-from segcore.data.images import to_binary_mask, to_rgb_uint8
+from segcore.data.images import check_same_size, to_binary_mask, to_rgb_uint8
 
 __all__ = [
     "HEATMAP_COLORMAP",
@@ -42,6 +43,7 @@ __all__ = [
     "PaletteColor",
     "comparison_overlay",
     "heatmap",
+    "instance_outlines",
     "legend",
     "mask_image",
     "prediction_overlay",
@@ -287,3 +289,25 @@ def prediction_overlay(image, pred, *, opacity: float = 0.5, outline: bool = Tru
     if outline:
         _draw_outline(picture, pred_mask, PALETTE["prediction"])
     return picture
+
+
+def instance_outlines(image, labels, *, color: str = "prediction") -> np.ndarray:
+    """The image with each nucleus of ``labels`` outlined (1 pixel, inside the nucleus), so
+    touching nuclei show the line between them.
+
+    Args:
+        image: ``uint8`` RGB ``(H, W, 3)`` (other layouts are converted).
+        labels: ``(H, W)`` integer instance labels, 0 = background.
+        color: the :data:`PALETTE` key of the outline colour, defaults to ``"prediction"``.
+
+    Returns:
+        A new ``uint8`` RGB ``(H, W, 3)`` array.
+
+    Raises:
+        InvalidImageError: bad shapes, or the labels' size differs from the image's.
+    """
+    rgb = to_rgb_uint8(image, name="image").copy()
+    labels = np.asarray(labels)
+    check_same_size(rgb, labels, name="nucleus labels")
+    rgb[find_boundaries(labels, mode="inner")] = PALETTE[color].rgb
+    return rgb
