@@ -329,6 +329,9 @@ def split_evaluation(
             threshold=threshold,
             tile_size=bundle.input_size,
             progress=lambda done, total, sample: show(done / total, f"{sample} ({done}/{total})"),
+            pixel_size=source_pixel_size(splits),
+            model_pixel_size=bundle.pixel_size,
+            instances=bundle.instances,
         )
     result_store().put(key, result)
     return result

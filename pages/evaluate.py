@@ -56,10 +56,19 @@ columns[0].metric("Pooled Dice", f"{result.pooled['dice']:.3f}")
 columns[1].metric("Pooled Jaccard", f"{result.pooled['jaccard']:.3f}")
 columns[2].metric("Mean Dice per image", f"{result.mean['dice']:.3f}")
 columns[3].metric("Mean Jaccard per image", f"{result.mean['jaccard']:.3f}")
+objects = result.instances
+columns = st.columns(4)
+columns[0].metric("Nuclei: predicted / true", f"{objects['n_pred']:,d} / {objects['n_true']:,d}")
+columns[1].metric("Detection F1", f"{objects['f1']:.3f}", help="Matched at IoU > 0.5, pooled.")
+columns[2].metric("Mean PQ per image", f"{objects['mean_pq']:.3f}")
+columns[3].metric("Mean AJI per image", f"{objects['mean_aji']:.3f}")
 st.caption(
     "Pooled: pixel counts summed over all images, then scored. Mean: each image scored, "
-    "then averaged with equal weight."
+    "then averaged with equal weight. Nuclei: the prediction split into nuclei with the "
+    "model's setting, against the ground truth's instances."
 )
+for note in result.notes:
+    st.caption(note)
 sweep = result.sweep
 st.plotly_chart(
     charts.threshold_figure(
@@ -76,7 +85,7 @@ st.dataframe(
     hide_index=True,
     column_config={
         name: st.column_config.NumberColumn(format="%.3f")
-        for name in ("dice", "jaccard", "precision", "recall")
+        for name in ("dice", "jaccard", "precision", "recall", "detection_f1", "pq", "aji")
     },
 )
 st.subheader(f"The {worst_k} images with the lowest Dice")

@@ -286,7 +286,10 @@ def test_evaluate_the_classical_baseline(tmp_path):
     assert_clean(at)
     split = open_dataset(folder).split("test")
     expected = evaluate(ClassicalBaseline(), split, None, threshold=0.5)
-    assert readouts(at)["Pooled Dice"][0] == f"{expected.pooled['dice']:.3f}"
+    shown = readouts(at)
+    assert shown["Pooled Dice"][0] == f"{expected.pooled['dice']:.3f}"
+    assert shown["Mean PQ per image"][0] == f"{expected.instances['mean_pq']:.3f}"
+    assert shown["Mean AJI per image"][0] == f"{expected.instances['mean_aji']:.3f}"
 
 
 def test_models_page_lists_the_default_and_refuses_offline_hub(monkeypatch):
