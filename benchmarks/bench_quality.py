@@ -36,9 +36,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segcore.bundles.loading import load_bundle
-from segcore.data.images import read_image, read_mask
-from segcore.inference.resolution import predict_at_pixel_size
+from segcore.data.images import read_image, read_mask_array
+from segcore.inference.instances import label_instances
+from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
 from segcore.metrics.counts import ConfusionCounts, confusion_counts
+from segcore.metrics.instances import combine_instance_scores, instance_scores
+from segcore.metrics.labels import ground_truth_instances
 
 ROWS = [
     ("monuseg-test", "monuseg/test", None),
@@ -69,26 +72,49 @@ def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
     )
 
 
-def score_row(bundles: dict, folder: Path, mode: str | None) -> dict[str, ConfusionCounts]:
+def score_row(bundles: dict, folder: Path, mode: str | None) -> tuple[dict, dict]:
+    """Pooled pixel counts and per-image instance scores of every model on one row."""
     counts = {name: ConfusionCounts(0, 0, 0, 0) for name in bundles}
+    objects: dict[str, list] = {name: [] for name in bundles}
     for image_path, mask_path in pairs(folder):
-        image, mask = read_image(image_path), (read_mask(mask_path) > 0).astype(np.uint8)
+        image = read_image(image_path)
+        truth, _ = ground_truth_instances(read_mask_array(mask_path), name=mask_path.name)
+        pixel_size = DEFAULT_MODEL_PIXEL_SIZE
         if mode is not None:  # half size: ≈0.5 µm/px
-            height, width = mask.shape
+            height, width = truth.shape
             size = (width // 2, height // 2)
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+            truth = cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST)
+            pixel_size = 0.5 if mode == "half-resampled" else DEFAULT_MODEL_PIXEL_SIZE
+        mask = (truth > 0).astype(np.uint8)
         for name, bundle in bundles.items():
             prob = probabilities(bundle, image, mode)
             counts[name] = counts[name] + confusion_counts(mask, prob >= bundle.threshold)
-    return counts
+            split = bundle.instances
+            labels = label_instances(prob, bundle.threshold, split, pixel_size=pixel_size)
+            objects[name].append(instance_scores(truth, labels))
+    return counts, {name: combine_instance_scores(scores) for name, scores in objects.items()}
+
+
+def instance_table(results: dict, names: list[str]) -> str:
+    """Mean PQ, mean AJI and the median count error per set and model."""
+    head = "| set | " + " | ".join(f"{n} PQ | {n} AJI | {n} count error" for n in names) + " |"
+    lines = [head, "|---|" + "---|---|---|" * len(names)]
+    for row, (_, _, objects) in results.items():
+        cells = " | ".join(
+            f"{objects[n]['mean_pq']:.3f} | {objects[n]['mean_aji']:.3f} | "
+            f"{objects[n]['median_count_error']:.1%}"
+            for n in names
+        )
+        lines.append(f"| {row} | {cells} |")
+    return "\n".join(lines)
 
 
 def markdown(results: dict, bundles: dict, command: str, seconds: float) -> str:
     names = list(bundles)
     head = "| set | images | " + " | ".join(f"{n} Dice | {n} Jaccard" for n in names) + " |"
     lines = [head, "|---|---|" + "---|---|" * len(names)]
-    for row, (images, counts) in results.items():
+    for row, (images, counts, _) in results.items():
         cells = " | ".join(f"{counts[n].dice:.3f} | {counts[n].jaccard:.3f}" for n in names)
         lines.append(f"| {row} | {images} | {cells} |")
     models = "\n".join(
@@ -99,6 +125,9 @@ def markdown(results: dict, bundles: dict, command: str, seconds: float) -> str:
     return (
         "\n".join(lines)
         + f"\n\n{models}\n\nPooled over all pixels of each set, full-size tiled inference.\n"
+        "\nNuclei as objects (each model's mask split with its card's instance setting; "
+        "PQ and AJI averaged over images; count error = median over images of "
+        "|predicted − true| / true):\n\n" + instance_table(results, names) + "\n\n"
         f"Command: `{command}` ({seconds / 60:.0f} min on {platform.machine()}, "
         f"{platform.system()}, Python {platform.python_version()}).\n"
     )
@@ -121,14 +150,16 @@ def main() -> int:
         if not folder.is_dir():
             print(f"{row}: {folder} not found, skipped", file=sys.stderr)
             continue
-        results[row] = (len(pairs(folder)), score_row(bundles, folder, mode))
+        results[row] = (len(pairs(folder)), *score_row(bundles, folder, mode))
         dice = {n: round(c.dice, 4) for n, c in results[row][1].items()}
-        print(f"{row}: {dice}", file=sys.stderr)
+        pq = {n: round(o["mean_pq"], 4) for n, o in results[row][2].items()}
+        print(f"{row}: Dice {dice}, PQ {pq}", file=sys.stderr)
     command = "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:])
     text = markdown(results, bundles, command, time.monotonic() - start)
     if args.json:
         data = {
-            r: {n: c.as_dict() for n, c in counts.items()} for r, (_, counts) in results.items()
+            r: {n: {**c.as_dict(), "instances": objects[n]} for n, c in counts.items()}
+            for r, (_, counts, objects) in results.items()
         }
         Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
     if args.out:
