@@ -191,3 +191,58 @@ def test_magnification_control_resamples_a_20x_upload(server, page, monuseg, tmp
     threshold = browser.slider_value(page, "Threshold A")
     assert browser.metric_values(page, "Dice")[0] == dice_at(small_truth, at_20x, threshold)
     page.screenshot(path=str(ARTIFACTS / "predict-magnification-20x.png"), full_page=True)
+
+
+def test_fresh_app_opens_on_real_tissue_with_nuclei_and_their_exports(server, page, tmp_path):
+    """The built-in MoNuSeg sample: counts, PQ, the table and the three downloads."""
+    import csv
+    import io
+    import json
+
+    import cv2
+
+    from segcore.bundles.loading import load_bundle
+    from segcore.data import samples
+    from segcore.inference.instances import label_instances
+    from segcore.inference.predict import predict_probabilities
+    from segcore.metrics.instances import instance_scores
+    from segcore.metrics.labels import ground_truth_instances
+
+    splits = samples.open_source(samples.BUILT_IN)
+    image, truth = splits.test.load_truth(0)
+    bundle = load_bundle("default")
+    probs = predict_probabilities(bundle.model, image, bundle.preprocess)
+    labels = label_instances(probs, bundle.threshold, bundle.instances, pixel_size=0.25)
+    scores = instance_scores(ground_truth_instances(truth)[0], labels)
+
+    page.goto(f"{server}/predict")
+    browser.wait_for_app(page)
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('[data-testid="stMetricLabel"]'))
+                 .some(l => l.innerText.trim() === 'PQ')""",
+        timeout=180_000,
+    )
+    browser.wait_for_app(page)
+    assert browser.exceptions(page) == []
+    assert splits.test.ids[0] in page.inner_text("body")
+    assert browser.metric_values(page, "Nuclei") == [f"{labels.max():,d}"]
+    assert browser.metric_values(page, "PQ") == [f"{scores.pq:.3f}"]
+    assert browser.metric_values(page, "AJI") == [f"{scores.aji:.3f}"]
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    page.screenshot(path=str(ARTIFACTS / "predict-nuclei.png"), full_page=True)
+
+    def download(label: str) -> bytes:
+        with page.expect_download(timeout=60_000) as info:
+            page.get_by_role("button", name=label).click()
+        path = tmp_path / info.value.suggested_filename
+        info.value.save_as(path)
+        return path.read_bytes()
+
+    features = json.loads(download("Nuclei GeoJSON (QuPath)"))["features"]
+    assert len(features) == labels.max()
+    rows = list(csv.DictReader(io.StringIO(download("Nuclei CSV").decode())))
+    assert len(rows) == labels.max()
+    png = download("Nucleus labels PNG (16-bit)")
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded.dtype == np.uint16 and np.array_equal(decoded, labels)
+    assert browser.exceptions(page) == []
