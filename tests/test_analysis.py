@@ -14,6 +14,7 @@ from segcore.analysis.analyse import analyse_image, digest, read_upload
 from segcore.analysis.overlays import PALETTE
 from segcore.data.preprocessing import PreprocessConfig, enhance_image, preprocess_image
 from segcore.errors import InvalidImageError
+from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import predict_probabilities
 
 
@@ -157,3 +158,57 @@ def test_mismatched_truth_is_refused(image_and_truth):
 def test_digest_separates_parts():
     assert digest(b"ab", b"c") != digest(b"a", b"bc")
     assert digest(b"x") == digest(b"x") and len(digest(b"x")) == 16
+
+
+def discs_model(batch):
+    """Probabilities of two touching discs and a lone one, whatever the input."""
+    import cv2
+
+    out = np.zeros((*batch.shape[:3], 1), np.float32)
+    for x, y, r in ((30, 40, 14), (55, 40, 14), (95, 60, 9)):
+        cv2.circle(out[0, ..., 0], (x, y), r, 0.9, -1)
+    return out
+
+
+def test_nuclei_are_split_measured_scored_and_exported_without_the_model():
+    import json
+
+    import cv2
+
+    image = np.full((80, 128, 3), 200, np.uint8)
+    truth = np.zeros((80, 128, 3), np.uint8)  # a colour rendering: one colour per nucleus
+    discs = ((30, 40, 14), (55, 40, 14), (95, 60, 9))
+    colours = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+    for (x, y, r), colour in zip(discs, colours, strict=True):
+        cv2.circle(truth, (x, y), r, colour, -1)
+    analysis = analyse_image(discs_model, image, PreprocessConfig(), truth, pixel_size=0.25)
+    view = analysis.nuclei(0.5)
+    assert view.count == 3 and view.scores.n_true == 3
+    assert view.scores.f1 == 1.0 and view.scores.pq > 0.8
+    assert "colour" in view.truth_note
+    assert view.summary["density_per_mm2"] == pytest.approx(3 / (80 * 128 * 0.25**2 / 1e6))
+    assert len(json.loads(view.geojson())["features"]) == 3
+    assert view.csv().decode().count("\n") == 4  # header + 3 nuclei
+    assert view.outlines(analysis.image).shape == (80, 128, 3)
+    merged = analysis.nuclei(0.5, InstanceConfig(split_depth_um=20))
+    assert merged.count == 2 and merged.scores.fn >= 1
+
+
+def test_an_empty_prediction_gives_zero_nuclei_and_empty_files(image_and_truth):
+    import json
+
+    import cv2
+
+    image, truth = image_and_truth
+
+    def nothing(batch):
+        return np.zeros((*batch.shape[:3], 1), np.float32)
+
+    analysis = analyse_image(nothing, image, PreprocessConfig(), truth)
+    view = analysis.nuclei(0.5)
+    assert view.count == 0 and view.summary["count"] == 0
+    assert json.loads(view.geojson())["features"] == []
+    assert view.csv().decode().count("\n") == 1  # the header only
+    labels = cv2.imdecode(np.frombuffer(view.label_png(), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (80, 100) and not labels.any()
+    assert view.scores.n_pred == 0 and view.scores.pq == 0.0
