@@ -1,13 +1,14 @@
 """Models: the bundles in weights/ and runs/, their cards, the active one, and the Hub.
 
-UI only: ``segcore.analysis.catalog`` lists and switches; ``segcore.bundles`` reads cards.
+UI only: ``segcore.analysis.catalog`` lists and switches; ``segcore.bundles`` reads cards. In
+viewer mode (``appkit.access``) the page is read-only.
 """
 
 import json
 
 import streamlit as st
 
-from appkit import navigation, state, widgets
+from appkit import access, navigation, state, widgets
 from segcore.analysis import catalog
 from segcore.bundles.refs import HF_SCHEME, hub_ref
 from segcore.errors import SegcoreError
@@ -22,6 +23,9 @@ for folder, message in problems:
     st.warning(f"{folder}: not usable — {message}")
 
 st.markdown(f"**Active:** `{active}` — used by Predict and Evaluate in every session.")
+viewer = access.viewer_mode()
+if viewer:
+    st.info(access.VIEWER_NOTE, icon=":material/visibility:")
 if active.startswith(HF_SCHEME):
     st.caption("This model comes from the Hugging Face Hub cache.")
 
@@ -43,7 +47,7 @@ for entry in entries:
             f"Backbone: {card.backbone_weights or 'random init'} · licence {card.licence} · "
             f"created {card.created} · {entry.path}"
         )
-        if not is_active and st.button("Use this model", key=f"use_{entry.ref}"):
+        if not (is_active or viewer) and st.button("Use this model", key=f"use_{entry.ref}"):
             try:
                 state.switch_model(entry.ref)
             except SegcoreError as exc:
@@ -52,20 +56,21 @@ for entry in entries:
                 st.rerun()
         st.code(json.dumps(card.to_dict(), indent=2), language="json")
 
-st.subheader("Pull from the Hugging Face Hub")
-with st.form("hub_form"):
-    hub_text = st.text_input(
-        "Repository and revision",
-        placeholder="org/name@0123456789abcdef0123456789abcdef01234567",
-        help="A commit hash pins the exact files; a branch name (e.g. main) follows the repo.",
-    )
-    pull = st.form_submit_button("Download and use")
-if pull:
-    try:
-        ref = hub_ref(hub_text)
-        with st.spinner(f"Fetching {ref}…"):
-            card = state.switch_model(ref)
-    except SegcoreError as exc:
-        widgets.show_error(exc, "Cannot pull that bundle")
-    else:
-        st.success(f"Active model is now {card.name} ({ref}).")
+if not viewer:
+    st.subheader("Pull from the Hugging Face Hub")
+    with st.form("hub_form"):
+        hub_text = st.text_input(
+            "Repository and revision",
+            placeholder="org/name@0123456789abcdef0123456789abcdef01234567",
+            help="A commit hash pins the exact files; a branch name (e.g. main) follows the repo.",
+        )
+        pull = st.form_submit_button("Download and use")
+    if pull:
+        try:
+            ref = hub_ref(hub_text)
+            with st.spinner(f"Fetching {ref}…"):
+                card = state.switch_model(ref)
+        except SegcoreError as exc:
+            widgets.show_error(exc, "Cannot pull that bundle")
+        else:
+            st.success(f"Active model is now {card.name} ({ref}).")

@@ -1,13 +1,13 @@
 """Train: start a training in the background, watch it live, stop it, use its model.
 
 UI only: ``segcore.training.jobs`` runs the training as its own process (it survives reloads and
-closed
-browsers); this page reads the run folder every two seconds.
+closed browsers), started through ``appkit.access`` (the dataset must lie inside a data root; no
+training in viewer mode); this page reads the run folder every two seconds.
 """
 
 import streamlit as st
 
-from appkit import charts, navigation, state, widgets
+from appkit import access, charts, navigation, state, widgets
 from segcore.data import samples
 from segcore.errors import SegcoreError
 from segcore.training import jobs
@@ -23,36 +23,42 @@ st.caption(f"Trains on: **{training_device_label()}**")
 
 running = jobs.running_job()
 defaults = TrainConfig()
-with st.form("train_form"):
-    st.markdown("**New training**")
-    data = st.text_input(
-        "Dataset",
-        value=samples.SYNTHETIC,
-        help="'synthetic' for the embedded synthetic set, or a dataset folder of any layout "
-        "(e.g. ../shared/data/monuseg).",
-    )
-    row = st.columns(4)
-    epochs = row[0].number_input("Epochs", 1, 1000, 10)
-    batch_size = row[1].number_input("Batch size", 1, 256, defaults.batch_size)
-    image_size = row[2].number_input("Image size", 32, 1024, defaults.image_size, step=16)
-    lr = row[3].number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.0e")
-    row = st.columns(4)
-    crops = row[0].number_input(
-        "Crops per epoch",
-        0,
-        100_000,
-        0,
-        help="Random crops drawn per epoch; 0 draws one per training image.",
-    )
-    loss = row[1].selectbox("Loss", ["bce", "bce+dice"], index=0)
-    backbone = row[2].selectbox(
-        "Backbone weights",
-        ["none", "imagenet"],
-        help="'imagenet' needs the Keras ResNet50 weights cached or an internet connection; "
-        "'none' starts from random weights.",
-    )
-    augment = row[3].checkbox("Augmentation", value=True)
-    start = st.form_submit_button("Start training", type="primary", disabled=running is not None)
+if access.viewer_mode():
+    st.info(access.VIEWER_NOTE, icon=":material/visibility:")
+    start = False
+else:
+    with st.form("train_form"):
+        st.markdown("**New training**")
+        data = st.text_input(
+            "Dataset",
+            value=samples.SYNTHETIC,
+            help="'synthetic' for the embedded synthetic set, or a dataset folder. "
+            + access.folder_help(),
+        )
+        row = st.columns(4)
+        epochs = row[0].number_input("Epochs", 1, 1000, 10)
+        batch_size = row[1].number_input("Batch size", 1, 256, defaults.batch_size)
+        image_size = row[2].number_input("Image size", 32, 1024, defaults.image_size, step=16)
+        lr = row[3].number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.0e")
+        row = st.columns(4)
+        crops = row[0].number_input(
+            "Crops per epoch",
+            0,
+            100_000,
+            0,
+            help="Random crops drawn per epoch; 0 draws one per training image.",
+        )
+        loss = row[1].selectbox("Loss", ["bce", "bce+dice"], index=0)
+        backbone = row[2].selectbox(
+            "Backbone weights",
+            ["none", "imagenet"],
+            help="'imagenet' needs the Keras ResNet50 weights cached or an internet connection; "
+            "'none' starts from random weights.",
+        )
+        augment = row[3].checkbox("Augmentation", value=True)
+        start = st.form_submit_button(
+            "Start training", type="primary", disabled=running is not None
+        )
 if start:
     try:
         config = TrainConfig(
@@ -66,7 +72,7 @@ if start:
             crops_per_epoch=int(crops) or None,
             backbone_weights=None if backbone == "none" else backbone,
         )
-        run = jobs.start_training(config.to_dict())
+        run = access.start_training(config)
     except TrainingBusyError as exc:
         widgets.show_error(exc, "Not started")
     except SegcoreError as exc:
@@ -91,8 +97,8 @@ def live() -> None:
     head = st.columns([3, 1], vertical_alignment="center")
     head[0].markdown(f"**{run.run_id}** — {state_name} on {status.get('device') or '…'}")
     if state_name in ACTIVE_STATES:
-        if head[1].button("Stop", key=f"stop_{run.run_id}"):
-            jobs.stop_training(run.path)
+        if not access.viewer_mode() and head[1].button("Stop", key=f"stop_{run.run_id}"):
+            access.stop_training(run.path)
             st.toast("Stop requested: the run saves and stops after its current batch.")
         fraction, text = progress_of(status)
         st.progress(fraction, text=text)
@@ -142,7 +148,11 @@ for job in all_jobs:
     if cells[2].button("Watch", key=f"watch_{job['run_id']}"):
         st.session_state["watched_run"] = job["path"]
         st.rerun()
-    if run.has_bundle() and cells[3].button("Use this model", key=f"use_{job['run_id']}"):
+    if (
+        run.has_bundle()
+        and not access.viewer_mode()
+        and cells[3].button("Use this model", key=f"use_{job['run_id']}")
+    ):
         try:
             state.switch_model(str(run.bundle_dir))
         except SegcoreError as exc:

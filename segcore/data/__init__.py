@@ -8,7 +8,8 @@ binarisation), :mod:`~segcore.data.tiling` (tile positions, padding),
 :mod:`~segcore.data.synthetic` (one synthetic H&E tile: tissue, stains, acquisition) with
 :mod:`~segcore.data.synthetic_nuclei` (its nuclei), :mod:`~segcore.data.synthetic_set` (the
 synthetic set on disk, its name ``SYNTHETIC`` and default size ``SYNTHETIC_COUNT``) and
-:mod:`~segcore.data.samples` (the sample sources offered to the app).
+:mod:`~segcore.data.samples` (the sample sources offered to the app) with
+:mod:`~segcore.data.roots` (the data roots: the only folders the app's browser users may open).
 
 May import: the base modules only. NumPy, OpenCV, SciPy and scikit-image; never TensorFlow.
 """

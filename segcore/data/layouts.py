@@ -15,8 +15,9 @@ Supported layouts (detected by :func:`detect_layout`, opened by
 ``pannuke``
     a PanNuke fold: ``images.npy`` (N×256×256×3, 0–255) and ``masks.npy`` (N×256×256×6 whose last
     channel is background); a pixel is nucleus when any of the first five channels is > 0.
-    The two files may sit directly in the folder or anywhere below it (PanNuke's own
-    ``Fold 1/images/fold1/images.npy`` nesting).
+    The two files may sit directly in the folder or up to :data:`SEARCH_DEPTH` folders below it
+    (PanNuke's own ``Fold 1/images/fold1/images.npy`` nesting); the search never leaves the
+    folder, follows no symlinked folders and skips hidden ones.
 
 Per-file problems — images without masks, orphan masks, duplicate stems, unreadable files,
 image/mask size mismatches — are returned by :func:`pair_files` as a list, not raised, so that
@@ -34,6 +35,9 @@ from segcore.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_shape
 from segcore.errors import DatasetError, InvalidImageError
 
 MASK_SUFFIXES = ("_mask", "-mask", "_masks", "_label", "_labels", "_gt", "-gt", "_seg")
+
+SEARCH_DEPTH = 4
+"""How many folders below a dataset folder :func:`find_one` looks for PanNuke's array files."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,17 @@ def _check_headers(
     return good, [problem for found in results for problem in found]
 
 
-def find_one(root: Path, name: str) -> Path | None:
+def find_one(root: Path, name: str, max_depth: int = SEARCH_DEPTH) -> Path | None:
     """Returns ``root/name``, else the one file called ``name`` below ``root``, else ``None``.
+
+    The search is bounded: at most ``max_depth`` folders below ``root``, never above it, not
+    into symlinked or hidden folders.
+
+    Args:
+        root: the dataset folder.
+        name: the file name, e.g. ``images.npy``.
+        max_depth: how many folder levels below ``root`` to look, defaults to
+            :data:`SEARCH_DEPTH`.
 
     Raises:
         DatasetError: several files called ``name`` lie below ``root``.
@@ -148,7 +161,13 @@ def find_one(root: Path, name: str) -> Path | None:
     direct = root / name
     if direct.is_file():
         return direct
-    found = sorted(root.rglob(name))
+    found = []
+    for folder, subfolders, files in os.walk(root):  # os.walk follows no symlinked folder
+        depth = len(Path(folder).relative_to(root).parts)
+        subfolders[:] = [] if depth >= max_depth else [d for d in subfolders if d[:1] != "."]
+        if name in files and (Path(folder) / name).is_file():
+            found.append(Path(folder) / name)
+    found.sort()
     if len(found) > 1:
         raise DatasetError(
             f"{root}: several {name} files found; point at one fold's folder",

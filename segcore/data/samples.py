@@ -5,7 +5,9 @@ A *sample source* is the word ``"samples"`` (the repository's ``samples/``: crop
 test tiles with their licence, the default when present — :func:`default_source`), the word
 ``"synthetic"``, or the path of a dataset folder of any layout
 :func:`segcore.data.datasets.open_dataset` reads. :func:`open_source` turns it into
-:class:`~segcore.data.datasets.DatasetSplits`.
+:class:`~segcore.data.datasets.DatasetSplits`. Given data roots (the app does, for what a browser
+user typed; :mod:`segcore.data.roots`), a folder must lie inside one of them and error messages
+name files relative to their root; :func:`browser_source` gives the name the app keeps.
 
 The synthetic source needs no files: :class:`GeneratedSampleSet` makes tile ``i`` with
 :func:`segcore.data.synthetic.generate_tile` when it is loaded (about 50 ms for 256×256), and
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segcore.data import roots as data_roots
 from segcore.data.datasets import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
@@ -68,10 +71,12 @@ __all__ = [
     "BUILT_IN_DIR",
     "SYNTHETIC",
     "GeneratedSampleSet",
+    "browser_source",
     "default_source",
     "describe_source",
     "open_source",
     "random_picks",
+    "source_folder",
     "synthetic_splits",
 ]
 
@@ -143,20 +148,73 @@ def synthetic_splits(
     )
 
 
-def open_source(source: str | os.PathLike) -> DatasetSplits:
-    """Opens a sample source: ``"samples"``, ``"synthetic"`` or a dataset folder.
+def source_folder(
+    source: str | os.PathLike, roots: Sequence[data_roots.DataRoot] | None = None
+) -> Path | None:
+    """The folder a sample source reads: ``samples/``, the dataset folder, or ``None`` for the
+    synthetic source (which needs no files).
+
+    Args:
+        source: ``"samples"``, ``"synthetic"`` or a dataset folder.
+        roots: when given, the folder must lie inside one of these data roots
+            (:func:`segcore.data.roots.resolve_folder`: what a browser user typed); ``None``
+            (the command line, scripts) takes any path.
 
     Raises:
-        DatasetError: the folder does not exist, has no supported layout, or has bad files
-            (all of them listed).
+        DatasetError: no such folder, or (with ``roots``) not an allowed one — then with
+            :func:`segcore.data.roots.refusal_message`, whichever the reason.
     """
     keyword = _keyword(source)
     if keyword == SYNTHETIC:
-        return synthetic_splits()
-    root = BUILT_IN_DIR if keyword == BUILT_IN else Path(source).expanduser()
+        return None
+    if keyword == BUILT_IN:
+        return BUILT_IN_DIR
+    if roots is not None:
+        return data_roots.resolve_folder(str(source), roots)
+    root = Path(source).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder")
-    return open_dataset(root)
+    return root
+
+
+def browser_source(text: str, roots: Sequence[data_roots.DataRoot]) -> str:
+    """The sample source a browser user means by ``text``: ``"samples"``, ``"synthetic"``, or
+    the root-qualified name of a folder inside ``roots`` (``data/my-set``).
+
+    Raises:
+        DatasetError: with :func:`segcore.data.roots.refusal_message` for any folder outside the
+            roots (or missing).
+    """
+    keyword = _keyword(text)
+    if keyword is not None:
+        return keyword
+    return data_roots.browser_name(data_roots.resolve_folder(text, roots), roots)
+
+
+def open_source(
+    source: str | os.PathLike, *, roots: Sequence[data_roots.DataRoot] | None = None
+) -> DatasetSplits:
+    """Opens a sample source: ``"samples"``, ``"synthetic"`` or a dataset folder.
+
+    Args:
+        source: the sample source.
+        roots: when given (the app), the folder must lie inside one of these data roots and
+            error messages name files relative to their root
+            (:func:`segcore.data.roots.browser_error`); ``None`` opens any folder.
+
+    Raises:
+        DatasetError: the folder does not exist (or is outside ``roots``), has no supported
+            layout, or has bad files (all of them listed).
+    """
+    folder = source_folder(source, roots)
+    if folder is None:
+        return synthetic_splits()
+    if roots is None:
+        return open_dataset(folder)
+    try:
+        return open_dataset(folder)
+    except DatasetError as exc:
+        raise data_roots.browser_error(exc, roots) from exc
 
 
 def describe_source(source: str | os.PathLike) -> str:

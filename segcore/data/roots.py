@@ -1,0 +1,209 @@
+"""The data roots: the only folders a browser user of the app may open datasets from.
+
+The app's users type dataset folders into text boxes (the Predict and Evaluate pages' sample
+source, the Train page's dataset). Those folders must lie inside a *data root*:
+
+* ``samples`` — the repository's ``samples/`` (the built-in samples);
+* ``data`` — the repository's ``data/`` (the synthetic set, your own datasets);
+* every folder listed in the environment variable :data:`DATA_ROOTS_ENV`
+  (``SEGCORE_DATA_ROOTS``), separated by :data:`os.pathsep` (``:`` on Linux and macOS). An entry
+  is ``PATH`` (the root is named after the folder) or ``NAME=PATH``; a relative ``PATH`` is taken
+  from the repository root. E.g. ``SEGCORE_DATA_ROOTS=monuseg=/srv/monuseg:/srv/pannuke``.
+
+:func:`resolve_folder` turns what the user typed — a path relative to a root, either
+root-qualified (``data/my-set``, ``monuseg/test``) or plain (``my-set``, tried under each root
+in turn), or an absolute path inside a root — into the real folder (symlinks resolved) and
+refuses everything else (``..``, ``~``, absolute paths outside the roots, symlinks that lead out
+of a root, missing folders) with one message, :func:`refusal_message`, that says nothing about
+the server's file system: it is the same whether the folder exists or not and names no absolute
+path. :func:`browser_name` gives the root-qualified name to show, and :func:`relativise` /
+:func:`browser_error` rewrite error messages so they name files relative to their root.
+
+The command line does not use this module: the person at the terminal owns the machine and may
+open any folder.
+
+This module imports neither Streamlit nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from segcore.errors import DatasetError
+from segcore.paths import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+DATA_ROOTS_ENV = "SEGCORE_DATA_ROOTS"
+"""Environment variable listing extra data roots (``PATH`` or ``NAME=PATH``, ``os.pathsep``
+between entries)."""
+
+BUILT_IN_ROOTS = (("samples", REPO_ROOT / "samples"), ("data", REPO_ROOT / "data"))
+"""The roots every deployment has: the repository's ``samples/`` and ``data/``."""
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """One folder the app's browser users may open datasets from.
+
+    Attributes:
+        name: what the user types first to name the root (``data`` in ``data/my-set``).
+        path: the folder, absolute with symlinks resolved.
+    """
+
+    name: str
+    path: Path
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not re.search(r"[/\\\s]", name)
+
+
+def _parse_entry(entry: str) -> tuple[str, Path] | None:
+    name, sep, rest = entry.partition("=")
+    if sep and _plain_name(name):
+        entry = rest
+    else:
+        name = ""
+    path = Path(entry).expanduser()
+    path = path if path.is_absolute() else REPO_ROOT / path
+    path = path.resolve()
+    name = name or path.name
+    if not _plain_name(name):
+        return None
+    return name, path
+
+
+def data_roots(environ: Mapping[str, str] | None = None) -> tuple[DataRoot, ...]:
+    """The data roots: ``samples``, ``data`` and those listed in :data:`DATA_ROOTS_ENV`.
+
+    Args:
+        environ: the environment to read, defaults to ``os.environ`` (read on every call).
+
+    Returns:
+        The roots in search order, names unique (a repeated name gets ``-2``, ``-3``…). An entry
+        that gives no usable name (e.g. ``/``) is skipped with a warning in the server log.
+    """
+    environ = os.environ if environ is None else environ
+    entries = [(name, path.resolve()) for name, path in BUILT_IN_ROOTS]
+    for raw in environ.get(DATA_ROOTS_ENV, "").split(os.pathsep):
+        if not raw.strip():
+            continue
+        parsed = _parse_entry(raw.strip())
+        if parsed is None:
+            log.warning("%s: ignoring the entry %r (no usable root name)", DATA_ROOTS_ENV, raw)
+            continue
+        entries.append(parsed)
+    roots: list[DataRoot] = []
+    taken: set[str] = set()
+    for name, path in entries:
+        unique, n = name, 1
+        while unique in taken:
+            n += 1
+            unique = f"{name}-{n}"
+        taken.add(unique)
+        roots.append(DataRoot(unique, path))
+    return tuple(roots)
+
+
+def describe_roots(roots: Sequence[DataRoot] | None = None) -> str:
+    """The roots' names for labels and messages, e.g. ``"samples/, data/ or monuseg/"``."""
+    names = [f"{root.name}/" for root in (data_roots() if roots is None else roots)]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def refusal_message(roots: Sequence[DataRoot] | None = None) -> str:
+    """The one message every refused folder gets (it names the roots, never a server path)."""
+    return (
+        "Not an available dataset folder. Give a folder inside one of the data roots "
+        f"({describe_roots(roots)}) relative to it, e.g. data/my-dataset; paths outside "
+        "the roots, '..' and '~' are not accepted."
+    )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _candidates(text: str, roots: Sequence[DataRoot]) -> list[tuple[DataRoot, Path]]:
+    """Where ``text`` could point, root by root (nothing for ``..``, ``~`` or odd input)."""
+    if not text or "\x00" in text or text.startswith("~"):
+        return []
+    pure = PurePath(text)
+    if ".." in pure.parts or ".." in text.replace("\\", "/").split("/"):
+        return []
+    if pure.is_absolute():
+        return [(root, Path(text)) for root in roots]
+    if text.startswith(("/", "\\")) or pure.drive:  # half-absolute forms: not ours to guess
+        return []
+    first, rest = pure.parts[0], pure.parts[1:]
+    named = [(root, root.path.joinpath(*rest)) for root in roots if root.name == first]
+    return named + [(root, root.path / pure) for root in roots]
+
+
+def resolve_folder(text: str, roots: Sequence[DataRoot] | None = None) -> Path:
+    """The real folder a browser user means by ``text``, strictly inside a data root.
+
+    Args:
+        text: what was typed: ``data/my-set`` (root-qualified), ``my-set`` (tried under each root
+            in order), a root's name alone, or an absolute path inside a root.
+        roots: the allowed roots, defaults to :func:`data_roots`.
+
+    Returns:
+        The folder, absolute with symlinks resolved.
+
+    Raises:
+        DatasetError: with :func:`refusal_message` — for ``..``, ``~``, absolute paths outside
+            the roots, symlinks leading out of their root, files and missing folders alike.
+    """
+    roots = data_roots() if roots is None else roots
+    for root, path in _candidates(str(text).strip(), roots):
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop, an unreadable folder
+            continue
+        if _inside(real, root.path) and real.is_dir():
+            return real
+    raise DatasetError(refusal_message(roots))
+
+
+def browser_name(folder: Path, roots: Sequence[DataRoot] | None = None) -> str:
+    """The root-qualified name of a folder inside a root (``data/my-set``; ``data`` for the root
+    itself), the form the app shows and keeps.
+
+    Raises:
+        DatasetError: with :func:`refusal_message` when ``folder`` is in no root.
+    """
+    roots = data_roots() if roots is None else roots
+    folder = Path(folder).resolve()
+    for root in roots:
+        if _inside(folder, root.path):
+            relative = folder.relative_to(root.path).as_posix()
+            return root.name if relative == "." else f"{root.name}/{relative}"
+    raise DatasetError(refusal_message(roots))
+
+
+def relativise(text: str, roots: Sequence[DataRoot] | None = None) -> str:
+    """``text`` with every root's absolute path replaced by the root's name, so a message names
+    files as ``data/my-set/images/a.png``; for messages shown in a browser."""
+    roots = data_roots() if roots is None else roots
+    for root in sorted(roots, key=lambda r: len(str(r.path)), reverse=True):
+        if root.path == Path(root.path.anchor):  # a file-system root: nothing to shorten
+            continue
+        pattern = re.escape(str(root.path)) + r"(?=$|[/\\\s:;,'\")\]])"
+        text = re.sub(pattern, lambda _match, name=root.name: name, text)
+    return text
+
+
+def browser_error(exc: DatasetError, roots: Sequence[DataRoot] | None = None) -> DatasetError:
+    """The same error with its message and problem list naming files relative to their root
+    (:func:`relativise`); for the app only."""
+    roots = data_roots() if roots is None else roots
+    error = DatasetError(relativise(str(exc), roots))
+    error.problems = [(relativise(p, roots), relativise(m, roots)) for p, m in exc.problems]
+    return error

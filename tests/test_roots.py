@@ -1,0 +1,167 @@
+"""The data boundary of the app (segcore.data.roots): what a browser user may open, the one
+refusal message, messages relative to the root, and the bounded PanNuke search."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from segcore.data import roots, samples
+from segcore.data.layouts import SEARCH_DEPTH, detect_layout, find_one
+from segcore.errors import DatasetError
+from segcore.paths import REPO_ROOT
+from tests.conftest import make_pairs_dataset
+
+ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(])/[^\s]")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A root ``mine`` with a dataset, and folders outside it (one of them a real dataset)."""
+    root = tmp_path / "root"
+    make_pairs_dataset(root / "sets" / "pairs", n=4, size=32)
+    outside = make_pairs_dataset(tmp_path / "outside", n=4, size=32)
+    env = {roots.DATA_ROOTS_ENV: f"mine={root}"}
+    return roots.data_roots(env), root, outside
+
+
+def refused(text: str, allowed) -> str:
+    with pytest.raises(DatasetError) as info:
+        roots.resolve_folder(text, allowed)
+    return str(info.value)
+
+
+def test_the_roots_are_samples_data_and_the_environment(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "x" / "a"
+    env = {roots.DATA_ROOTS_ENV: os.pathsep.join([f"named={a}", str(b), "", str(a), os.sep])}
+    found = roots.data_roots(env)
+    assert [(r.name, r.path) for r in found] == [
+        ("samples", REPO_ROOT / "samples"),
+        ("data", REPO_ROOT / "data"),
+        ("named", a),
+        ("a", b),
+        ("a-2", a),  # a repeated name gets a suffix; "/" gives no name and is skipped
+    ]
+    relative = roots.data_roots({roots.DATA_ROOTS_ENV: "shared=../shared/data"})
+    assert relative[-1].path == (REPO_ROOT / "../shared/data").resolve()
+    assert roots.describe_roots(found[:3]) == "samples/, data/ or named/"
+
+
+def test_folders_inside_a_root_are_accepted(setup):
+    allowed, root, _ = setup
+    target = root / "sets" / "pairs"
+    assert roots.resolve_folder("mine/sets/pairs", allowed) == target  # root-qualified
+    assert roots.resolve_folder("sets/pairs", allowed) == target  # tried under each root
+    assert roots.resolve_folder(" sets/pairs/ ", allowed) == target
+    assert roots.resolve_folder(str(target), allowed) == target  # absolute, inside
+    assert roots.resolve_folder("mine", allowed) == root
+    assert roots.resolve_folder("samples/test", allowed) == REPO_ROOT / "samples" / "test"
+    (root / "link").symlink_to(target, target_is_directory=True)  # a symlink staying inside
+    assert roots.resolve_folder("mine/link", allowed) == target
+    assert roots.browser_name(target, allowed) == "mine/sets/pairs"
+    assert roots.browser_name(root, allowed) == "mine"
+    assert samples.browser_source("mine/link", allowed) == "mine/sets/pairs"
+    assert samples.browser_source("Synthetic", allowed) == samples.SYNTHETIC
+
+
+def test_everything_else_gets_the_same_message_whether_it_exists_or_not(setup, tmp_path):
+    allowed, root, outside = setup
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "dangling").symlink_to(tmp_path / "missing", target_is_directory=True)
+    (root / "file.txt").write_text("not a folder")
+    attempts = [
+        str(outside),  # a real dataset outside the roots
+        str(tmp_path / "missing"),  # a missing one
+        "/etc",
+        "/",
+        "../outside",
+        "../../",
+        "mine/../outside",
+        "mine/sets/../../outside",
+        "sets/pairs/../pairs",  # any '..' at all
+        "~",
+        "~/",
+        "~root",
+        "mine/escape",  # a symlink leading out of the root, to an existing folder
+        "mine/dangling",  # and to a missing one
+        "mine/file.txt",
+        "mine/nothing-here",
+        "",
+        "bad\x00name",
+    ]
+    messages = {text: refused(text, allowed) for text in attempts}
+    assert set(messages.values()) == {roots.refusal_message(allowed)}, messages
+    message = roots.refusal_message(allowed)
+    assert "mine/" in message and "data/" in message
+    assert str(tmp_path) not in message and not ABSOLUTE_PATH.search(message)
+    with pytest.raises(DatasetError, match="Not an available dataset folder"):
+        roots.browser_name(outside, allowed)
+
+
+def test_open_source_within_roots_names_files_relative_to_the_root(setup):
+    allowed, root, outside = setup
+    broken = make_pairs_dataset(root / "broken", n=3, size=32)
+    (broken / "masks" / "img_001.png").unlink()
+    (broken / "masks" / "stray.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError) as info:
+        samples.open_source("mine/broken", roots=allowed)
+    message = str(info.value)
+    assert "mine/broken/images/img_001.png" in message
+    assert "mine/broken/masks/stray.png" in message
+    assert str(root) not in message and not ABSOLUTE_PATH.search(message)
+    assert ("mine/broken/masks/stray.png", "orphan mask: no image with this stem in images/") in (
+        info.value.problems
+    )
+    assert all(str(root) not in p + m for p, m in info.value.problems)
+    with pytest.raises(DatasetError, match=r"^Not an available dataset folder"):
+        samples.open_source(str(outside), roots=allowed)
+    splits = samples.open_source("mine/sets/pairs", roots=allowed)
+    assert splits.root == root / "sets" / "pairs" and len(splits.train) > 0
+    # Without roots (the command line) any folder opens, as before.
+    assert len(samples.open_source(str(outside)).train) > 0
+
+
+def test_relativise_replaces_whole_root_paths_only(setup):
+    allowed, root, _ = setup
+    text = f"{root}/a.png: bad; {root}: empty; {root}2/b.png stays; '{root}'"
+    assert roots.relativise(text, allowed) == (
+        f"mine/a.png: bad; mine: empty; {root}2/b.png stays; 'mine'"
+    )
+
+
+def write_fold(folder, n=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "images.npy", np.zeros((n, 16, 16, 3), np.uint8))
+    np.save(folder / "masks.npy", np.zeros((n, 16, 16, 6), np.uint8))
+
+
+def test_pannuke_search_is_bounded_and_never_leaves_the_folder(tmp_path):
+    chosen = tmp_path / "chosen"
+    nested = chosen / "Fold 1" / "images" / "fold1"  # PanNuke's own nesting: 3 levels
+    write_fold(nested)
+    assert find_one(chosen, "images.npy") == nested / "images.npy"
+    assert detect_layout(chosen) == "pannuke"
+
+    deep = tmp_path / "deep"
+    too_deep = deep.joinpath(*[f"d{i}" for i in range(SEARCH_DEPTH + 1)])
+    write_fold(too_deep)
+    assert find_one(deep, "images.npy") is None
+    assert find_one(deep, "images.npy", max_depth=SEARCH_DEPTH + 1) == too_deep / "images.npy"
+
+    above = tmp_path / "above"
+    write_fold(above)  # the arrays sit above the chosen folder: never found
+    (above / "inner").mkdir()
+    assert find_one(above / "inner", "images.npy") is None
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "elsewhere").symlink_to(nested, target_is_directory=True)
+    hidden = tmp_path / "hidden"
+    write_fold(hidden / ".cache")
+    assert find_one(linked, "images.npy") is None  # no symlinked folder is followed
+    assert find_one(hidden, "images.npy") is None  # nor a hidden one
+    with pytest.raises(DatasetError, match="no supported dataset layout"):
+        detect_layout(linked)
