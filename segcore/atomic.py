@@ -1,12 +1,18 @@
-"""Atomic file writes: a reader sees either the old file or the complete new one, never half."""
+"""Atomic file writes: a reader sees either the old file or the complete new one, never half.
+
+A write that fails (a full disk, :func:`is_disk_full`) removes its temporary file.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -38,3 +44,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Writes ``obj`` as indented JSON to ``path`` atomically (see :func:`write_bytes_atomic`)."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is a full disk (or quota).
+
+    Follows ``__cause__`` and ``__context__``, so a full disk wrapped by another error (a
+    :class:`~segcore.errors.BundleError` around Keras' save) still counts.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and (
+            current.errno in _DISK_FULL_ERRNOS or "No space left on device" in str(current)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

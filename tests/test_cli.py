@@ -149,3 +149,62 @@ def test_tune_instances_prints_the_grid_and_records_the_choice(tiny_bundle, tmp_
     assert main(["-q", "tune-instances", "--model", "baseline", "--data", str(data)]) == 0
     assert main(["-q", *argv[:-1], "--model", "baseline", "--update-card"]) == 2
     assert "no card to update" in capsys.readouterr().err
+
+
+def make_unwritable(folder, monkeypatch):
+    """Makes ``folder`` unwritable: by its permissions, or (root ignores them) by refusing the
+    probe file the CLI writes there."""
+    import errno
+    import os
+    import tempfile
+
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        real = tempfile.TemporaryFile
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and str(dir) == str(folder):
+                raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+
+
+def test_predict_checks_names_and_output_folder_before_the_model(tmp_path, capsys, monkeypatch):
+    image = np.zeros((8, 8, 3), np.uint8)
+    first, second = write_png(tmp_path / "a" / "dup.png", image), tmp_path / "b" / "Dup.tif"
+    second.parent.mkdir()
+    second.write_bytes(first.read_bytes())
+    model = str(tmp_path / "no-model")  # loading it fails by name: every check comes before
+    out = tmp_path / "out"
+
+    def predict(*args):
+        status = main(["-q", "predict", "--model", model, *args])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+
+    err = predict("--out", str(out), str(first), str(second))
+    assert f"{first} and {second} would both write Dup_prob.png" in err
+    assert not out.exists()  # nothing was written
+    (tmp_path / "a-file").write_text("")
+    err = predict("--out", str(tmp_path / "a-file"), str(first))
+    assert "--out" in err and "a-file: is a file, not a folder" in err
+    err = predict("--out", str(tmp_path / "a-file" / "x"), str(first))
+    assert "a-file/x: cannot write there (Not a directory)" in err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    make_unwritable(locked, monkeypatch)
+    err = predict("--out", str(locked), str(first))
+    assert f"{locked}: cannot write there (Permission denied)" in err
+    assert "no-model" in predict("--out", str(out), str(first))  # only now the model
+    assert out.is_dir()  # made when missing
+
+
+def test_train_refuses_an_unwritable_run_folder_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", "--run-dir", str(tmp_path / "a-file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "a-file/run: cannot write the run folder (Not a directory)" in err

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from segcore.data.images import (
+    MAX_SIDE,
     check_same_size,
     encode_png,
     image_shape,
@@ -157,6 +158,18 @@ def test_pixel_cap_checked_from_header(tmp_path):
         read_image(data, name="big.png")
     with pytest.raises(InvalidImageError, match=r"more than the limit of 0\.0"):
         read_image(encode_png(np.zeros((10, 10), np.uint8)), max_pixels=10)
+
+
+@pytest.mark.parametrize("size", [(40_000, 2), (3, 70_000)])
+def test_a_side_over_the_limit_is_refused_from_the_header(size):
+    buffer = io.BytesIO()
+    Image.new("L", size).save(buffer, format="PNG")  # few pixels, a long side
+    side = "width" if size[0] > size[1] else "height"
+    message = rf"strip\.png: {size[0]}×{size[1]} has a {side} of {max(size):,} pixels, over the "
+    for reader in (read_image, read_mask):
+        with pytest.raises(InvalidImageError, match=message + "limit of 32,767 per side"):
+            reader(buffer.getvalue(), name="strip.png", max_pixels=None)
+    assert read_image(encode_png(np.zeros((1, MAX_SIDE), np.uint8))).shape == (1, MAX_SIDE, 3)
 
 
 def test_decompression_bomb_is_refused():

@@ -17,6 +17,7 @@ from segcore.inference.resolution import (
     check_pixel_size,
     image_pixel_size,
     predict_at_pixel_size,
+    resampled_size,
 )
 
 PLAIN = PreprocessConfig(equalize="none", blur_kernel=0)
@@ -90,6 +91,22 @@ def test_a_resampled_image_over_the_pixel_limit_is_refused():
         predict_at_pixel_size(
             red_channel, image, PLAIN, pixel_size=5.0, model_pixel_size=0.25, max_pixels=10**6
         )
+
+
+def test_a_resampled_side_over_the_limit_is_refused_before_any_work():
+    from segcore.analysis.analyse import analyse_image
+    from segcore.data.images import MAX_SIDE
+
+    def never(batch):
+        raise AssertionError("the model must not run")
+
+    strip = np.zeros((10, MAX_SIDE // 2 + 100, 3), np.uint8)  # 40 × 2 ≈ 0.7 megapixels
+    with pytest.raises(InvalidImageError, match=r"over the limit of 32,767 per side"):
+        predict_at_pixel_size(never, strip, PLAIN, pixel_size=0.5, model_pixel_size=0.25)
+    assert resampled_size(10, 500, pixel_size=0.5, model_pixel_size=0.25) == (1000, 20)
+    assert resampled_size(10, 500, pixel_size=None, model_pixel_size=0.25) is None
+    with pytest.raises(InvalidImageError, match="per side"):
+        analyse_image(never, strip, PLAIN, pixel_size=0.5, model_pixel_size=0.25)
 
 
 def test_dataset_json_declares_a_pixel_size(tmp_path):

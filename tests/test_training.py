@@ -1,13 +1,16 @@
-"""Training runs on tiny configurations: files, resume after kill -9, stop, failure, lock."""
+"""Training runs on tiny configurations: files, resume after kill -9 or a full disk, stop,
+failure, lock."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,6 +123,16 @@ def test_kill_9_then_resume_continues_the_history(tiny_data, tmp_path):
     before = run.read_metrics()
     status = run.read_status()
     assert status["state"] == "failed" and "killed" in status["reason"]
+    # What a kill in the middle of each write leaves (the kill above may have left some too).
+    for path in (
+        run.checkpoints_dir / ".epoch-009.tmp.keras",  # saving the checkpoint
+        run.path / ".metrics.csv.x1.tmp",  # metrics.csv
+        run.checkpoints_dir / ".state.json.x2.tmp",  # state.json
+        run.checkpoints_dir / "epoch-009.keras",  # after the checkpoint, before state.json
+        run.path / ".bundle.x3.tmp" / "model.keras",  # the bundle
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PK\x03\x04 partial")
     args, env = cli("train", "--resume", str(run_dir), runs_dir=run_dir.parent)
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -127,6 +140,93 @@ def test_kill_9_then_resume_continues_the_history(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert rows[0] == before[0]  # the history before the kill is kept as it was
     assert run.read_status()["state"] == "completed"
+    assert partial_files(run) == []
+    assert not (run.checkpoints_dir / "epoch-009.keras").exists()
+
+
+def partial_files(run: RunDir) -> list[str]:
+    """Temporary files, staging folders and the reserve anywhere in the run folder."""
+    return sorted(
+        str(p.relative_to(run.path))
+        for p in run.path.rglob("*")
+        if ".tmp" in p.name or p.name == ".reserve"
+    )
+
+
+class FullDisk:
+    """Fault injection: once a write in the run folder matches ``when(path)``, the disk is full:
+    every later write there (checked at ``os.fsync`` and Keras' ``Model.save``, which leaves
+    half a file) fails with ENOSPC, until the trainer deletes ``.reserve`` to make room."""
+
+    def __init__(self, run: RunDir, when, monkeypatch):
+        import keras
+
+        self.run, self.when, self.full = run, when, False
+        real_fsync, real_save = os.fsync, keras.Model.save
+
+        def fsync(fd):
+            self.check(Path(os.readlink(f"/proc/self/fd/{fd}")))
+            return real_fsync(fd)
+
+        def save(model, filepath, *args, **kwargs):
+            try:
+                self.check(Path(filepath))
+            except OSError:
+                Path(filepath).write_bytes(b"PK\x03\x04 half a model")
+                raise
+            return real_save(model, filepath, *args, **kwargs)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(keras.Model, "save", save)
+
+    def check(self, path: Path) -> None:
+        if self.run.path not in path.parents:
+            return
+        self.full = self.full or bool(self.when(path))
+        if self.full and self.run.reserve_path.exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_in_each_phase_is_recorded_and_resumable(tiny_data, tmp_path, monkeypatch):
+    from segcore.training.checkpoints import checkpoint_state
+    from segcore.training.runs import RunError
+
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "full")
+
+    def epoch_is(n):
+        return lambda: (checkpoint_state(run) or {}).get("epoch") == n
+
+    phases = [  # (the file whose write fills the disk, when, the epoch to resume from)
+        (".epoch-002.tmp.keras", lambda p: p.name.startswith(".epoch-002"), 1),
+        (".metrics.csv.", lambda p: p.name.startswith(".metrics.csv.") and epoch_is(1)(), 1),
+        (".status.json.", lambda p: p.name.startswith(".status.json.") and epoch_is(2)(), 2),
+        ("model.keras", lambda p: p.name == "model.keras", 2),  # the bundle's
+    ]
+    for i, (phase, when, epoch) in enumerate(phases):
+        FullDisk(run, when, monkeypatch)
+        with pytest.raises(RunError, match=f"{run.path}: disk full .* --resume {run.path}"):
+            if i == 0:
+                train(tiny_config(tiny_data, run.path), runs_dir=runs)
+            else:
+                train(run_dir=run.path, resume=True, runs_dir=runs)
+        monkeypatch.undo()  # space is freed
+        status = run.read_status()
+        assert status["state"] == "failed", phase
+        assert status["reason"].startswith("disk full: ") and "--resume" in status["hint"], phase
+        assert phase in status["reason"], status["reason"]
+        assert partial_files(run) == [], phase
+        state = checkpoint_state(run)
+        assert state["epoch"] == epoch, phase
+        assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == sorted(
+            ["best.keras", "state.json", state["checkpoint"]]
+        ), phase
+        assert not run.bundle_dir.exists(), phase
+    resumed = train(run_dir=run.path, resume=True, runs_dir=runs)
+    assert resumed.read_status()["state"] == "completed"
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    assert load_bundle(run.bundle_dir).card.training["epochs_completed"] == 2
+    assert partial_files(run) == []
 
 
 def test_sigterm_stops_after_the_batch_and_resume_finishes(tiny_data, tmp_path):
@@ -201,12 +301,12 @@ def test_an_exception_marks_the_run_failed(tiny_data, tmp_path, monkeypatch):
 
 
 def test_out_of_memory_gets_a_hint():
-    from segcore.training.trainer import _hint_for
+    from segcore.training.finish import hint_for
 
     class ResourceExhaustedError(Exception):
         pass
 
-    assert "batch-size" in _hint_for(ResourceExhaustedError("OOM when allocating tensor"))
+    assert "batch-size" in hint_for(ResourceExhaustedError("OOM when allocating tensor"))
 
 
 def test_a_second_training_is_refused(tiny_data, tmp_path):
@@ -219,7 +319,7 @@ def test_a_second_training_is_refused(tiny_data, tmp_path):
         lock.acquire("the-running-one", holder.pid)
         with pytest.raises(TrainingBusyError, match="the-running-one"):
             train(tiny_config(tiny_data, runs / "second"), runs_dir=runs)
-        assert RunDir(runs / "second").read_status()["state"] == "failed"
+        assert not (runs / "second").exists()  # a refused run leaves no folder behind
     finally:
         holder.kill()
         holder.wait()

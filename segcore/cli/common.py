@@ -1,10 +1,16 @@
-"""What every command shares: the recorded command line and the console progress bar."""
+"""What every command shares: the recorded command line, the console progress bar, and the
+checks of output folders and file names made before any model is loaded."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+
+from segcore.errors import ConfigError
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
@@ -31,3 +37,43 @@ class Progress:
             print(self.label, file=sys.stderr)
             self.bar = keras.utils.Progbar(total, unit_name="tile")
         self.bar.update(done)
+
+
+def output_folder(path: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """Creates the output folder ``path`` if missing and checks that files can be written in it.
+
+    Raises:
+        ConfigError: ``path`` is a file, or the folder cannot be made or written (one line
+            naming ``flag`` and the path).
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag} {folder}: is a file, not a folder; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # the permission bits do not tell root's case
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {folder}: cannot write there ({exc.strerror or exc}); give a writable folder"
+        ) from exc
+    return folder
+
+
+def check_unique_stems(paths: Sequence[str]) -> None:
+    """Refuses input files whose outputs would overwrite each other: two with the same name
+    without extension (ignoring case, as file systems on macOS and Windows do).
+
+    Raises:
+        ConfigError: naming both files.
+    """
+    seen: dict[str, str] = {}
+    for path in paths:
+        stem = Path(path).stem
+        first = seen.get(stem.casefold())
+        seen[stem.casefold()] = path
+        if first is not None:
+            raise ConfigError(
+                f"{first} and {path} would both write {stem}_prob.png, {stem}_mask.png, ...: "
+                "rename one, or predict them into different --out folders"
+            )

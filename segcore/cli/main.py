@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segcore.cli.common import Progress, command_line
+from segcore.cli.common import Progress, check_unique_stems, command_line, output_folder
 from segcore.cli.objects import add_tune_instances, print_instance_summary, write_instance_files
 from segcore.errors import ConfigError, SegcoreError
 
@@ -204,9 +204,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from segcore.inference.resolution import image_pixel_size, predict_at_pixel_size
 
     given = _given_pixel_size(args)
+    check_unique_stems(args.images)  # before the (slow) model, and before anything is written
+    out = output_folder(args.out)
     bundle = load_bundle(args.model)
     threshold = bundle.threshold if args.threshold is None else args.threshold
-    out = Path(args.out)
     failures = 0
     for name in args.images:
         try:
@@ -353,14 +354,19 @@ def _add_evaluate_predict_push(commands) -> None:
 
     pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
     _add_inference_args(pr)
-    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--out", required=True, help="output folder (made if missing; checked first)")
     pr.add_argument(
         "--instances",
         action="store_true",
         help="also split the mask into nuclei and write <stem>_labels.png (uint16 labels), "
         "<stem>.geojson (QuPath detections) and <stem>_nuclei.csv (one row per nucleus)",
     )
-    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, BMP; any size)")
+    pr.add_argument(
+        "images",
+        nargs="+",
+        help="image files (PNG, JPEG, TIFF, BMP; any size). Their names without extension must "
+        "differ: a/x.png and b/x.tif would write the same x_* files, so they are refused",
+    )
     pr.set_defaults(func=_cmd_predict)
 
     pu = commands.add_parser("push", help="publish a bundle to the Hugging Face Hub")

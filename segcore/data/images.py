@@ -13,11 +13,12 @@ Conventions, kept everywhere in the package:
 * Files are decoded as stored: EXIF orientation is **not** applied, so an image and its mask
   stay aligned pixel for pixel. Only the first page of a multi-page TIFF is read.
 
-Every function that reads a file checks the pixel count from the file header *before* decoding
-(``max_pixels``, default :data:`DEFAULT_MAX_PIXELS`), so a small file that would decode to
-gigabytes is refused cheaply. (Images above Pillow's decompression-bomb limit, about 179
-megapixels, are refused whatever ``max_pixels`` says.) All failures raise
-:class:`~segcore.errors.InvalidImageError` naming the file.
+Every function that reads a file checks the size from the file header *before* decoding, so a
+small file that would decode to gigabytes is refused cheaply: the pixel count (``max_pixels``,
+default :data:`DEFAULT_MAX_PIXELS`) and each side (:data:`MAX_SIDE`, whatever ``max_pixels``
+says). (Images above Pillow's decompression-bomb limit, about 179 megapixels, are refused
+whatever ``max_pixels`` says.) All failures raise :class:`~segcore.errors.InvalidImageError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -29,12 +30,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from segcore.errors import InvalidImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image (height × width) accepted by default: about 64 megapixels (8000 × 8000)."""
+
+MAX_SIDE = 32_767
+"""Longest side accepted, in pixels, whatever the pixel limit: the largest canvas side of
+Chrome and Firefox, half of the 65,500 that JPEG (the app's display format) can encode, and far
+below OpenCV's decoding limit (1,048,576). A 70,000 × 900 strip is under 64 megapixels, but the
+app could not show it after predicting it; it is refused from the header instead."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """File suffixes recognised as images when scanning dataset folders."""
@@ -70,7 +77,9 @@ def _header(data: bytes, label: str) -> tuple[int, int, str]:
     """Returns ``(height, width, pil_mode)`` read from the header only (no pixel decoding)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Bomb warnings, and Pillow's about corrupt metadata (EXIF, TIFF tags): the pixels
+            # are checked below, and a file that cannot be decoded is refused.
+            warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 mode = img.mode
@@ -80,7 +89,7 @@ def _header(data: bytes, label: str) -> tuple[int, int, str]:
             f"{label}: more than {limit / 1e6:.0f} megapixels, above the limit of what segcore "
             "decodes; crop or downscale it first"
         ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # a damaged header makes Pillow raise nearly anything
         raise InvalidImageError(
             f"{label}: not a readable image (expected PNG, JPEG, TIFF or BMP; "
             f"{exc.__class__.__name__})"
@@ -91,6 +100,13 @@ def _header(data: bytes, label: str) -> tuple[int, int, str]:
 
 
 def _check_pixels(height: int, width: int, max_pixels: int | None, label: str) -> None:
+    if max(height, width) > MAX_SIDE:
+        side = "width" if width >= height else "height"
+        raise InvalidImageError(
+            f"{label}: {width}×{height} has a {side} of {max(height, width):,} pixels, over the "
+            f"limit of {MAX_SIDE:,} per side (what browsers and the app's display can show); "
+            "crop or downscale it first"
+        )
     if max_pixels is not None and height * width > max_pixels:
         raise InvalidImageError(
             f"{label}: {width}×{height} = {height * width / 1e6:.1f} megapixels is more than the "
@@ -115,12 +131,17 @@ def _decode(
     if mode == "P":
         # Palette image: keep the indices; OpenCV would expand them to display colours.
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                array = np.asarray(img)
-        except (OSError, ValueError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(data)) as img:
+                    array = np.asarray(img)
+        except Exception as exc:  # a damaged file makes Pillow raise nearly anything
             raise InvalidImageError(f"{label}: corrupt palette image ({exc})") from exc
         return array, label, mode
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. a header OpenCV reads differently from Pillow, over its limits
+        array = None
     if array is None or array.size == 0:
         raise InvalidImageError(f"{label}: corrupt or truncated image; it could not be decoded")
     if array.shape[:2] != (height, width):
@@ -230,8 +251,10 @@ def read_mask_array(
     """Reads a mask file (or its bytes) as stored: ``(H, W)`` labels or values (palette PNGs
     give their indices), or an ``(H, W, 3/4)`` RGB(A) rendering — the form instance ground truth
     needs (:func:`segcore.metrics.labels.ground_truth_instances`). Errors as for
-    :func:`read_image`."""
-    array, _, _ = _decode(source, name, max_pixels)
+    :func:`read_image`; a float mask with NaN or infinite values is refused too."""
+    array, label, _ = _decode(source, name, max_pixels)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise InvalidImageError(f"{label}: mask contains NaN or infinite values")
     return array
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from segcore.data.images import DEFAULT_MAX_PIXELS
+from segcore.data.images import DEFAULT_MAX_PIXELS, MAX_SIDE
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, InvalidImageError
 from segcore.inference.predict import predict_probabilities
@@ -74,6 +74,49 @@ def image_pixel_size(path: str | os.PathLike) -> float | None:
     return size if size is not None and 0 < size <= MAX_PIXEL_SIZE else None
 
 
+def resampled_size(
+    height: int,
+    width: int,
+    *,
+    pixel_size: float | None,
+    model_pixel_size: float | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int] | None:
+    """The ``(width, height)`` an image of ``height`` × ``width`` is resampled to for the model,
+    or None when it is predicted as it is; checked against the limits before any work.
+
+    Args:
+        height, width: the image's size in pixels.
+        pixel_size: the image's µm per pixel; ``None`` means the model's (no resampling).
+        model_pixel_size: the model's µm per pixel; ``None`` means
+            :data:`DEFAULT_MODEL_PIXEL_SIZE`.
+        max_pixels: the largest resampled image accepted.
+
+    Raises:
+        ConfigError: a pixel size outside (0, 10] µm/px.
+        InvalidImageError: the resampled image would exceed ``max_pixels`` or have a side over
+            :data:`~segcore.data.images.MAX_SIDE`.
+    """
+    model_size = check_pixel_size(
+        DEFAULT_MODEL_PIXEL_SIZE if model_pixel_size is None else model_pixel_size,
+        what="the model's pixel size",
+    )
+    if pixel_size is None:
+        return None
+    factor = check_pixel_size(pixel_size) / model_size
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if abs(factor - 1) < 1e-3 or size == (width, height):
+        return None
+    if size[0] * size[1] > max_pixels or max(size) > MAX_SIDE:
+        limit = f"{max_pixels:,} pixels" if max(size) <= MAX_SIDE else f"{MAX_SIDE:,} per side"
+        raise InvalidImageError(
+            f"at {pixel_size:g} µm/px the {width}×{height} image becomes {size[0]}×{size[1]} "
+            f"for the model ({model_size:g} µm/px), over the limit of {limit}; "
+            "check the pixel size, or crop the image"
+        )
+    return size
+
+
 def predict_at_pixel_size(
     model: Any,
     image: np.ndarray,
@@ -97,25 +140,20 @@ def predict_at_pixel_size(
 
     Raises:
         ConfigError: a pixel size outside (0, 10] µm/px.
-        InvalidImageError: the resampled image would exceed ``max_pixels``.
+        InvalidImageError: the resampled image would exceed ``max_pixels`` or have a side over
+            :data:`~segcore.data.images.MAX_SIDE` (:func:`resampled_size`, before any work).
     """
-    model_size = check_pixel_size(
-        DEFAULT_MODEL_PIXEL_SIZE if model_pixel_size is None else model_pixel_size,
-        what="the model's pixel size",
-    )
-    if pixel_size is None:
-        return predict_probabilities(model, image, preprocess, **tiling)
-    factor = check_pixel_size(pixel_size) / model_size
     height, width = image.shape[:2]
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    if abs(factor - 1) < 1e-3 or size == (width, height):
+    size = resampled_size(
+        height,
+        width,
+        pixel_size=pixel_size,
+        model_pixel_size=model_pixel_size,
+        max_pixels=max_pixels,
+    )
+    if size is None:
         return predict_probabilities(model, image, preprocess, **tiling)
-    if size[0] * size[1] > max_pixels:
-        raise InvalidImageError(
-            f"at {pixel_size:g} µm/px the {width}×{height} image becomes {size[0]}×{size[1]} "
-            f"for the model ({model_size:g} µm/px), over the limit of {max_pixels:,} pixels; "
-            "check the pixel size, or crop the image"
-        )
+    factor = pixel_size / (model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE)
     method = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     resampled = cv2.resize(image, size, interpolation=method)
     prob = predict_probabilities(model, resampled, preprocess, **tiling)

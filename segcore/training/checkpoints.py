@@ -3,18 +3,26 @@
 A checkpoint is the compiled model *with* its optimizer state (unlike a bundle). It is written
 through a temporary file, then ``metrics.csv``, then ``state.json`` pointing at it — last, so a
 process killed at any moment leaves either the previous complete checkpoint or the new one.
+A write that fails (a full disk) removes what it had written: the temporary file, and the new
+checkpoint if ``state.json`` could not point at it. What a killed process leaves behind
+(temporary files, a checkpoint ``state.json`` never pointed at) :func:`discard_partial_files`
+removes when the run resumes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from segcore.atomic import write_json_atomic
 from segcore.timestamps import utc_now
 from segcore.training.runs import RunDir
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
@@ -30,11 +38,16 @@ def checkpoint_state(run: RunDir) -> dict[str, Any] | None:
 
 
 def save_model_atomic(model, path: Path) -> None:
-    """Saves a compiled model (with optimizer state) to ``path`` via a temporary file."""
+    """Saves a compiled model (with optimizer state) to ``path`` via a temporary file, which
+    is removed if saving fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_checkpoint(
@@ -43,22 +56,54 @@ def write_checkpoint(
     """Checkpoint after ``epoch`` completed epochs (``stopped_at``: the batch of a stop).
 
     Writes the model, ``metrics.csv`` and finally ``state.json``; then deletes the checkpoint
-    the previous ``state.json`` pointed at.
+    the previous ``state.json`` pointed at. If a write fails, the new checkpoint is deleted
+    again and the previous one stays the one to resume from.
     """
     name = f"epoch-{epoch:03d}" + (f"-stop{stopped_at}" if stopped_at is not None else "")
     path = run.checkpoints_dir / f"{name}.keras"
-    save_model_atomic(model, path)
-    run.write_metrics(history)
     previous = checkpoint_state(run)
-    write_json_atomic(
-        run.checkpoints_dir / STATE_FILE,
-        {
-            "epoch": epoch,
-            "checkpoint": path.name,
-            "best": best,
-            "stopped_at_batch": stopped_at,
-            "saved_at": utc_now(),
-        },
-    )
+    save_model_atomic(model, path)
+    try:
+        run.write_metrics(history)
+        write_json_atomic(
+            run.checkpoints_dir / STATE_FILE,
+            {
+                "epoch": epoch,
+                "checkpoint": path.name,
+                "best": best,
+                "stopped_at_batch": stopped_at,
+                "saved_at": utc_now(),
+            },
+        )
+    except BaseException:
+        if not previous or previous.get("checkpoint") != path.name:
+            path.unlink(missing_ok=True)
+        raise
     if previous and previous.get("checkpoint") not in (None, path.name):
         (run.checkpoints_dir / previous["checkpoint"]).unlink(missing_ok=True)
+
+
+def discard_partial_files(run: RunDir) -> list[Path]:
+    """Deletes what an interrupted write left in ``run``; returns what was deleted.
+
+    That is: temporary files of checkpoints, ``metrics.csv`` and previews, a bundle's staging
+    folder, and checkpoints ``state.json`` does not point at. Call it only while holding the
+    run's device lock (no other process writes these files then); ``status.json`` and
+    ``stop.request``, which other processes write, are left alone.
+    """
+    state = checkpoint_state(run) or {}
+    keep = {STATE_FILE, BEST_FILE, state.get("checkpoint")}
+    found = [
+        *(p for p in run.checkpoints_dir.glob("*") if p.name not in keep),
+        *run.path.glob(f".{run.metrics_path.name}.*.tmp"),
+        *run.previews_dir.glob(".*.tmp"),
+        *run.path.glob(f".{run.bundle_dir.name}.*.tmp"),
+    ]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if found:
+        log.info("%s: removed %d partial files", run.path, len(found))
+    return found

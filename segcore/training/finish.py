@@ -1,21 +1,27 @@
-"""The end of a completed run: evaluate the best weights on full-size validation images, choose
-the threshold of best pooled Dice, and write the bundle with its card to ``<run>/bundle``.
+"""The end of a run. A completed one: evaluate the best weights on full-size validation images,
+choose the threshold of best pooled Dice, and write the bundle with its card to ``<run>/bundle``.
+A failed one: its status records the reason, a hint and the traceback (:func:`record_failure`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import traceback
 from typing import Any
 
+from segcore.atomic import is_disk_full
 from segcore.bundles.card import VALIDATION, ModelCard, SplitFigures
 from segcore.bundles.refs import resolve_bundle_ref
 from segcore.bundles.store import read_card, save_bundle
 from segcore.data.datasets import DatasetSplits, SampleSet, dataset_pixel_size
+from segcore.errors import SegcoreError
 from segcore.evaluation.evaluate import evaluate
 from segcore.timestamps import utc_now
 from segcore.training.checkpoints import BEST_FILE
 from segcore.training.config import TrainConfig
-from segcore.training.runs import RunDir
+from segcore.training.locks import TrainingBusyError
+from segcore.training.runs import ACTIVE_STATES, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +122,51 @@ def finish_run(
         figures.pooled["dice"],
         figures.threshold,
     )
+
+
+def hint_for(exc: BaseException) -> str | None:
+    """What to try after ``exc`` ended a run, or None."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "ResourceExhausted" in text or "out of memory" in text.lower() or "OOM" in text:
+        return "out of memory: lower --batch-size (or --image-size) and resume or start again"
+    if isinstance(exc, SegcoreError):
+        return "fix the input named above and start again"
+    return None
+
+
+def record_failure(run: RunDir, exc: BaseException) -> None:
+    """Marks the run ``failed`` (``stopped`` for Ctrl-C) with reason, hint and traceback.
+
+    A full disk is recorded as such, after deleting ``.reserve`` to make room. Nothing is
+    written for a run folder that was not made, nor for a run refused because the device is
+    busy (its folder stays as it was) unless a launcher queued it for this very process.
+    """
+    if not run.status_path.is_file():
+        return
+    if isinstance(exc, TrainingBusyError):
+        status = run.read_status_raw()
+        if status.get("state") in ACTIVE_STATES and status.get("pid") == os.getpid():
+            run.write_final_status(
+                state="failed", reason=str(exc), hint="wait or stop that run", ended_at=utc_now()
+            )
+        return
+    state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+    reason, hint = f"{type(exc).__name__}: {exc}", hint_for(exc)
+    if is_disk_full(exc):
+        run.release_reserve()
+        reason = f"disk full: {reason}"
+        hint = f"free space on the disk of {run.path}, then {resume_hint(run)}"
+    run.write_final_status(
+        state=state,
+        reason=reason[:2000],
+        hint=hint,
+        traceback=traceback.format_exc()[-20000:],
+        eta_s=None,
+        ended_at=utc_now(),
+    )
+    log.error("run %s %s: %s", run.run_id, state, exc)
+
+
+def resume_hint(run: RunDir) -> str:
+    """How to resume ``run`` from the command line."""
+    return f"resume with: python -m segcore train --resume {run.path}"

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,6 +227,7 @@ def start_training(
     Raises:
         TrainingBusyError: another training holds the device (nothing is created).
         ConfigError: ``run_id`` is not a plain folder name or that run already exists.
+        RunError: the runs folder cannot be written (nothing is left behind).
     """
     runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
     run_id = run_id or new_run_id()
@@ -237,11 +239,12 @@ def start_training(
     lock = DeviceLock(lock_path(runs_dir, device_key or devices.default_lock_key()))
 
     def prepare() -> None:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config({**config, "run_dir": str(run.path)})
-        run.write_status(
-            **_queued_status(lock), epoch=0, epochs=config.get("epochs"), started_at=None
-        )
+        run.create({**config, "run_dir": str(run.path)})
+        try:
+            run.write_status(**_queued_status(lock), started_at=None)
+        except OSError as exc:  # no half-made run left behind
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise run.cannot_write(exc) from exc
 
     return _launch(run, lock, resume=False, command=command, env=env, prepare=prepare)
 

@@ -46,7 +46,12 @@ import psutil
 
 from segcore.errors import SegcoreError
 from segcore.timestamps import utc_now
-from segcore.training.runs import default_runs_dir, process_alive, process_start_time
+from segcore.training.runs import (
+    RunError,
+    default_runs_dir,
+    process_alive,
+    process_start_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +248,19 @@ class DeviceLock:
 
         Raises:
             TrainingBusyError: another live process holds the lock.
+            RunError: the lock file cannot be written (its folder is not a writable folder).
             ValueError: process ``pid`` is not running.
         """
         pid = os.getpid() if pid is None else int(pid)
+        try:
+            return self._acquire(run_id, pid)
+        except OSError as exc:
+            raise RunError(
+                f"{self.path.parent}: cannot keep the device lock there ({exc.strerror or exc}); "
+                "the runs folder (SEGCORE_RUNS_DIR) must be a writable folder"
+            ) from exc
+
+    def _acquire(self, run_id: str, pid: int) -> DeviceLock:
         record = self._record(run_id, pid)
         deadline: float | None = None
         while True:

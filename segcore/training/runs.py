@@ -12,9 +12,15 @@ A run lives in ``runs/<run-id>/``::
     checkpoints/state.json   epoch counter and best score belonging to last.keras
     bundle/              the final model bundle (model.keras + card.json)
     stop.request         present when someone asked the run to stop
+    .reserve             room kept free while the run trains (see RESERVE_BYTES)
 
 Every file is written atomically (temporary file + ``os.replace``), so a reader never sees half
-of one. A status that says ``running`` (or ``queued``) while its process is gone is reported as
+of one; a write that fails (a full disk) removes its temporary file. The disk may still be full
+when the trainer records the failure, so it keeps a small file, ``.reserve``, while it trains and
+deletes it to make room for that last ``status.json`` (:meth:`RunDir.release_reserve`): a run
+that ran out of space reads ``failed`` with the reason ``disk full``, not "probably killed".
+
+A status that says ``running`` (or ``queued``) while its process is gone is reported as
 ``failed`` by :meth:`RunDir.read_status`, so a killed run never looks alive.
 
 This module has no TensorFlow or Streamlit dependency.
@@ -25,8 +31,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import secrets
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +47,8 @@ from segcore.bundles.store import is_bundle
 from segcore.errors import SegcoreError
 from segcore.paths import REPO_ROOT
 from segcore.timestamps import utc_now
+
+log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running")
@@ -77,8 +87,13 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("SEGCORE_RUNS_DIR") or DEFAULT_RUNS_DIR)
 
 
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 256 * 1024
+"""Size of ``.reserve``: ten times a failure's status with its traceback (at most ~25 kB)."""
+
+
 class RunError(SegcoreError):
-    """A run directory is missing or unreadable."""
+    """A run directory is missing, unreadable or cannot be written."""
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -163,6 +178,35 @@ class RunDir:
         """Whether the folder holds a run (has a config or a status file)."""
         return self.config_path.is_file() or self.status_path.is_file()
 
+    def create(self, config: dict[str, Any]) -> None:
+        """Creates the folder with ``config.json`` and, unless it has one, a ``queued`` status.
+
+        Raises:
+            RunError: the folder cannot be written; the folders this call made are removed
+                again, so no half-made run is left behind.
+        """
+        top = None  # the outermost folder that mkdir will make
+        for folder in (self.path, *self.path.parents):
+            if folder.exists():
+                break
+            top = folder
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.write_config(config)
+            if not self.status_path.exists():
+                self.write_status(state="queued", epoch=0, epochs=config.get("epochs"))
+        except OSError as exc:
+            if top is not None:
+                shutil.rmtree(top, ignore_errors=True)
+            raise self.cannot_write(exc) from exc
+
+    def cannot_write(self, exc: OSError) -> RunError:
+        """The one-line error for an ``OSError`` writing this run folder."""
+        return RunError(
+            f"{self.path}: cannot write the run folder ({exc.strerror or exc}); choose a "
+            "writable --run-dir or runs folder (SEGCORE_RUNS_DIR)"
+        )
+
     # --- status --------------------------------------------------------------------------
     def read_status_raw(self) -> dict[str, Any]:
         """Returns status.json as written, or ``{}`` if there is none yet."""
@@ -196,6 +240,18 @@ class RunDir:
         status["updated_at"] = utc_now()
         write_json_atomic(self.status_path, status)
         return status
+
+    def write_final_status(self, **fields: Any) -> bool:
+        """Writes the status a run ends with, never raising ``OSError``: if the disk is too full
+        for it, writes it again without ``traceback``; returns whether either was written."""
+        for attempt in (fields, {**fields, "traceback": None}):
+            try:
+                self.write_status(**attempt)
+                return True
+            except OSError as exc:
+                error = exc
+        log.error("%s: could not record the end of the run (%s)", self.path, error)
+        return False
 
     # --- config --------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
@@ -238,6 +294,27 @@ class RunDir:
         writer.writeheader()
         writer.writerows(rows)
         write_text_atomic(self.metrics_path, buffer.getvalue())
+
+    # --- room for the last status --------------------------------------------------------
+    @property
+    def reserve_path(self) -> Path:
+        return self.path / RESERVE_FILE
+
+    def reserve_space(self) -> bool:
+        """Writes ``.reserve`` (:data:`RESERVE_BYTES`); returns False if there is no room."""
+        try:
+            with open(self.reserve_path, "wb") as handle:
+                handle.write(os.urandom(RESERVE_BYTES))  # zeros could be stored as a hole
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            self.reserve_path.unlink(missing_ok=True)
+            return False
+        return True
+
+    def release_reserve(self) -> None:
+        """Deletes ``.reserve``, freeing its room (for the status of a failure, or at the end)."""
+        self.reserve_path.unlink(missing_ok=True)
 
     # --- stop requests -------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -17,7 +17,11 @@
 * a stop request (``stop.request`` or SIGTERM) ends the run after the current batch: it saves a
   checkpoint of that moment and the state ``stopped``; a resumed run restarts the interrupted
   epoch from those weights;
-* an exception marks the run ``failed`` with the reason, a hint and the traceback;
+* an exception marks the run ``failed`` with the reason, a hint and the traceback
+  (:func:`segcore.training.finish.record_failure`). A full disk reads ``disk full``: failed
+  writes remove their partial files, and ``.reserve`` makes room for that status;
+* the device lock is taken before the run folder is made, so a run refused because the device
+  is busy, or whose folder cannot be written, leaves nothing behind;
 * at the end (:mod:`segcore.training.finish`), the best epoch's weights are evaluated on the
   full-size validation images, the threshold that maximises validation Dice is chosen, and a
   bundle (:mod:`segcore.bundles.store`) is written to ``<run>/bundle``.
@@ -33,33 +37,34 @@ import os
 import signal
 import sys
 import time
-import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from segcore.atomic import is_disk_full
 from segcore.data.datasets import DatasetSplits, open_dataset
 from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_synthetic_dataset
-from segcore.errors import ConfigError, DatasetError, SegcoreError
+from segcore.errors import ConfigError, DatasetError
 from segcore.timestamps import utc_now
 from segcore.training import devices
 from segcore.training.callback import StopTraining, make_callback
-from segcore.training.checkpoints import checkpoint_state, write_checkpoint
+from segcore.training.checkpoints import (
+    checkpoint_state,
+    discard_partial_files,
+    write_checkpoint,
+)
 from segcore.training.config import TrainConfig
-from segcore.training.finish import finish_run
-from segcore.training.locks import TrainingBusyError, lock_for
+from segcore.training.finish import finish_run, record_failure, resume_hint
+from segcore.training.locks import lock_for
 from segcore.training.models import model_for_run
-from segcore.training.runs import RunDir, default_runs_dir, new_run_id, process_start_time
+from segcore.training.runs import (
+    RunDir,
+    RunError,
+    default_runs_dir,
+    new_run_id,
+    process_start_time,
+)
 
 log = logging.getLogger(__name__)
-
-
-def _hint_for(exc: BaseException) -> str | None:
-    text = f"{type(exc).__name__}: {exc}"
-    if "ResourceExhausted" in text or "out of memory" in text.lower() or "OOM" in text:
-        return "out of memory: lower --batch-size (or --image-size) and resume or start again"
-    if isinstance(exc, SegcoreError):
-        return "fix the input named above and start again"
-    return None
 
 
 def _open_data(config: TrainConfig) -> DatasetSplits:
@@ -81,8 +86,11 @@ def _open_data(config: TrainConfig) -> DatasetSplits:
 
 
 def _log_to_run(run: RunDir) -> logging.Handler | None:
-    """Adds a train.log handler unless stderr already goes there (background jobs)."""
-    run.path.mkdir(parents=True, exist_ok=True)
+    """Adds a train.log handler unless stderr already goes there (background jobs).
+
+    Raises:
+        RunError: the run folder cannot be written.
+    """
     try:
         if run.log_path.exists() and os.path.samestat(
             os.fstat(sys.stderr.fileno()), os.stat(run.log_path)
@@ -90,7 +98,10 @@ def _log_to_run(run: RunDir) -> logging.Handler | None:
             return None
     except (OSError, ValueError, AttributeError):
         pass
-    handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    except OSError as exc:
+        raise run.cannot_write(exc) from exc
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     logger = logging.getLogger("segcore")
@@ -100,25 +111,35 @@ def _log_to_run(run: RunDir) -> logging.Handler | None:
     return handler
 
 
-def prepare_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunDir:
-    """Creates the run folder with ``config.json`` and a ``queued`` status; returns it.
+def _new_run(config: TrainConfig, runs_dir: Path) -> tuple[TrainConfig, RunDir]:
+    """The folder of a new run, not created yet: ``config.run_dir``, else ``<runs_dir>/<new
+    run id>``; and the config naming it.
 
-    The folder is ``config.run_dir``, else ``<runs_dir>/<new run id>`` (``runs_dir`` defaults to
-    :func:`segcore.training.runs.default_runs_dir`).
+    Raises:
+        ConfigError: a run (other than a queued one) already lives there.
     """
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    run_dir = config.run_dir or str(runs_dir / new_run_id())
-    config = replace(config, run_dir=str(run_dir))
-    run = RunDir(run_dir)
+    config = replace(config, run_dir=str(config.run_dir or runs_dir / new_run_id()))
+    run = RunDir(config.run_dir)
     if run.exists() and run.read_status_raw().get("state") not in (None, "queued"):
         raise ConfigError(
             f"{run.path}: a run already lives here; resume it with --resume or pick another "
             "--run-dir"
         )
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(config.to_dict())
-    if not run.status_path.exists():
-        run.write_status(state="queued", epoch=0, epochs=config.epochs)
+    return config, run
+
+
+def prepare_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunDir:
+    """Creates the run folder with ``config.json`` and a ``queued`` status; returns it.
+
+    The folder is ``config.run_dir``, else ``<runs_dir>/<new run id>`` (``runs_dir`` defaults to
+    :func:`segcore.training.runs.default_runs_dir`).
+
+    Raises:
+        ConfigError: a run already lives there.
+        RunError: the folder cannot be written (nothing is left behind).
+    """
+    config, run = _new_run(config, Path(runs_dir) if runs_dir is not None else default_runs_dir())
+    run.create(config.to_dict())
     return run
 
 
@@ -141,27 +162,32 @@ def _sigterm_requests_stop(stop_flag: dict):
             signal.signal(signal.SIGTERM, previous)
 
 
-def _record_failure(run: RunDir, exc: BaseException) -> None:
-    """Marks the run ``failed`` (``stopped`` for Ctrl-C) with reason, hint and traceback."""
-    if isinstance(exc, TrainingBusyError):
+def _start(run: RunDir, config: TrainConfig) -> None:
+    """After the lock: removes what an interrupted write left, marks the run ``running`` and
+    keeps ``.reserve``.
+
+    Raises:
+        RunError: the run folder cannot be written.
+    """
+    try:
+        run.clear_stop_request()
+        discard_partial_files(run)
+        pid = os.getpid()
         run.write_status(
-            state="failed",
-            reason=str(exc),
-            hint="wait or stop that run",
-            ended_at=utc_now(),
-            pid=os.getpid(),
+            state="running",
+            pid=pid,
+            pid_started=process_start_time(pid),
+            started_at=utc_now(),
+            ended_at=None,
+            reason=None,
+            hint=None,
+            traceback=None,
+            epochs=config.epochs,
         )
-        return
-    state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
-    run.write_status(
-        state=state,
-        reason=f"{type(exc).__name__}: {exc}"[:2000],
-        hint=_hint_for(exc),
-        traceback=traceback.format_exc()[-20000:],
-        eta_s=None,
-        ended_at=utc_now(),
-    )
-    log.error("run %s %s: %s", run.run_id, state, exc)
+    except OSError as exc:
+        raise run.cannot_write(exc) from exc
+    if not run.reserve_space():
+        log.warning("%s: no room for %s; the disk is nearly full", run.path, run.reserve_path)
 
 
 def train(
@@ -187,7 +213,10 @@ def train(
 
     Raises:
         ConfigError: invalid config or a resume without checkpoint.
-        TrainingBusyError: another training holds this device.
+        TrainingBusyError: another training holds this device (nothing is written).
+        RunError: the runs or run folder cannot be written (no half-made run is left), or the
+            disk filled up (the run is marked ``failed``, reason ``disk full``, and resumes
+            from its last checkpoint).
         Any other exception is re-raised after the run is marked ``failed``.
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
@@ -195,41 +224,37 @@ def train(
         if run_dir is None:
             raise ConfigError("--resume needs the run folder")
         run = RunDir(run_dir)
+        config = TrainConfig.from_dict(run.read_config())
     else:
         if config is None:
             raise ConfigError("a TrainConfig is needed to start a run")
         if run_dir is not None:
             config = replace(config, run_dir=str(run_dir))
-        run = prepare_run(config, runs_dir)
-    config = TrainConfig.from_dict(run.read_config())
+        config, run = _new_run(config, runs_dir)
 
-    handler = _log_to_run(run)
+    handler = None
     stop_flag = {"requested": False}
     # The same key the web server uses (no TensorFlow needed), so both see one lock.
     lock = lock_for(runs_dir, devices.default_lock_key())
     locked = False
     try:
         with _sigterm_requests_stop(stop_flag):
-            lock.acquire(run.run_id, os.getpid())
+            lock.acquire(run.run_id, os.getpid())  # first: a refused run leaves nothing behind
             locked = True
-            pid = os.getpid()
-            run.clear_stop_request()
-            run.write_status(
-                state="running",
-                pid=pid,
-                pid_started=process_start_time(pid),
-                started_at=utc_now(),
-                ended_at=None,
-                reason=None,
-                hint=None,
-                traceback=None,
-                epochs=config.epochs,
-            )
+            if not resume:
+                run.create(config.to_dict())
+            handler = _log_to_run(run)
+            _start(run, config)
             _run(run, config, resume=resume, stop_flag=stop_flag, command=command, verbose=verbose)
     except BaseException as exc:
-        _record_failure(run, exc)
+        record_failure(run, exc)
+        if is_disk_full(exc) and not isinstance(exc, RunError):
+            message = f"{run.path}: disk full ({exc}); free space, then {resume_hint(run)}"
+            raise RunError(message) from exc
         raise
     finally:
+        with contextlib.suppress(OSError):
+            run.release_reserve()
         if locked:
             lock.release(run.run_id)
         if handler is not None:
