@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from appkit import state
+
 MENU = (
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/predict.py", "Predict", ":material/biotech:"),
@@ -38,8 +40,10 @@ def run() -> None:
 
 
 def page_header() -> None:
-    """The browser title, icon and wide layout, and the sidebar menu; first call of a page."""
+    """The browser title, icon and wide layout, and the sidebar menu; first call of a page (and
+    the start of each full run for :func:`appkit.state.begin_page_run`)."""
     st.set_page_config(page_title="Nuclei segmentation explorer", page_icon="🔬", layout="wide")
+    state.begin_page_run()
     with st.sidebar:
         for path, title, icon in MENU:
             st.page_link(path, label=title, icon=icon)

@@ -5,28 +5,39 @@
   (:func:`switch_model`) records the new ref with :mod:`segcore.analysis.catalog` and clears that
   cache.
 * **Analyses** (an image's probabilities; see :class:`segcore.analysis.analyse.ImageAnalysis`)
-  are kept in a small per-process LRU store, keyed by the model and the image's content, so
-  moving a threshold slider, reloading the page or a second browser never re-runs the model
-  for an image already predicted.
-* The **sample source** (``"samples"``, ``"synthetic"`` or a dataset folder) is per session
+  are kept in a per-process LRU store, keyed by the model and the image's content, so moving a
+  threshold slider, reloading the page or a second browser never re-runs the model for an image
+  already predicted. The computation is shared by content, the identity never: the store keeps
+  analyses without a name, and :func:`analysis_for` gives each session the analysis under the
+  name of its own upload (captions, CSV rows and download names come from it).
+* **Memory** is bounded by bytes: the analysis store and :func:`result_store` together hold at
+  most :func:`appkit.caches.cache_bytes` (``$SEGCORE_CACHE_MB`` MiB, default 1024), dropping
+  the least recently used entries first (:class:`appkit.caches.AnalysisStore`). The other caches
+  are small and bounded by count: one loaded model, four opened sample sources and
+  :mod:`segcore.data.samples`' last 64 synthetic tiles (about 17 MB at 256×256).
+* The **sample source** (``"samples"``, ``"synthetic"`` or a dataset folder inside a data root,
+  by its root-qualified name: :func:`appkit.access.browser_source`) is per session
   (``st.session_state``).
 * The **Predict page's sample choice** (mode, split, sample, random gallery) is per session
   too; its ``st.session_state`` keys are owned here, so other pages and widgets change it only
   through :func:`change_sample_source` and :func:`request_predict`.
 * **Evaluation results** are kept per process in :func:`result_store`, under keys built here
   (:func:`split_evaluation`).
+* **The Predict page's explorer widgets** (its fragment's sliders) are named here
+  (:func:`explorer_keys`), and :func:`show_explorer_values` keeps what the browser shows equal
+  to what the server holds after a run that did not draw them (see there).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections import OrderedDict
+import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import streamlit as st
 
+from appkit import access
+from appkit.caches import AnalysisStore, cache_bytes
 from segcore.analysis import catalog
 from segcore.data import samples
 from segcore.data.datasets import DatasetSplits
@@ -52,7 +63,12 @@ RANDOM_IDS_KEY = "random_ids"
 RANDOM_SAMPLES = 3
 """How many samples the Predict page's random gallery shows."""
 
-ANALYSIS_CACHE_SIZE = 12
+RESULT_CACHE_SHARE = 16
+"""Evaluation results get ``1/16`` of the budget (they are small: per-image figures and counts);
+analyses the rest."""
+
+_EXPLORER_DRAWN_KEY = "_explorer_drawn"
+_EXPLORER_IN_BROWSER_KEY = "_explorer_in_browser"
 
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the model…")
@@ -91,46 +107,27 @@ def switch_model(ref: str):
         The new model's card.
 
     Raises:
+        ViewerModeError: viewer mode is on (:func:`appkit.access.require_editor`).
         BundleError: ``ref`` does not resolve to a valid bundle (nothing changes).
     """
+    access.require_editor("Switching the active model")
     card = catalog.set_active_ref(ref)
     load_bundle_cached.clear()
     return card
 
 
-class AnalysisStore:
-    """A thread-safe LRU of :class:`~segcore.analysis.analyse.ImageAnalysis` objects by key."""
-
-    def __init__(self, size: int = ANALYSIS_CACHE_SIZE) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Any | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
 @st.cache_resource
 def analysis_store() -> AnalysisStore:
-    """The process-wide store of image analyses."""
-    return AnalysisStore()
+    """The process-wide store of image analyses: :func:`cache_bytes` less the results' share."""
+    budget = cache_bytes()
+    return AnalysisStore(budget - budget // RESULT_CACHE_SHARE)
 
 
 @st.cache_resource
 def result_store() -> AnalysisStore:
-    """The process-wide store of evaluation results (per model, source, split, threshold)."""
-    return AnalysisStore(size=8)
+    """The process-wide store of evaluation results (per model, source, split, threshold):
+    ``1/``:data:`RESULT_CACHE_SHARE` of :func:`cache_bytes`, at most 8 results."""
+    return AnalysisStore(cache_bytes() // RESULT_CACHE_SHARE, max_items=8)
 
 
 def sample_source() -> str:
@@ -194,10 +191,20 @@ def random_samples(ids: list[str]) -> list[str]:
     return [i for i in st.session_state.get(RANDOM_IDS_KEY, []) if i in ids]
 
 
-@st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
 def open_source_cached(source: str) -> DatasetSplits:
-    """:func:`segcore.data.samples.open_source`, once per process and source."""
-    return samples.open_source(source)
+    """:func:`segcore.data.samples.open_source` within the data roots
+    (:func:`appkit.access.data_roots`), once per process, source and roots.
+
+    Raises:
+        DatasetError: the generic refusal for a folder outside the roots, or the dataset's
+            problems with files named relative to their root.
+    """
+    return _open_source_cached(source, access.data_roots())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
+def _open_source_cached(source: str, roots: tuple) -> DatasetSplits:
+    return samples.open_source(source, roots=roots)
 
 
 def model_key(bundle) -> tuple[str, str]:
@@ -206,6 +213,74 @@ def model_key(bundle) -> tuple[str, str]:
     if bundle.path is None:  # the classical baseline: no files
         return (bundle.card.name, "")
     return (str(bundle.path), bundle.card.model_sha256)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplorerKeys:
+    """The ``st.session_state`` keys of the Predict page's explorer widgets (:func:`explorer_keys`).
+
+    Attributes:
+        threshold_a: the Threshold A slider.
+        threshold_b: the Threshold B slider.
+        opacity: the overlay opacity slider.
+        min_area: the minimum nucleus area slider.
+        split_depth: the split depth slider.
+        table_page: the nucleus table's page number.
+    """
+
+    threshold_a: str
+    threshold_b: str
+    opacity: str
+    min_area: str
+    split_depth: str
+    table_page: str
+
+
+def explorer_keys(model_id: str, image: str) -> ExplorerKeys:
+    """The explorer's widget keys: the sliders per model (they start at the model's threshold and
+    nucleus setting), the table's page per image (``image``: its name's stem)."""
+    return ExplorerKeys(
+        threshold_a=f"thr_a_{model_id}",
+        threshold_b=f"thr_b_{model_id}",
+        opacity="opacity",
+        min_area=f"min_area_{model_id}",
+        split_depth=f"split_depth_{model_id}",
+        table_page=f"page_{image}",
+    )
+
+
+def begin_page_run() -> None:
+    """Every full script run's first step (:func:`appkit.navigation.page_header`): notes
+    whether the previous run drew the Predict page's explorer, for :func:`show_explorer_values`.
+    Fragment reruns do not call it."""
+    st.session_state[_EXPLORER_IN_BROWSER_KEY] = st.session_state.pop(_EXPLORER_DRAWN_KEY, False)
+
+
+def show_explorer_values(keys: ExplorerKeys) -> None:
+    """The explorer's first step: makes the browser show the values the server holds.
+
+    Why: a run that ends in ``st.stop()`` before the explorer (the uploader emptied while a new
+    file replaces the old one, an error, another page) keeps the explorer's widget values on the
+    server (Streamlit drops unseen widgets only after a run that completes), while the browser
+    drops those widgets; when they come back the browser would draw them at their defaults
+    while the page computes with the kept values — Threshold A's slider at 0.56 above the
+    read-out "Threshold A = 0.71". So after a run that did not draw the explorer, every kept
+    value is written back through ``st.session_state``, which Streamlit sends to the browser
+    with the widget; the user's thresholds survive a new image, and slider and read-out agree.
+    """
+    if not st.session_state.get(_EXPLORER_IN_BROWSER_KEY, False):
+        for key in dataclasses.astuple(keys):
+            if key in st.session_state:
+                st.session_state[key] = st.session_state[key]
+    st.session_state[_EXPLORER_IN_BROWSER_KEY] = True
+    st.session_state[_EXPLORER_DRAWN_KEY] = True
+
+
+def upload_limit_mb() -> int:
+    """The largest upload the server accepts, in MB (``server.maxUploadSize`` in
+    ``.streamlit/config.toml``). The browser refuses a larger file before sending it, so the
+    page never sees it: say the limit up front."""
+    return int(st.get_option("server.maxUploadSize"))
 
 
 @contextlib.contextmanager
@@ -222,12 +297,17 @@ def progress_bar(text: str) -> Iterator[Callable[[float, str], None]]:
 def analysis_for(
     bundle, key: tuple, name: str, load: Callable[[], tuple], pixel_size: float | None = None
 ):
-    """The stored analysis of ``key`` for this model, else one made now with a progress bar.
+    """The stored analysis of ``key`` for this model, else one made now with a progress bar
+    (and stored), under this session's ``name``.
+
+    The store holds analyses without a name (:meth:`ImageAnalysis.named
+    <segcore.analysis.analyse.ImageAnalysis.named>` with ``""``): two sessions uploading the
+    same bytes share the prediction, and each sees only the name it uploaded.
 
     Args:
         bundle: the loaded bundle (:func:`active_bundle`).
         key: identifies the image (its content digest, or its sample description).
-        name: the image's name for captions.
+        name: the image's name in this session, for captions, CSV rows and download names.
         load: returns ``(image, truth_or_None)``; called only when nothing is stored.
         pixel_size: the image's µm per pixel (``None``: the model's); part of the key.
 
@@ -240,7 +320,7 @@ def analysis_for(
     store = analysis_store()
     found = store.get(full_key)
     if found is not None:
-        return found
+        return found.named(name)
     image, truth = load()
     with progress_bar(f"Predicting {name}…") as show:
         analysis = analyse_image(
@@ -256,7 +336,7 @@ def analysis_for(
             model_pixel_size=bundle.pixel_size,
             instances=bundle.instances,
         )
-    store.put(full_key, analysis)
+    store.put(full_key, analysis.named(""))  # content only: no session's name is kept
     return analysis
 
 

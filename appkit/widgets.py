@@ -7,14 +7,14 @@ from typing import Any
 
 import streamlit as st
 
-from appkit import state
+from appkit import access, state
 from segcore.analysis import catalog
 from segcore.analysis.exports import MAX_PNG_LABEL
 from segcore.analysis.overlays import legend
 from segcore.bundles.loading import baseline_bundle
 from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
 from segcore.bundles.store import read_card
-from segcore.data import samples
+from segcore.data import roots, samples
 from segcore.errors import SegcoreError
 from segcore.inference.instances import InstanceConfig
 
@@ -84,9 +84,10 @@ def active_model_caption() -> None:
 
 
 def show_error(exc: BaseException, what: str = "") -> None:
-    """Shows a segcore error's message (which names the file and the problem)."""
+    """Shows a segcore error's message (which names the file and the problem), files inside the
+    data roots named relative to their root (:func:`appkit.access.browser_message`)."""
     prefix = f"{what}: " if what else ""
-    st.error(f"{prefix}{exc}", icon="⚠️")
+    st.error(f"{prefix}{access.browser_message(exc)}", icon="⚠️")
 
 
 SOURCE_CHOICES = {
@@ -99,7 +100,9 @@ SOURCE_CHOICES = {
 def source_picker(source: str):
     """The sample-source chooser (an expander) and the opened source's splits.
 
-    Stops the page with a clear error when the source cannot be opened.
+    A typed folder must lie inside a data root (:func:`appkit.access.browser_source`); any other
+    is refused with one generic message and the source stays as it was. Stops the page with a
+    clear error when the source cannot be opened.
     """
     with st.expander(f"Samples come from {samples.describe_source(source)}", expanded=False):
         current = source if source in (samples.BUILT_IN, samples.SYNTHETIC) else "folder"
@@ -114,14 +117,19 @@ def source_picker(source: str):
         folder = ""
         if kind == "folder":
             folder = st.text_input(
-                "Dataset folder (any supported layout)",
+                f"Dataset folder under {roots.describe_roots(access.data_roots())}",
                 value="" if current != "folder" else source,
                 key="source_input",
+                help=access.folder_help(),
             )
         if st.button("Use this source", key="source_apply"):
-            chosen = folder.strip() if kind == "folder" else kind
-            state.change_sample_source(chosen or samples.default_source())
-            st.rerun()
+            try:
+                chosen = kind if kind != "folder" else access.browser_source(folder)
+            except SegcoreError as exc:
+                show_error(exc, "Cannot use this folder")
+            else:
+                state.change_sample_source(chosen)
+                st.rerun()
     try:
         return state.open_source_cached(source)
     except SegcoreError as exc:
@@ -194,16 +202,16 @@ def require_bundle():
         st.stop()
 
 
-def instance_controls(default: InstanceConfig, key: str, columns) -> InstanceConfig:
-    """The two nucleus-splitting sliders (minimum area, split depth), starting at the model's
-    setting ``default``; ``columns`` are the two Streamlit columns to put them in."""
+def instance_controls(default: InstanceConfig, keys: state.ExplorerKeys, columns) -> InstanceConfig:
+    """The two nucleus-splitting sliders (minimum area, split depth, keyed by ``keys``), starting
+    at the model's setting ``default``; ``columns`` are the two Streamlit columns to put them in."""
     min_area = columns[0].slider(
         "Minimum nucleus area (µm²)",
         0.0,
         max(40.0, default.min_area_um2),
         float(default.min_area_um2),
         0.5,
-        key=f"min_area_{key}",
+        key=keys.min_area,
         help="Objects smaller than this are dropped as specks. Default: the model's setting, "
         "chosen on validation tiles.",
     )
@@ -213,7 +221,7 @@ def instance_controls(default: InstanceConfig, key: str, columns) -> InstanceCon
         max(3.0, default.split_depth_um),
         float(default.split_depth_um),
         0.05,
-        key=f"split_depth_{key}",
+        key=keys.split_depth,
         help="How much thinner the neck between two touching nuclei must be before they are "
         "split: lower splits more, high values keep touching nuclei together.",
     )
@@ -253,16 +261,14 @@ def nuclei_readouts(view) -> None:
 
 def nucleus_table(table, key: str, page_size: int = 200) -> None:
     """The per-nucleus measurements, a page at a time (``table`` is a
-    :class:`segcore.analysis.nuclei.NucleusTable`)."""
+    :class:`segcore.analysis.nuclei.NucleusTable`; ``key`` the page number's widget key)."""
     if not len(table):
         st.caption("No nuclei at this threshold and setting.")
         return
     pages = table.page_count(page_size)
     page = 1
     if pages > 1:
-        page = st.number_input(
-            f"Page (of {pages}, {page_size} nuclei each)", 1, pages, 1, key=f"page_{key}"
-        )
+        page = st.number_input(f"Page (of {pages}, {page_size} nuclei each)", 1, pages, 1, key=key)
     st.dataframe(table.page(page - 1, page_size), hide_index=True, height=260)
 
 

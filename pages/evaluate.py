@@ -30,7 +30,7 @@ threshold = controls[1].slider(
 worst_k = controls[2].number_input("Worst images shown", 1, 12, 3, key="eval_worst_k")
 sample_set = splits.split(split_name)
 if len(sample_set) == 0:
-    st.warning(f"{splits.root}: the {split_name} split is empty.")
+    st.warning(f"The {split_name} split of {source} is empty.")
     st.stop()
 
 result = state.split_evaluation(bundle, splits, split_name, threshold)
@@ -94,7 +94,7 @@ for row in worst:
     analysis = state.sample_analysis(bundle, sample_set, row["id"])
     view = analysis.view(threshold)
     left, middle, right = st.columns([2, 2, 1])
-    left.image(analysis.image, caption=row["id"])
+    left.image(analysis.picture, caption=row["id"])
     middle.image(view.overlay, caption=f"Overlay at {threshold:.2f}")
     right.metric("Dice", f"{row['dice']:.3f}")
     right.metric("Jaccard", f"{row['jaccard']:.3f}")

@@ -8,7 +8,7 @@ threshold sliders live in a fragment that re-thresholds the cached probabilities
 import streamlit as st
 
 from appkit import charts, navigation, state, widgets
-from segcore.analysis.analyse import digest, read_upload
+from segcore.analysis.uploads import digest, read_upload
 from segcore.data.images import IMAGE_SUFFIXES
 from segcore.errors import SegcoreError
 
@@ -32,7 +32,7 @@ if mode == "Sample":
     split_name = split_col.selectbox("Split", ["test", "val", "train"], key=state.SAMPLE_SPLIT_KEY)
     sample_set = splits.split(split_name)
     if len(sample_set) == 0:
-        st.warning(f"{splits.root}: the {split_name} split is empty; pick another split.")
+        st.warning(f"The {split_name} split of {source} is empty; pick another split.")
         st.stop()
     ids = list(sample_set.ids)
     state.default_sample(ids)
@@ -65,15 +65,26 @@ if mode == "Sample":
         widgets.show_error(exc, f"Cannot predict {sample_id}")
         st.stop()
 else:
+    limit = state.upload_limit_mb()
+    too_large = f"Files up to {limit} MB: the browser refuses a larger one before sending it."
     left, right = st.columns(2)
-    image_file = left.file_uploader("H&E image", type=UPLOAD_TYPES, key="upload_image")
+    image_file = left.file_uploader(
+        "H&E image", type=UPLOAD_TYPES, key="upload_image", help=too_large
+    )
     mask_file = right.file_uploader(
         "Ground-truth mask (optional: binary, 0/255, palette or instance labels)",
         type=UPLOAD_TYPES,
         key="upload_mask",
+        help=too_large,
     )
     if image_file is None:
-        st.info("Upload an H&E image (PNG, JPEG, TIFF or BMP) to predict its nuclei.")
+        st.info(
+            f"Upload an H&E image (PNG, JPEG, TIFF or BMP, up to {limit} MB) to predict its "
+            "nuclei. A larger file is refused by the browser before it reaches the app: the "
+            f"uploader marks it in red (“File must be {limit}.0MB or smaller”) and nothing is "
+            "predicted; crop it, or save it as JPEG or compressed TIFF.",
+            icon=":material/upload_file:",
+        )
         st.stop()
     image_bytes = image_file.getvalue()
     mask_bytes = mask_file.getvalue() if mask_file is not None else None
@@ -99,8 +110,12 @@ st.caption(
     f"{analysis.seconds:.2f} s by {bundle.card.name} (trained at {bundle.pixel_size or 0.25:g} "
     "µm/px). Probabilities are cached: the sliders below never re-run the model."
 )
+if analysis.stain_note:
+    st.warning(analysis.stain_note, icon=":material/palette:")
+if analysis.display_note:
+    st.caption(analysis.display_note)
 views = st.columns(4)
-views[0].image(analysis.image, caption="Original")
+views[0].image(analysis.picture, caption="Original")
 views[1].image(analysis.model_input, caption="Preprocessed (what the model sees)")
 views[2].image(analysis.heatmap(), caption="Probability (viridis: dark 0 → yellow 1)")
 truth_picture = analysis.truth_picture()
@@ -113,6 +128,8 @@ else:
 @st.fragment
 def explore() -> None:
     """Two thresholds side by side; re-thresholds the cached probabilities only."""
+    keys = state.explorer_keys(model_id, analysis.stem)
+    state.show_explorer_values(keys)  # before the widgets: the browser shows what is used
     controls = st.columns(5)
     t_a = controls[0].slider(
         "Threshold A",
@@ -120,12 +137,12 @@ def explore() -> None:
         1.0,
         float(round(bundle.threshold, 2)),
         0.01,
-        key=f"thr_a_{model_id}",
+        key=keys.threshold_a,
         help="Default: the model's validation-best threshold.",
     )
-    t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=f"thr_b_{model_id}")
-    opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    setting = widgets.instance_controls(bundle.instances, model_id, controls[3:])
+    t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=keys.threshold_b)
+    opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key=keys.opacity)
+    setting = widgets.instance_controls(bundle.instances, keys, controls[3:])
     shown = analysis.compare(t_a, t_b, opacity=opacity, instances=setting)
     widgets.metric_readouts(shown.a.metrics, title=f"Threshold A = {t_a:.2f}")
     widgets.metric_readouts(
@@ -179,10 +196,10 @@ def explore() -> None:
     nuclei = analysis.nuclei(t_a, setting)
     widgets.nuclei_readouts(nuclei)
     left, right = st.columns(2)
-    left.image(nuclei.outlines(analysis.image), caption=f"{nuclei.count:,d} nuclei outlined")
+    left.image(nuclei.outlines(analysis.picture), caption=f"{nuclei.count:,d} nuclei outlined")
     if nuclei.count:
         right.plotly_chart(charts.nuclei_histograms(nuclei.distributions()), key="nuclei_hist")
-    widgets.nucleus_table(nuclei.table, key=analysis.stem)
+    widgets.nucleus_table(nuclei.table, key=keys.table_page)
     widgets.nuclei_downloads(nuclei, analysis.stem)
 
 

@@ -212,3 +212,55 @@ def test_an_empty_prediction_gives_zero_nuclei_and_empty_files(image_and_truth):
     labels = cv2.imdecode(np.frombuffer(view.label_png(), np.uint8), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (80, 100) and not labels.any()
     assert view.scores.n_pred == 0 and view.scores.pq == 0.0
+
+
+def test_named_copies_share_everything_but_the_name(image_and_truth):
+    image, truth = image_and_truth
+    model = CountingModel()
+    alice = analyse_image(model, image, PreprocessConfig(), truth, name="patient-ALICE.png")
+    bob = alice.named("bob.tiff")
+    assert (bob.name, bob.stem) == ("bob.tiff", "bob")
+    assert (alice.name, alice.stem) == ("patient-ALICE.png", "patient-ALICE")
+    assert bob.explorer is alice.explorer and bob.image is alice.image
+    assert [row["image"] for row in bob.metrics_rows([0.3, 0.6])] == ["bob.tiff", "bob.tiff"]
+    assert b"ALICE" not in bob.metrics_csv([0.5])
+    assert bob.baseline is alice.baseline  # computed once, for every copy
+    assert alice.named("").name == "" and model.calls == 1
+
+
+def test_nbytes_counts_the_arrays_and_the_caches_filled(image_and_truth):
+    image, truth = image_and_truth
+    analysis = analyse_image(CountingModel(), image, PreprocessConfig(), truth)
+    arrays = (analysis.image, analysis.model_input, analysis.probabilities)
+    base = analysis.nbytes
+    assert base >= sum(a.nbytes for a in arrays) + analysis.truth.nbytes
+    analysis.nuclei(0.5)  # a label image (int32) and a mask are cached
+    assert analysis.nbytes >= base + 80 * 100 * 4
+    before_baseline = analysis.nbytes
+    analysis.baseline_metrics()
+    assert analysis.nbytes >= before_baseline + 80 * 100 * 4  # the baseline's scores
+    assert analysis.named("x").nbytes == analysis.nbytes
+
+
+def test_a_dim_image_is_stretched_for_the_pictures_only():
+    rng = np.random.default_rng(1)
+    bright = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    dim = (bright // 16).astype(np.uint8)  # a 12-bit scan read from a 16-bit file: 0..15
+    model = CountingModel()
+    analysis = analyse_image(model, dim, PreprocessConfig(), name="dim.tif")
+    assert analysis.display_note and "dim" in analysis.display_note
+    assert analysis.picture.max() == 255 and analysis.image.max() == 15
+    np.testing.assert_array_equal(analysis.image, dim)  # what the model and the counts use
+    assert analysis.view(0.5, opacity=0.0).overlay.max() > 200  # drawn on the picture
+    plain = analyse_image(model, bright, PreprocessConfig())
+    assert plain.display_note is None and plain.display_image is None
+    assert plain.picture is plain.image
+
+
+def test_a_16_bit_upload_of_12_bit_data_is_shown_stretched():
+    rng = np.random.default_rng(2)
+    twelve_bit = rng.integers(0, 4096, (40, 50, 3), dtype=np.uint16)  # a camera's 12 bits
+    image, _ = read_upload(png(twelve_bit), "scan.png")
+    assert image.dtype == np.uint8 and image.max() <= 16  # read as stored: /257, dim
+    analysis = analyse_image(CountingModel(), image, PreprocessConfig(), name="scan.png")
+    assert analysis.display_note and analysis.picture.max() == 255

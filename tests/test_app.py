@@ -17,8 +17,9 @@ import pytest
 from sklearn.metrics import f1_score, jaccard_score
 from streamlit.testing.v1 import AppTest
 
+from appkit import access
 from segcore.analysis import catalog
-from segcore.data import samples
+from segcore.data import roots, samples
 from segcore.data.synthetic import generate_tile
 from segcore.training import jobs
 from segcore.training.jobs import FINAL_STATES
@@ -34,6 +35,13 @@ def isolated_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGCORE_RUNS_DIR", str(runs))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     return runs
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """Makes ``tmp_path`` a data root (named after it), so tests may open folders in it."""
+    monkeypatch.setenv(roots.DATA_ROOTS_ENV, str(tmp_path))
+    return tmp_path
 
 
 def app() -> AppTest:
@@ -249,7 +257,7 @@ def test_bad_upload_shows_error_and_page_keeps_working(reference):
     assert "Nuclei (predicted)" in readouts(at)
 
 
-def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path):
+def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path, data_root):
     folder = make_pairs_dataset(tmp_path / "pairs", n=12, size=64)
     at = page("pages/evaluate.py")
     at.radio(key="source_kind").set_value("folder").run()
@@ -270,7 +278,7 @@ def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path):
     assert at.selectbox(key="sample_id").value.startswith("img_")
 
 
-def test_evaluate_the_classical_baseline(tmp_path):
+def test_evaluate_the_classical_baseline(tmp_path, data_root):
     from segcore.data.datasets import open_dataset
     from segcore.evaluation.evaluate import evaluate
     from segcore.inference.classical import ClassicalBaseline
@@ -290,6 +298,110 @@ def test_evaluate_the_classical_baseline(tmp_path):
     assert shown["Pooled Dice"][0] == f"{expected.pooled['dice']:.3f}"
     assert shown["Mean PQ per image"][0] == f"{expected.instances['mean_pq']:.3f}"
     assert shown["Mean AJI per image"][0] == f"{expected.instances['mean_aji']:.3f}"
+
+
+def choose_folder(at: AppTest, text: str) -> AppTest:
+    """Types ``text`` into the source picker's folder box and presses "Use this source"."""
+    at.radio(key="source_kind").set_value("folder").run()
+    at.text_input(key="source_input").set_value(text)
+    next(b for b in at.button if b.label == "Use this source").click().run()
+    return at
+
+
+def test_a_folder_outside_the_data_roots_is_refused_with_one_message(tmp_path):
+    outside = make_pairs_dataset(tmp_path / "pairs", n=6, size=64)  # tmp_path is no root here
+    refusal = f"Cannot use this folder: {roots.refusal_message(roots.data_roots())}"
+    at = page("pages/evaluate.py")
+    for text in [str(outside), str(tmp_path / "missing"), "/etc", "../../", "~", "samples/../.."]:
+        choose_folder(at, text)
+        assert not at.exception
+        assert [e.value for e in at.error] == [refusal], text
+    assert str(tmp_path) not in refusal and "/etc" not in refusal
+    assert "samples/" in at.text_input(key="source_input").label  # the box names the roots
+    assert any("built-in samples" in e.label for e in at.expander)  # the source is unchanged
+
+
+def test_a_folder_inside_a_configured_root_opens_with_files_named_relative_to_it(
+    tmp_path, monkeypatch
+):
+    root = tmp_path / "shared"
+    make_pairs_dataset(root / "pairs", n=12, size=64)
+    broken = make_pairs_dataset(root / "broken", n=3, size=64)
+    (broken / "masks" / "img_001.png").unlink()
+    monkeypatch.setenv(roots.DATA_ROOTS_ENV, f"lab={root}")
+    at = page("pages/evaluate.py")
+    choose_folder(at, "lab/pairs")
+    assert_clean(at)
+    assert "lab/" in at.text_input(key="source_input").label
+    assert any("the dataset at lab/pairs" in e.label for e in at.expander)
+    assert any(b.label.startswith("Evaluate ") for b in at.button)
+    choose_folder(at, "lab/broken")
+    assert not at.exception
+    assert len(at.error) == 1 and "lab/broken/images/img_001.png" in at.error[0].value
+    assert str(tmp_path) not in at.error[0].value
+
+
+def test_training_from_the_browser_gets_the_real_folder_inside_a_root(
+    tmp_path, monkeypatch, data_root
+):
+    from segcore.errors import DatasetError
+    from segcore.training.config import TrainConfig
+
+    started = []
+    monkeypatch.setattr(jobs, "start_training", lambda config: started.append(config["data"]))
+    folder = make_pairs_dataset(tmp_path / "pairs", n=8, size=64)
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    access.start_training(TrainConfig(data=f"{tmp_path.name}/link"))
+    access.start_training(TrainConfig(data="synthetic"))
+    assert started == [str(folder), "synthetic"]
+    with pytest.raises(DatasetError, match="Not an available dataset folder"):
+        access.start_training(TrainConfig(data="/etc"))
+    assert len(started) == 2
+
+
+def test_train_page_refuses_a_dataset_outside_the_roots_before_starting(tmp_path, isolated_runs):
+    outside = make_pairs_dataset(tmp_path / "pairs", n=8, size=64)
+    refusal = f"Invalid training settings: {roots.refusal_message(roots.data_roots())}"
+    at = page("pages/train.py")
+    for text in [str(outside), "/etc", "../../"]:
+        at.text_input[0].set_value(text)
+        at.button[0].click().run()  # the form's submit button
+        assert not at.exception
+        assert [e.value for e in at.error] == [refusal], text
+    assert jobs.running_job(isolated_runs) is None and jobs.list_jobs(isolated_runs) == []
+
+
+def test_viewer_mode_offers_no_training_no_hub_and_no_model_switch(isolated_runs, monkeypatch):
+    import shutil
+
+    from appkit import state
+    from segcore.training.config import TrainConfig
+
+    monkeypatch.setenv(access.VIEWER_ENV, "1")
+    copy = isolated_runs / "run-x" / "bundle"
+    shutil.copytree(REPO / "weights" / "default", copy)
+    (isolated_runs / "run-x" / "status.json").write_text('{"state": "completed"}')
+    at = page("pages/train.py")
+    assert_clean(at)
+    assert any(access.VIEWER_NOTE in i.value for i in at.info)
+    labels = [b.label for b in at.button]
+    assert "Start training" not in labels and "Use this model" not in labels
+    assert "Watch" in labels  # watching stays
+    at.switch_page("pages/models.py").run()
+    assert_clean(at)
+    assert any(access.VIEWER_NOTE in i.value for i in at.info)
+    labels = [b.label for b in at.button]
+    assert "Use this model" not in labels and "Download and use" not in labels
+    assert not at.text_input  # no Hub box
+    # The functions behind those buttons refuse as well.
+    with pytest.raises(access.ViewerModeError):
+        access.start_training(TrainConfig())
+    with pytest.raises(access.ViewerModeError):
+        state.switch_model(str(copy))
+    with pytest.raises(access.ViewerModeError):
+        access.stop_training(isolated_runs / "run-x")
+    assert catalog.active_ref() == catalog.DEFAULT_REF
+    assert [j["run_id"] for j in jobs.list_jobs(isolated_runs)] == ["run-x"]
 
 
 def test_models_page_lists_the_default_and_refuses_offline_hub(monkeypatch):
@@ -329,7 +441,7 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 @pytest.mark.slow
-def test_train_page_starts_and_stops_a_tiny_job(tmp_path, isolated_runs):
+def test_train_page_starts_and_stops_a_tiny_job(tmp_path, isolated_runs, data_root):
     folder = make_pairs_dataset(tmp_path / "pairs", n=8, size=64)
     at = page("pages/train.py")
     assert_clean(at)
@@ -362,3 +474,77 @@ def test_train_page_starts_and_stops_a_tiny_job(tmp_path, isolated_runs):
     assert_clean(at)
     assert any(run.run_id in m.value for m in at.markdown)
     assert RunDir(run.path).read_status()["state"] == "stopped"
+
+
+def upload_session(name: str, image: np.ndarray, truth: np.ndarray | None = None) -> AppTest:
+    """A new session (its own AppTest) on the Predict page with ``image`` uploaded as ``name``."""
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    if truth is not None:
+        at.file_uploader(key="upload_mask").upload("mask.png", png(truth * 255), "image/png")
+    at.file_uploader(key="upload_image").upload(name, png(image), "image/png").run()
+    assert_clean(at)
+    return at
+
+
+def page_text(at: AppTest) -> str:
+    """Every caption, markdown, title, message and metric label of the page, one per line."""
+    elements = [*at.caption, *at.markdown, *at.title, *at.subheader, *at.info, *at.warning]
+    return "\n".join([*(str(e.value) for e in elements), *(m.label for m in at.metric)])
+
+
+def test_two_sessions_uploading_the_same_bytes_see_only_their_own_names(reference):
+    """The prediction is shared by content; names, captions and downloads never are."""
+    from appkit import state
+
+    image, truth = reference[0], reference[1]
+    alice = upload_session("patient-ALICE-1234.png", image, truth)
+    assert "**patient-ALICE-1234.png** — " in alice.caption[0].value
+    bob = upload_session("bob.png", image, truth)
+    assert "**bob.png** — " in bob.caption[0].value
+    assert "ALICE" not in page_text(bob) and "patient" not in page_text(bob)
+    # The store keeps analyses without names: nothing of Alice's is left for others to read.
+    assert {analysis.name for analysis in state.analysis_store()._items.values()} == {""}
+    alice.run()  # and Alice keeps her own name after Bob's visit
+    assert "**patient-ALICE-1234.png** — " in alice.caption[0].value
+    assert "bob" not in page_text(alice)
+
+
+def drawn_threshold_a(at: AppTest) -> float:
+    """The value the browser draws for Threshold A when the slider is new to it: the value the
+    server sends with it if any, else the slider's default (the browser keeps no state for a
+    widget it dropped)."""
+    proto = next(s for s in at.slider if s.label == "Threshold A").proto
+    return (proto.value if proto.set_value else proto.default)[0]
+
+
+def test_threshold_slider_and_readout_agree_after_a_new_upload(reference):
+    """Replacing an upload passes through a run with no image (``st.stop()`` before the
+    explorer): the browser drops the sliders, the server kept their values. When the explorer
+    comes back, the slider drawn must show the threshold its read-out uses."""
+    image = reference[0]
+    other = np.ascontiguousarray(image[::-1])
+    at = upload_session("one.png", image)
+    next(s for s in at.slider if s.label == "Threshold A").set_value(0.71).run()
+    assert "**Threshold A = 0.71**" in page_text(at)
+    at.file_uploader(key="upload_image").set_value(None).run()  # the uploader, emptied
+    assert not [s for s in at.slider if s.label == "Threshold A"]  # no explorer this run
+    at.file_uploader(key="upload_image").upload("two.png", png(other), "image/png").run()
+    assert_clean(at)
+    drawn = drawn_threshold_a(at)
+    assert f"**Threshold A = {drawn:.2f}**" in page_text(at)
+    assert drawn == pytest.approx(0.71)  # the user's threshold is kept for the new image
+    # Moving it again afterwards is ordinary: the read-out follows.
+    next(s for s in at.slider if s.label == "Threshold A").set_value(0.4).run()
+    assert "**Threshold A = 0.40**" in page_text(at)
+
+
+def test_grayscale_upload_is_flagged_and_the_upload_limit_is_stated(reference):
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    assert any("up to 200 MB" in i.value for i in at.info)  # said before any upload
+    gray = np.repeat(reference[0].mean(axis=2).astype(np.uint8)[..., None], 3, axis=2)
+    at.file_uploader(key="upload_image").upload("dapi.png", png(gray), "image/png").run()
+    assert_clean(at)
+    assert at.warning and "does not look like H&E" in at.warning[0].value
+    assert readouts(at)["Nuclei (predicted)"]  # analysed all the same

@@ -9,6 +9,7 @@ on a machine that cannot have it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,4 +246,123 @@ def test_fresh_app_opens_on_real_tissue_with_nuclei_and_their_exports(server, pa
     png = download("Nucleus labels PNG (16-bit)")
     decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.dtype == np.uint16 and np.array_equal(decoded, labels)
+    assert browser.exceptions(page) == []
+
+
+def test_folder_box_refuses_server_paths_without_naming_any(server, page):
+    """Typing a server path into the dataset-folder box gets the one generic refusal."""
+    from segcore.data import roots
+
+    refusal = f"Cannot use this folder: {roots.refusal_message(roots.data_roots())}"
+    page.goto(f"{server}/evaluate")
+    browser.wait_for_app(page)
+    page.get_by_text("Samples come from", exact=False).first.click()
+    page.get_by_text("A dataset folder", exact=True).click()
+    browser.wait_for_app(page)
+    box = page.locator('[data-testid="stTextInput"] input').first
+    for text in ["/etc", "../../"]:
+        box.fill(text)
+        box.press("Enter")
+        browser.wait_for_app(page)
+        page.get_by_role("button", name="Use this source").click()
+        page.wait_for_function(
+            "(text) => document.body.innerText.includes(text)", arg=refusal, timeout=60_000
+        )
+        browser.wait_for_app(page)
+        alerts = [  # each alert's text, without the icon line
+            a.inner_text().strip().splitlines()[-1]
+            for a in page.query_selector_all('[data-testid="stAlertContainer"]')
+        ]
+        assert [a for a in alerts if "Cannot use this folder" in a] == [refusal], alerts
+        assert not any(str(REPO) in a or "/etc" in a for a in alerts), alerts
+        assert "passwd" not in page.inner_text("body")
+        assert browser.exceptions(page) == []
+    page.screenshot(path=str(ARTIFACTS / "folder-refused.png"), full_page=True)
+
+
+def open_upload(page, url: str) -> None:
+    page.goto(f"{url}/predict")
+    browser.wait_for_app(page)
+    page.get_by_text("Upload", exact=True).click()
+    browser.wait_for_app(page)
+
+
+def upload_and_wait(page, path) -> None:
+    """Sets the image uploader to ``path`` and waits for its prediction's caption."""
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').nth(0).set_input_files(
+        str(path)
+    )
+    page.wait_for_function(
+        """(name) => Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]'))
+                 .some(c => c.innerText.includes(name + ' — '))""",
+        arg=path.name,
+        timeout=180_000,
+    )
+    browser.wait_for_app(page)
+
+
+def threshold_a_title(page) -> str:
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('[data-testid="stMarkdownContainer"]'))
+            .map(m => m.innerText.trim()).find(t => t.startsWith('Threshold A ='))"""
+    )
+
+
+def test_two_browsers_uploading_the_same_bytes_see_only_their_own_names(server, page, tmp_path):
+    """Two sessions (two browser contexts), the same bytes under two names: each sees and
+    downloads its own name."""
+    import shutil
+
+    sample = sorted((REPO / "samples" / "test" / "images").glob("*.png"))[2]
+    alice_file = Path(shutil.copy(sample, tmp_path / "patient-ALICE-1234.png"))
+    bob_file = Path(shutil.copy(sample, tmp_path / "bob.png"))
+    contexts = [page.context.browser.new_context(viewport={"width": 1500, "height": 1100})]
+    contexts.append(page.context.browser.new_context(viewport={"width": 1500, "height": 1100}))
+    try:
+        alice, bob = (context.new_page() for context in contexts)
+        for session, path in ((alice, alice_file), (bob, bob_file)):
+            session.set_default_timeout(180_000)
+            open_upload(session, server)
+            upload_and_wait(session, path)
+        text = bob.inner_text("body")
+        assert "bob.png — " in text and "ALICE" not in text
+        threshold = browser.slider_value(bob, "Threshold A")
+        with bob.expect_download(timeout=60_000) as info:
+            bob.get_by_role("button", name="Mask PNG (A)").click()
+        assert info.value.suggested_filename == f"bob_mask_{threshold:.2f}.png"
+        with bob.expect_download(timeout=60_000) as info:
+            bob.get_by_role("button", name="Metrics CSV (A and B)").click()
+        assert info.value.suggested_filename == "bob_metrics.csv"
+        info.value.save_as(tmp_path / "bob_metrics.csv")
+        rows = (tmp_path / "bob_metrics.csv").read_bytes()
+        assert b"bob.png" in rows and b"ALICE" not in rows
+        assert "patient-ALICE-1234.png — " in alice.inner_text("body")
+        assert browser.exceptions(alice) == [] and browser.exceptions(bob) == []
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def test_threshold_slider_and_readout_agree_after_a_new_upload(server, page, tmp_path):
+    """Upload, move Threshold A, upload another image: the slider shows the read-out's value."""
+    import shutil
+
+    images = sorted((REPO / "samples" / "test" / "images").glob("*.png"))
+    first = Path(shutil.copy(images[3], tmp_path / "first.png"))
+    second = Path(shutil.copy(images[4], tmp_path / "second.png"))
+    open_upload(page, server)
+    upload_and_wait(page, first)
+    handle = browser.slider_handle(page, "Threshold A")
+    handle.focus()
+    for _ in range(8):
+        page.keyboard.press("ArrowRight")
+    moved = round(browser.slider_value(page, "Threshold A"), 2)
+    page.wait_for_function(
+        "(t) => document.body.innerText.includes(t)", arg=f"Threshold A = {moved:.2f}"
+    )
+    browser.wait_for_app(page)
+    upload_and_wait(page, second)  # replaces the first
+    shown = browser.slider_value(page, "Threshold A")
+    assert threshold_a_title(page) == f"Threshold A = {shown:.2f}"
+    assert shown == pytest.approx(moved)  # the user's threshold is kept
     assert browser.exceptions(page) == []

@@ -371,6 +371,17 @@ def test_unloadable_model_is_a_bundle_error(copy_of_saved):
     assert str(path) in str(info.value)
 
 
+def test_a_lambda_layer_is_refused_as_unsafe_not_as_too_new(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Lambda(lambda x: x[..., :1] * 0.5)(inputs)
+    folder = save_bundle(keras.Model(inputs, outputs), tmp_path / "unsafe", make_card())
+    with pytest.raises(BundleError, match="refused") as info:
+        load_bundle(folder)
+    message = str(info.value)
+    assert "Lambda layer" in message and "safe mode" in message
+    assert "newer segcore" not in message and str(folder / MODEL_FILE) in message
+
+
 # --- listing ----------------------------------------------------------------------------------
 
 

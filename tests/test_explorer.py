@@ -175,3 +175,20 @@ def test_metrics_csv_of_explorer_rows(probs_and_truth):
     read = list(csv.DictReader(io.StringIO(metrics_csv(rows).decode("utf-8"), newline="")))
     assert float(read[0]["dice"]) == rows[0]["dice"]
     assert read[1]["reason"] == NO_TRUTH_REASON
+
+
+def test_explorer_nbytes_and_label_cache_bounded_by_bytes(monkeypatch):
+    import segcore.analysis.explorer as explorer_module
+
+    prob = np.random.default_rng(0).random((100, 100)).astype(np.float32)
+    explorer = ThresholdExplorer(prob, prob > 0.5)
+    base = explorer.nbytes
+    assert base >= prob.nbytes + 100 * 100  # probabilities and the truth mask
+    monkeypatch.setattr(explorer_module, "_LABELS_CACHE_BYTES", 2 * 100 * 100 * 4)
+    for threshold in (0.3, 0.4, 0.5, 0.6):
+        explorer.labels_at(threshold)
+    assert len(explorer._labels) == 2  # the byte cap, below the four by count
+    assert explorer.nbytes == base + 2 * 100 * 100 * 4
+    monkeypatch.setattr(explorer_module, "_LABELS_CACHE_BYTES", 1)
+    explorer.labels_at(0.7)
+    assert len(explorer._labels) == 1  # the last one is always kept

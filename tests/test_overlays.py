@@ -11,6 +11,7 @@ import pytest
 from segcore.analysis.overlays import (
     PALETTE,
     comparison_overlay,
+    display_stretch,
     heatmap,
     legend,
     mask_image,
@@ -271,3 +272,25 @@ def test_overlay_inputs_are_checked(masks):
             comparison_overlay(image, truth, pred, opacity=bad)
     gray = comparison_overlay(image[..., 0], truth, pred)  # greyscale image is converted
     assert gray.shape == (32, 40, 3)
+
+
+def test_display_stretch_brightens_a_dim_image_and_keeps_its_colour_balance():
+    rng = np.random.default_rng(3)
+    dim = rng.integers(0, 17, (50, 60, 3), dtype=np.uint8)  # a 12-bit scan / 257
+    dim[..., 0] //= 2  # less red than green and blue
+    picture, note = display_stretch(dim)
+    assert "dim" in note and picture.shape == dim.shape and picture.dtype == np.uint8
+    assert picture.max() == 255 and picture[..., 0].mean() < picture[..., 1].mean() / 1.5
+    order = np.argsort(dim.ravel(), kind="stable")
+    assert np.all(np.diff(picture.ravel()[order].astype(int)) >= 0)  # one monotone mapping
+
+
+def test_display_stretch_widens_a_flat_image_and_leaves_ordinary_ones_alone():
+    flat = np.random.default_rng(4).integers(150, 180, (40, 40, 3), dtype=np.uint8)
+    picture, note = display_stretch(flat)
+    assert "contrast" in note and picture.min() == 0 and picture.max() == 255
+    ordinary = np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    picture, note = display_stretch(ordinary)
+    assert note is None and np.shares_memory(picture, ordinary)  # not copied
+    constant = np.full((8, 8, 3), 3, np.uint8)
+    assert display_stretch(constant)[1] is None  # nothing to stretch

@@ -1,35 +1,53 @@
 """One image through the model, kept for exploration: what the Predict page shows.
 
-:func:`read_upload` turns uploaded bytes into an image and an optional ground-truth mask, with
-errors that name the file. :func:`analyse_image` runs the model once (tiled, any size) and
-returns an :class:`ImageAnalysis`, which then answers everything threshold-dependent —
-pictures, metrics, CSV rows — from the cached probabilities, without running the model again.
+:func:`analyse_image` runs the model once (tiled, any size) and returns an
+:class:`ImageAnalysis`, which then answers everything threshold-dependent — pictures, metrics,
+CSV rows — from the cached probabilities, without running the model again.
+
+An analysis depends on the image's content only, so the app shares one between sessions; the
+*name* (captions, CSV rows, download names) belongs to whoever uploaded it:
+:meth:`ImageAnalysis.named` gives the same analysis under another name, sharing every array and
+cache, so a shared store can keep analyses without a name and each session attach its own.
+
+:func:`~segcore.analysis.uploads.read_upload` and :func:`~segcore.analysis.uploads.digest`
+(uploaded bytes to an image and mask, and their cache key) are importable from here too.
 
 This module imports neither Streamlit nor TensorFlow (the model is passed in).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import dataclasses
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from segcore.analysis.checks import stain_notice
 from segcore.analysis.downloads import mask_png, metrics_csv, png_bytes
 from segcore.analysis.explorer import ThresholdCurve, ThresholdExplorer
 from segcore.analysis.objects import NucleiView, nuclei_view
-from segcore.analysis.overlays import comparison_overlay, heatmap, mask_image, prediction_overlay
-from segcore.data.images import DEFAULT_MAX_PIXELS, check_same_size, read_image, read_mask_array
+from segcore.analysis.overlays import (
+    comparison_overlay,
+    display_stretch,
+    heatmap,
+    mask_image,
+    prediction_overlay,
+)
+from segcore.analysis.uploads import digest, read_upload
+from segcore.data.images import check_same_size
 from segcore.data.preprocessing import PreprocessConfig, enhance_image
-from segcore.errors import InvalidImageError
 from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import ProgressCallback, predict_probabilities
-from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
+from segcore.inference.resolution import (
+    DEFAULT_MODEL_PIXEL_SIZE,
+    predict_at_pixel_size,
+    resampled_size,
+)
 
 __all__ = [
     "ImageAnalysis",
@@ -39,55 +57,6 @@ __all__ = [
     "digest",
     "read_upload",
 ]
-
-
-def digest(*parts: bytes | str) -> str:
-    """A short content hash (SHA-256, 16 hex digits) identifying an input for caching."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def read_upload(
-    image_bytes: bytes,
-    image_name: str,
-    mask_bytes: bytes | None = None,
-    mask_name: str | None = None,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decodes an uploaded image and its optional ground-truth mask.
-
-    Args:
-        image_bytes: the image file's bytes (PNG, JPEG, TIFF, BMP).
-        image_name: its file name, used in error messages.
-        mask_bytes: the mask file's bytes, or ``None``; binary, 0/255, palette, instance
-            labels or a colour rendering (any nonzero pixel is nucleus).
-        mask_name: its file name.
-        max_pixels: the largest accepted image.
-
-    Returns:
-        ``(image, mask)``: ``uint8`` RGB ``(H, W, 3)`` and the mask as stored (``(H, W)`` values
-        or labels, or an ``(H, W, 3/4)`` rendering; read it with
-        :func:`segcore.metrics.labels.ground_truth_instances`), or ``None``.
-
-    Raises:
-        InvalidImageError: a file is empty, not an image, corrupt or too large, or the mask's
-            size differs from the image's (the message names the file).
-    """
-    image = read_image(image_bytes, name=image_name, max_pixels=max_pixels)
-    if mask_bytes is None:
-        return image, None
-    mask_label = mask_name or "mask"
-    mask = read_mask_array(mask_bytes, name=mask_label, max_pixels=max_pixels)
-    if mask.shape[:2] != image.shape[:2]:
-        raise InvalidImageError(
-            f"{mask_label}: mask is {mask.shape[1]}×{mask.shape[0]} but the image "
-            f"{image_name} is {image.shape[1]}×{image.shape[0]}; upload the mask of this image"
-        )
-    return image, mask
 
 
 @dataclass(frozen=True)
@@ -134,17 +103,43 @@ class ThresholdComparison:
     curve: ThresholdCurve | None
 
 
-@dataclass(frozen=True)
+class _Once:
+    """A value made on first use, once, by whichever thread asks first; shared by the copies
+    :meth:`ImageAnalysis.named` makes (they hold the same ``_Once``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Any = None
+
+    def get(self, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._value is None:
+                self._value = make()
+            return self._value
+
+    def peek(self) -> Any:
+        """The value if it was made, else ``None`` (makes nothing)."""
+        return self._value
+
+
+@dataclass(frozen=True, eq=False)
 class ImageAnalysis:
     """One image, its model input, its probabilities and (optionally) its ground truth.
 
     Attributes:
-        name: the image's name (file name or sample id).
+        name: the image's name (file name or sample id); the only field that is not about the
+            image's content (see :meth:`named`).
         image: the original, ``uint8`` RGB ``(H, W, 3)``.
         model_input: the preprocessed image the model saw, ``uint8`` RGB.
         explorer: the :class:`~segcore.analysis.explorer.ThresholdExplorer` of the probabilities.
         seconds: how long the prediction took (preprocessing and model).
         model_name: the card name of the model that predicted it.
+        display_image: the image contrast-stretched for display when it is dim or flat
+            (:func:`~segcore.analysis.overlays.display_stretch`), else ``None``; see
+            :attr:`picture`.
+        display_note: what was done to show it (a caption), or ``None``.
+        stain_note: why the image does not look like H&E
+            (:func:`~segcore.analysis.checks.stain_notice`), or ``None``.
     """
 
     name: str
@@ -153,6 +148,30 @@ class ImageAnalysis:
     explorer: ThresholdExplorer
     seconds: float
     model_name: str = ""
+    display_image: np.ndarray | None = None
+    display_note: str | None = None
+    stain_note: str | None = None
+    _baseline: _Once = dataclasses.field(default_factory=_Once, repr=False)
+
+    def named(self, name: str) -> ImageAnalysis:
+        """This analysis under another ``name``: every array and cache (the explorer's, the
+        baseline's) is shared, nothing is copied or computed."""
+        return dataclasses.replace(self, name=name)
+
+    @property
+    def picture(self) -> np.ndarray:
+        """The image as the pictures show it: :attr:`display_image` if there is one, else
+        :attr:`image`."""
+        return self.image if self.display_image is None else self.display_image
+
+    @property
+    def nbytes(self) -> int:
+        """About how many bytes this analysis holds: its arrays and the caches filled so far
+        (the explorer's, and the baseline's once computed); shared arrays count once."""
+        arrays = {id(a): a for a in (self.image, self.model_input, self.display_image)}
+        total = sum(a.nbytes for a in arrays.values() if a is not None) + self.explorer.nbytes
+        baseline = self._baseline.peek()
+        return total + (0 if baseline is None else baseline.nbytes)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -183,16 +202,18 @@ class ImageAnalysis:
     def has_truth(self) -> bool:
         return self.explorer.has_truth
 
-    @functools.cached_property
+    @property
     def baseline(self) -> ThresholdExplorer:
         """The classical baseline's scores of this image (hematoxylin + Otsu,
         :mod:`segcore.inference.classical`), explorable like the model's; computed on first
-        use, once."""
-        return ThresholdExplorer(
-            ClassicalBaseline().probabilities(self.image),
-            self.explorer.truth_labels,
-            pixel_size=self.explorer.pixel_size,
-            instances=self.explorer.instances,
+        use, once (for every copy :meth:`named` made)."""
+        return self._baseline.get(
+            lambda: ThresholdExplorer(
+                ClassicalBaseline().probabilities(self.image),
+                self.explorer.truth_labels,
+                pixel_size=self.explorer.pixel_size,
+                instances=self.explorer.instances,
+            )
         )
 
     def baseline_metrics(self) -> dict[str, Any]:
@@ -217,7 +238,8 @@ class ImageAnalysis:
         instances: InstanceConfig | None = None,
     ) -> ThresholdView:
         """The metrics and pictures at one threshold (no model call); ``instances`` is how the
-        mask is split into nuclei for the count (default: the model's setting).
+        mask is split into nuclei for the count (default: the model's setting). The overlay is
+        drawn on :attr:`picture`.
 
         Raises:
             ValueError: ``threshold`` or ``opacity`` is not a number in ``[0, 1]``.
@@ -226,10 +248,10 @@ class ImageAnalysis:
         mask = self.explorer.mask_at(threshold)
         if self.truth is not None:
             overlay = comparison_overlay(
-                self.image, self.truth, mask, opacity=opacity, outline=outline
+                self.picture, self.truth, mask, opacity=opacity, outline=outline
             )
         else:
-            overlay = prediction_overlay(self.image, mask, opacity=opacity, outline=outline)
+            overlay = prediction_overlay(self.picture, mask, opacity=opacity, outline=outline)
         return ThresholdView(
             threshold=float(threshold),
             metrics=metrics,
@@ -311,7 +333,8 @@ def analyse_image(
     size other than the model's, the image is resampled for the model and the probabilities
     back (:func:`segcore.inference.resolution.predict_at_pixel_size`), so everything stays on
     the image's grid; :attr:`ImageAnalysis.model_input` then shows the image preprocessed at
-    its own size.
+    its own size. The pictures' version of the image (:attr:`ImageAnalysis.picture`) and its
+    H&E check (:attr:`ImageAnalysis.stain_note`) are made here too.
 
     Args:
         model: a ``keras.Model`` (or callable) as
@@ -336,6 +359,8 @@ def analyse_image(
     """
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
+    height, width = np.asarray(image).shape[:2]  # the resampled size too, before any work
+    resampled_size(height, width, pixel_size=pixel_size, model_pixel_size=model_pixel_size)
     start = time.perf_counter()
     model_input = enhance_image(image, preprocess)  # once: shown, and what the model sees
     if pixel_size is None or pixel_size == (model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE):
@@ -358,6 +383,7 @@ def analyse_image(
             progress=progress,
         )
     seconds = time.perf_counter() - start
+    display, display_note = display_stretch(image)
     return ImageAnalysis(
         name=name,
         image=np.asarray(image),
@@ -370,4 +396,7 @@ def analyse_image(
         ),
         seconds=seconds,
         model_name=model_name,
+        display_image=None if display_note is None else display,
+        display_note=display_note,
+        stain_note=stain_notice(display),
     )

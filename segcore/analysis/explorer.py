@@ -39,7 +39,8 @@ of the values); read-only."""
 EXPLORER_THRESHOLDS.setflags(write=False)
 
 _NUCLEI_CACHE_SIZE = 256
-_LABELS_CACHE_SIZE = 4  # label images are H×W int32: keep only the last few
+_LABELS_CACHE_SIZE = 4  # label images are H×W int32: keep only the last few …
+_LABELS_CACHE_BYTES = 128 * 2**20  # … and of a large image fewer (always the last one)
 NO_TRUTH_REASON = (
     "no ground-truth mask was given, so Dice, Jaccard, precision, recall and the pixel counts "
     "cannot be computed; only the predicted nuclei are counted"
@@ -155,6 +156,18 @@ class ThresholdExplorer:
         return self._prob
 
     @property
+    def nbytes(self) -> int:
+        """About how many bytes the explorer holds: the probabilities, the ground truth and the
+        caches filled so far (the last mask, the last few label images); the sweep's few
+        kilobytes are left out."""
+        with self._lock:
+            cached = list(self._labels.values())
+            if self._last_mask is not None:
+                cached.append(self._last_mask[1])
+        arrays = [self._prob, self._truth, self._truth_labels, *cached]
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    @property
     def truth(self) -> np.ndarray | None:
         """The ground truth as ``uint8`` 0/1 (read-only), or ``None``."""
         return self._truth
@@ -229,7 +242,10 @@ class ThresholdExplorer:
         labels.setflags(write=False)
         with self._lock:
             self._labels[key] = labels
-            while len(self._labels) > _LABELS_CACHE_SIZE:
+            while len(self._labels) > 1 and (
+                len(self._labels) > _LABELS_CACHE_SIZE
+                or labels.nbytes * len(self._labels) > _LABELS_CACHE_BYTES
+            ):
                 self._labels.popitem(last=False)
             self._nuclei[key] = int(labels.max())
             while len(self._nuclei) > _NUCLEI_CACHE_SIZE:

@@ -3,7 +3,12 @@
 Inputs follow :mod:`segcore.data.images`: images are ``uint8`` RGB ``(H, W, 3)`` (other
 layouts are converted with :func:`~segcore.data.images.to_rgb_uint8`), masks are ``(H, W)``
 arrays whose nonzero pixels are nucleus, probabilities are ``(H, W)`` reals in ``[0, 1]``.
-Every picture returned is a new ``uint8`` RGB ``(H, W, 3)`` array.
+Every picture returned is a new ``uint8`` RGB ``(H, W, 3)`` array (except
+:func:`display_stretch`'s, which returns an image it leaves unchanged as it is).
+
+A dim or flat image (a 12-bit scan in a 16-bit file, which
+:func:`~segcore.data.images.read_image` scales by 1/257, looks black) is contrast-stretched
+for display by :func:`display_stretch`; the pictures show it, the model never does.
 
 Colours, chosen to stay distinguishable with colour-vision deficiencies:
 
@@ -38,10 +43,14 @@ from segcore.analysis.checks import mask_like, probability_map
 from segcore.data.images import check_same_size, to_binary_mask, to_rgb_uint8
 
 __all__ = [
+    "DIM_LEVEL",
+    "DISPLAY_PERCENTILES",
+    "FLAT_RANGE",
     "HEATMAP_COLORMAP",
     "PALETTE",
     "PaletteColor",
     "comparison_overlay",
+    "display_stretch",
     "heatmap",
     "instance_outlines",
     "legend",
@@ -190,6 +199,52 @@ def mask_image(mask) -> np.ndarray:
     """
     binary = to_binary_mask(mask, name="mask")
     return np.repeat((binary * np.uint8(255))[..., None], 3, axis=2)
+
+
+DISPLAY_PERCENTILES = (0.5, 99.5)
+"""The percentiles of an image's values that :func:`display_stretch` maps to 0 and 255."""
+
+DIM_LEVEL = 128
+"""An image whose upper percentile (:data:`DISPLAY_PERCENTILES`) is below this is *dim*."""
+
+FLAT_RANGE = 48
+"""An image whose percentiles are less than this apart is *flat* (low dynamic range). The
+built-in H&E samples span about 200 (from 10-30 to 230-250)."""
+
+_STRETCH_PIXELS = 1_000_000  # percentiles are taken on about this many pixels, evenly spread
+
+
+def display_stretch(image) -> tuple[np.ndarray, str | None]:
+    """The image as the pictures should show it, and a note when it was changed.
+
+    A *dim* image (:data:`DIM_LEVEL`) or a *flat* one (:data:`FLAT_RANGE`) would show black or
+    grey: it is stretched linearly so that its percentiles :data:`DISPLAY_PERCENTILES` become 0
+    and 255, with the same mapping for the three channels so colours keep their balance. Any
+    other image (every ordinary H&E scan) is returned unchanged, not copied. Only for display:
+    the model and the measurements use the image as it is.
+
+    Args:
+        image: an image (see :func:`~segcore.data.images.to_rgb_uint8`).
+
+    Returns:
+        ``(picture, note)``: ``uint8`` RGB ``(H, W, 3)`` and a caption saying what was done, or
+        ``None`` when nothing was.
+    """
+    rgb = to_rgb_uint8(image)
+    pixels = rgb.reshape(-1, 3)
+    low, high = np.percentile(
+        pixels[:: max(1, len(pixels) // _STRETCH_PIXELS)], DISPLAY_PERCENTILES
+    )
+    if high <= low or (high >= DIM_LEVEL and high - low >= FLAT_RANGE):
+        return rgb, None
+    levels = (np.arange(256, dtype=np.float64) - low) * (255.0 / (high - low))
+    picture = cv2.LUT(rgb, np.clip(np.round(levels), 0, 255).astype(np.uint8))
+    kind = "dim" if high < DIM_LEVEL else "low in contrast"
+    note = (
+        f"The image is {kind} (its values span {low:.0f}–{high:.0f} of 0–255), so its pictures "
+        "are shown contrast-stretched; the model sees the image as it is."
+    )
+    return picture, note
 
 
 def _blend(image: np.ndarray, layer: np.ndarray, opacity: float) -> np.ndarray:

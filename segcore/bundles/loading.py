@@ -83,6 +83,25 @@ def baseline_bundle() -> Bundle:
     return Bundle(path=None, card=card, model=baseline)
 
 
+def _load_failure(model_path: Path, card: ModelCard, exc: Exception) -> str:
+    """The message of a model Keras would not load: an unsafe one (Python code in a ``Lambda``
+    layer or a serialised lambda, refused by ``safe_mode``) is named as such; anything else
+    may be a layer this segcore does not know."""
+    if "safe_mode" in str(exc) or "arbitrary code execution" in str(exc):
+        return (
+            f"{model_path}: refused — the model holds Python code (a Lambda layer or a "
+            "serialised Python lambda), which could run anything when loaded, so segcore "
+            "loads bundles in Keras's safe mode and refuses it. Rebuild the model without "
+            "Lambda layers (a layer class registered with "
+            "keras.saving.register_keras_serializable instead) and save the bundle again"
+        )
+    return (
+        f"{model_path}: Keras could not load the model ({exc.__class__.__name__}: "
+        f"{str(exc)[:300]}). The bundle may need a newer segcore "
+        f"(it was saved with {card.versions or 'unknown versions'})"
+    )
+
+
 def load_bundle(
     ref: str | os.PathLike,
     *,
@@ -128,10 +147,6 @@ def load_bundle(
     try:
         model = keras.saving.load_model(model_path, safe_mode=True, compile=compile)
     except Exception as exc:
-        raise BundleError(
-            f"{model_path}: Keras could not load the model ({exc.__class__.__name__}: "
-            f"{str(exc)[:300]}). The bundle may need a newer segcore "
-            f"(it was saved with {card.versions or 'unknown versions'})"
-        ) from exc
+        raise BundleError(_load_failure(model_path, card, exc)) from exc
     log.info("loaded bundle %s from %s", card.name, path)
     return Bundle(path=path, card=card, model=model)
