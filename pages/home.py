@@ -40,8 +40,9 @@ with right:
     )
 st.markdown(
     """
-With no set-up the samples come from a synthetic H&E set generated on demand, and the model
-is the committed default bundle (`weights/default`, trained on MoNuSeg). Any dataset folder of
-a supported layout can be chosen on the Predict and Evaluate pages.
+With no set-up the samples are real tissue — crops of MoNuSeg test tiles shipped in `samples/`
+— and the model is the committed default bundle (`weights/default`, trained on MoNuSeg). The
+synthetic H&E set, or a dataset folder of a supported layout under the server's data roots, can
+be chosen on the Predict and Evaluate pages.
 """
 )

@@ -20,7 +20,7 @@ active = state.active_ref()
 problems: list = []
 entries = catalog.available_bundles(problems=problems)
 for folder, message in problems:
-    st.warning(f"{folder}: not usable — {message}")
+    st.warning(f"{catalog.display_path(folder)}: not usable — {message}")
 
 st.markdown(f"**Active:** `{active}` — used by Predict and Evaluate in every session.")
 viewer = access.viewer_mode()
@@ -45,7 +45,7 @@ for entry in entries:
         cells[3].metric("Input size", f"{card.input_size}²")
         st.caption(
             f"Backbone: {card.backbone_weights or 'random init'} · licence {card.licence} · "
-            f"created {card.created} · {entry.path}"
+            f"created {card.created} · {catalog.display_path(entry.path)}"
         )
         if not (is_active or viewer) and st.button("Use this model", key=f"use_{entry.ref}"):
             try:

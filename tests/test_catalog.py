@@ -88,3 +88,12 @@ def test_same_bundle(dirs):
     assert not catalog.same_bundle("hf://a/b@main", "default", weights_dir=weights)
     assert catalog.describe_ref(str(dirs["runs_dir"] / "run-a" / "bundle")) == "run-a/bundle"
     assert catalog.describe_ref("default") == "default"
+
+
+def test_display_path_never_shows_the_servers_absolute_path(tmp_path):
+    from segcore.analysis.catalog import display_path
+    from segcore.paths import REPO_ROOT
+
+    assert display_path(REPO_ROOT / "weights" / "default") == "weights/default"
+    shown = display_path(tmp_path / "runs" / "r1" / "bundle")
+    assert shown == "r1/bundle" and str(tmp_path) not in shown

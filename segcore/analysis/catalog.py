@@ -24,6 +24,7 @@ from segcore.bundles.card import ModelCard
 from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
 from segcore.bundles.store import DEFAULT_WEIGHTS_DIR, list_bundles, read_card
 from segcore.errors import BundleError
+from segcore.paths import REPO_ROOT
 from segcore.training.runs import default_runs_dir, list_runs
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "active_ref",
     "available_bundles",
     "describe_ref",
+    "display_path",
     "same_bundle",
     "set_active_ref",
 ]
@@ -174,3 +176,14 @@ def same_bundle(ref_a: str, ref_b: str, *, weights_dir: str | os.PathLike | None
     except BundleError:
         return False
     return folder_a == folder_b
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """How the app names a bundle folder to browser users: relative to the repository when it
+    is inside it (``weights/default``, ``runs/<id>/bundle``), else only its last two parts —
+    never the server's absolute path."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return "/".join(path.parts[-2:])
