@@ -2,19 +2,19 @@
 
 Run: ``python benchmarks/bench_soak.py [--sessions 10] [--rounds 10] [--size 1000]``
 
-One ``streamlit run app.py`` on 127.0.0.1 and one headless Chromium (Debian's, via Playwright)
-with ``--sessions`` browser contexts, each its own Streamlit session on the Predict page's
-Upload mode. Each round, every session uploads an image it has not uploaded before (all at
-once, so the server predicts them concurrently) and the round ends when every page shows its
-prediction. The server's resident memory (RSS, from ``psutil``) is recorded before the first
-round (model loaded and warmed on one sample) and after each round, with the slowest upload of
-the round; a final line gives the growth per round over the second half.
+One ``streamlit run app.py`` on 127.0.0.1 and headless Chromium (Debian's, via Playwright; one
+browser per 5 sessions) with ``--sessions`` browser contexts, each its own Streamlit session on the
+Predict page's Upload mode. Each round, every session uploads an image it has not uploaded before
+(all at once, so the server predicts them concurrently) and the round ends when every page shows
+its prediction. The server's resident memory (RSS, from ``psutil``) is recorded before the first
+round (model loaded and warmed on one sample) and after each round, with the slowest upload of the
+round; a final line gives the growth per round over the second half.
 
 Images: ``--size``² crops of the MoNuSeg test tiles when ``../shared/data/monuseg`` (or
-``$SEGCORE_MONUSEG``) exists, else synthetic tiles, flipped and rotated into distinct files so
-that each upload is new content (a cache miss: a prediction, then an analysis to keep). With the
-caches bounded by bytes (``appkit.state``; ``SEGCORE_CACHE_MB``, default 1024), RSS should level
-off once the analysis store is full instead of growing with every round.
+``$SEGCORE_MONUSEG``) exists, else synthetic tiles, flipped and rotated into distinct files so that
+each upload is new content (a cache miss: a prediction, then an analysis to keep). With the caches
+bounded by bytes (``appkit.state``; ``SEGCORE_CACHE_MB``, default 1024), RSS should level off once
+the analysis store is full instead of growing with every round.
 
 ``--cache-mb`` sets ``SEGCORE_CACHE_MB`` for the server; ``--json`` writes the rows to a file.
 """
@@ -22,6 +22,7 @@ off once the analysis store is full instead of growing with every round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -79,6 +80,12 @@ def rss_mb(process) -> float:
     return process.memory_info().rss / 2**20
 
 
+SESSIONS_PER_BROWSER = 5
+"""Sessions per Chromium process: with more than 6 pages on one host in one browser, the
+uploads of the 7th and later never left the browser here (Chromium's per-host connection pool
+is shared by its contexts), so larger soaks use several browsers."""
+
+
 def open_sessions(chrome, url: str, count: int) -> list:
     """``count`` pages, each in its own browser context (its own Streamlit session), on the
     Predict page's Upload mode."""
@@ -116,6 +123,8 @@ def upload_round(pages: list, files: list[Path]) -> float:
 
 
 def main() -> None:
+    from playwright.sync_api import sync_playwright
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=10, help="browser sessions")
     parser.add_argument("--rounds", type=int, default=10, help="rounds of one upload each")
@@ -135,10 +144,18 @@ def main() -> None:
         if args.cache_mb is not None:
             env["SEGCORE_CACHE_MB"] = str(args.cache_mb)
         bases = base_images(args.size)
-        server_up = browser.streamlit_server(env)
-        with server_up as url, browser.chromium(executable) as chrome:
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(browser.streamlit_server(env))
             server = server_process(url)
-            pages = open_sessions(chrome, url, args.sessions)  # the first loads the model
+            playwright = stack.enter_context(sync_playwright())
+            pages = []  # the first session loads the model
+            for start in range(0, args.sessions, SESSIONS_PER_BROWSER):
+                chrome = playwright.chromium.launch(
+                    executable_path=executable, headless=True, args=browser.CHROMIUM_ARGS
+                )
+                stack.callback(chrome.close)
+                count = min(SESSIONS_PER_BROWSER, args.sessions - start)
+                pages += open_sessions(chrome, url, count)
             rows.append({"round": 0, "rss_mb": rss_mb(server), "seconds": 0.0})
             print(f"round  0 (sessions open): RSS {rows[-1]['rss_mb']:7.0f} MB")
             for round_ in range(1, args.rounds + 1):
