@@ -192,6 +192,9 @@ def test_nuclei_are_split_measured_scored_and_exported_without_the_model():
     assert view.outlines(analysis.image).shape == (80, 128, 3)
     merged = analysis.nuclei(0.5, InstanceConfig(split_depth_um=20))
     assert merged.count == 2 and merged.scores.fn >= 1
+    # The last view is kept (shared by named copies) and made again for another setting.
+    again = analysis.named("other.png").nuclei(0.5, InstanceConfig(split_depth_um=20))
+    assert again is merged and analysis.nuclei(0.5).count == 3
 
 
 def test_an_empty_prediction_gives_zero_nuclei_and_empty_files(image_and_truth):

@@ -11,7 +11,7 @@ import pytest
 from segcore.data.datasets import SampleSet
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError, InvalidImageError
-from segcore.evaluation.evaluate import EvaluationResult, combine_sweeps, count_nuclei, evaluate
+from segcore.evaluation.evaluate import EvaluationResult, combine_sweeps, evaluate
 from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import predict_probabilities
 from segcore.metrics.counts import METRIC_NAMES, ConfusionCounts, binarize, confusion_counts
@@ -196,14 +196,6 @@ def test_bad_arguments_fail_before_any_prediction(perfect_samples):
     mismatched = ArraySamples([(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 21), np.uint8))])
     with pytest.raises(InvalidImageError, match="<memory>/s0"):
         evaluate(model, mismatched, PLAIN, **TILING)
-
-
-def test_count_nuclei_uses_8_connectivity():
-    mask = np.zeros((10, 10), np.uint8)
-    mask[1, 1] = mask[2, 2] = 1  # diagonal neighbours: one component
-    mask[6:8, 6:8] = 255
-    assert count_nuclei(mask) == 2
-    assert count_nuclei(np.zeros((5, 5))) == 0
 
 
 def test_combine_sweeps_equals_one_sweep():

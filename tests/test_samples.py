@@ -7,7 +7,7 @@ import pytest
 
 from segcore.data import samples
 from segcore.data.datasets import open_dataset
-from segcore.data.images import read_image, read_mask
+from segcore.data.images import read_image, read_mask, read_mask_array
 from segcore.data.synthetic_set import generate_dataset
 from segcore.errors import DatasetError
 from tests.conftest import make_pairs_dataset
@@ -85,8 +85,8 @@ def test_built_in_samples_are_real_tissue_with_labels_licence_and_pixel_size():
     image, mask = splits.test.load(0)
     assert image.shape == (512, 512, 3) and mask.shape == (512, 512)
     assert 0.05 < mask.mean() < 0.6  # crowded tissue, not an empty crop
-    raw = read_mask(samples.BUILT_IN_DIR / "test" / "masks" / f"{splits.test.ids[0]}.png")
-    assert raw.max() == 1  # the binary view; the files themselves hold instance labels
+    raw = read_mask_array(samples.BUILT_IN_DIR / "test" / "masks" / f"{splits.test.ids[0]}.png")
+    assert raw.dtype == np.uint16 and len(np.unique(raw)) == raw.max() + 1 > 50  # nuclei 1..N
     readme = (samples.BUILT_IN_DIR / "README.md").read_text()
     assert "CC BY-NC-SA 4.0" in readme and "Kumar" in readme
     size = sum(p.stat().st_size for p in samples.BUILT_IN_DIR.rglob("*") if p.is_file())

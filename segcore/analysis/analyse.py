@@ -44,10 +44,11 @@ from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import ProgressCallback, predict_probabilities
 from segcore.inference.resolution import (
-    DEFAULT_MODEL_PIXEL_SIZE,
+    grid_pixel_size,
     predict_at_pixel_size,
     resampled_size,
 )
+from segcore.metrics.counts import check_threshold
 
 __all__ = [
     "ImageAnalysis",
@@ -122,6 +123,29 @@ class _Once:
         return self._value
 
 
+class _Last:
+    """The last value made for a key, kept until another key is asked for; thread-safe and,
+    like :class:`_Once`, shared by the copies :meth:`ImageAnalysis.named` makes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: tuple[Any, Any] | None = None
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._item is not None and self._item[0] == key:
+                return self._item[1]
+        value = make()
+        with self._lock:
+            self._item = (key, value)
+        return value
+
+    def peek(self) -> Any:
+        """The last value, or ``None`` (makes nothing)."""
+        item = self._item
+        return None if item is None else item[1]
+
+
 @dataclass(frozen=True, eq=False)
 class ImageAnalysis:
     """One image, its model input, its probabilities and (optionally) its ground truth.
@@ -152,6 +176,7 @@ class ImageAnalysis:
     display_note: str | None = None
     stain_note: str | None = None
     _baseline: _Once = dataclasses.field(default_factory=_Once, repr=False)
+    _nuclei: _Last = dataclasses.field(default_factory=_Last, repr=False)
 
     def named(self, name: str) -> ImageAnalysis:
         """This analysis under another ``name``: every array and cache (the explorer's, the
@@ -170,7 +195,8 @@ class ImageAnalysis:
         (the explorer's, and the baseline's once computed); shared arrays count once."""
         arrays = {id(a): a for a in (self.image, self.model_input, self.display_image)}
         total = sum(a.nbytes for a in arrays.values() if a is not None) + self.explorer.nbytes
-        baseline = self._baseline.peek()
+        baseline, nuclei = self._baseline.peek(), self._nuclei.peek()
+        total += 0 if nuclei is None else nuclei.labels.nbytes
         return total + (0 if baseline is None else baseline.nbytes)
 
     @property
@@ -284,20 +310,25 @@ class ImageAnalysis:
     def nuclei(self, threshold: float, instances: InstanceConfig | None = None) -> NucleiView:
         """The predicted nuclei at ``threshold`` with ``instances`` (default: the model's
         setting): labels, measurements, figures against the ground truth and exports. Made from
-        the cached probabilities; the last few label images are cached.
+        the cached probabilities; the last view is kept, so a page rerun that changes neither
+        (another slider moved) measures nothing again.
 
         Raises:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
         config = instances or self.explorer.instances
-        return nuclei_view(
-            self.explorer.labels_at(threshold, config),
-            self.image,
-            threshold=threshold,
-            config=config,
-            pixel_size=self.explorer.pixel_size,
-            truth_labels=self.explorer.truth_labels,
-            truth_note=self.explorer.truth_note,
+        threshold = float(check_threshold(threshold))
+        return self._nuclei.get(
+            (threshold, config),
+            lambda: nuclei_view(
+                self.explorer.labels_at(threshold, config),
+                self.image,
+                threshold=threshold,
+                config=config,
+                pixel_size=self.explorer.pixel_size,
+                truth_labels=self.explorer.truth_labels,
+                truth_note=self.explorer.truth_note,
+            ),
         )
 
     def metrics_rows(self, thresholds: Sequence[float]) -> list[dict[str, Any]]:
@@ -360,10 +391,12 @@ def analyse_image(
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
     height, width = np.asarray(image).shape[:2]  # the resampled size too, before any work
-    resampled_size(height, width, pixel_size=pixel_size, model_pixel_size=model_pixel_size)
+    resampled = resampled_size(
+        height, width, pixel_size=pixel_size, model_pixel_size=model_pixel_size
+    )
     start = time.perf_counter()
     model_input = enhance_image(image, preprocess)  # once: shown, and what the model sees
-    if pixel_size is None or pixel_size == (model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE):
+    if resampled is None:  # at the model's pixel size: predict the enhanced image as it is
         probabilities = predict_probabilities(
             model,
             model_input,
@@ -391,7 +424,7 @@ def analyse_image(
         explorer=ThresholdExplorer(
             probabilities,
             truth,
-            pixel_size=pixel_size or model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE,
+            pixel_size=grid_pixel_size(pixel_size, model_pixel_size),
             instances=instances,
         ),
         seconds=seconds,

@@ -21,25 +21,20 @@ def write_instance_files(
 ) -> int:
     """Writes ``<stem>_labels.png``, ``<stem>.geojson`` and ``<stem>_nuclei.csv`` in ``out``;
     returns the number of nuclei. ``pixel_size`` is the image's (None: the model's)."""
-    from segcore.analysis.exports import geojson_bytes, label_png_bytes
-    from segcore.analysis.nuclei import nuclei_table
+    from segcore.analysis.objects import nuclei_view
     from segcore.atomic import write_bytes_atomic
-    from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
-
-    size = pixel_size or bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE
-    labels = _label(probs, threshold, bundle.instances, size)
-    table = nuclei_table(labels, image, size)
-    png = label_png_bytes(labels)  # refuses > 65,535 nuclei before anything is written
-    write_bytes_atomic(out / f"{stem}_labels.png", png)
-    write_bytes_atomic(out / f"{stem}.geojson", geojson_bytes(labels, table))
-    write_bytes_atomic(out / f"{stem}_nuclei.csv", table.to_csv())
-    return len(table)
-
-
-def _label(probs, threshold, config, pixel_size):
     from segcore.inference.instances import label_instances
+    from segcore.inference.resolution import grid_pixel_size
 
-    return label_instances(probs, threshold, config, pixel_size=pixel_size)
+    size = grid_pixel_size(pixel_size, bundle.pixel_size)
+    config = bundle.instances
+    labels = label_instances(probs, threshold, config, pixel_size=size)
+    view = nuclei_view(labels, image, threshold=threshold, config=config, pixel_size=size)
+    png = view.label_png()  # refuses > 65,535 nuclei before anything is written
+    write_bytes_atomic(out / f"{stem}_labels.png", png)
+    write_bytes_atomic(out / f"{stem}.geojson", view.geojson())
+    write_bytes_atomic(out / f"{stem}_nuclei.csv", view.csv())
+    return view.count
 
 
 def print_instance_summary(result) -> None:

@@ -30,7 +30,6 @@ from segcore.data.images import (
     DEFAULT_MAX_PIXELS,
     check_same_size,
     read_image,
-    read_mask,
     read_mask_array,
     to_binary_mask,
     to_rgb_uint8,
@@ -94,11 +93,8 @@ class FileSampleSet(SampleSet):
         self.max_pixels = max_pixels
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        pair = self.pairs[index]
-        image = read_image(pair.image, max_pixels=self.max_pixels)
-        mask = read_mask(pair.mask, max_pixels=self.max_pixels)
-        check_same_size(image, mask, name=f"{pair.image} / {pair.mask.name}")
-        return image, mask
+        image, truth = self.load_truth(index)
+        return image, to_binary_mask(truth, name=str(self.pairs[index].mask))
 
     def load_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[index]

@@ -47,6 +47,20 @@ from segcore.data.synthetic_set import (
 from segcore.errors import DatasetError
 from segcore.paths import REPO_ROOT
 
+__all__ = [
+    "BUILT_IN",
+    "BUILT_IN_DIR",
+    "SYNTHETIC",
+    "GeneratedSampleSet",
+    "browser_source",
+    "default_source",
+    "describe_source",
+    "open_source",
+    "random_picks",
+    "source_folder",
+    "synthetic_splits",
+]
+
 BUILT_IN = "samples"
 """The sample source naming the repository's built-in real samples (:data:`BUILT_IN_DIR`)."""
 
@@ -64,21 +78,6 @@ def default_source() -> str:
 def _keyword(source: str | os.PathLike) -> str | None:
     word = str(source).strip().lower()
     return word if word in (SYNTHETIC, BUILT_IN) else None
-
-
-__all__ = [
-    "BUILT_IN",
-    "BUILT_IN_DIR",
-    "SYNTHETIC",
-    "GeneratedSampleSet",
-    "browser_source",
-    "default_source",
-    "describe_source",
-    "open_source",
-    "random_picks",
-    "source_folder",
-    "synthetic_splits",
-]
 
 
 @functools.lru_cache(maxsize=64)

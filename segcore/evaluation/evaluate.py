@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from segcore.data.datasets import SampleSet
@@ -44,8 +43,8 @@ from segcore.inference.predict import (
     DEFAULT_TILE_SIZE,
 )
 from segcore.inference.resolution import (
-    DEFAULT_MODEL_PIXEL_SIZE,
     check_pixel_size,
+    grid_pixel_size,
     predict_at_pixel_size,
 )
 from segcore.metrics.counts import (
@@ -67,21 +66,22 @@ EvaluationProgress = Callable[[int, int, str], None]
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 
 
-def count_nuclei(mask: np.ndarray) -> int:
-    """Number of 8-connected components of the positive pixels of a binary mask.
+def load_instance_truth(
+    samples: SampleSet, index: int
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Sample ``index`` with its ground truth as nuclei: ``(image, int32 labels, note)``.
 
-    Touching nuclei form one component, so this undercounts crowded regions; it is meant for
-    comparing a prediction with its ground truth, not as an instance count.
+    The ground truth is read as stored (:meth:`~segcore.data.datasets.SampleSet.load_truth`),
+    checked against the image's size and turned into instance labels
+    (:func:`~segcore.metrics.labels.ground_truth_instances`); ``note`` says how, or is None.
 
-    Args:
-        mask: ``(H, W)`` array; nonzero pixels are positive.
-
-    Returns:
-        The number of components (0 for an empty mask).
+    Raises:
+        InvalidImageError: the sample cannot be loaded, or its image and mask differ in size.
     """
-    binary = (np.asarray(mask) != 0).astype(np.uint8)
-    n_labels, _ = cv2.connectedComponents(binary, connectivity=8)
-    return int(n_labels) - 1
+    image, truth = samples.load_truth(index)
+    check_same_size(image, truth, name=samples.describe(index))
+    labels, note = ground_truth_instances(truth, name=samples.describe(index))
+    return image, labels, note
 
 
 def _mean(values) -> float:
@@ -254,12 +254,10 @@ def evaluate(
     sweeps: list[SweepResult] = []
     objects: list[InstanceScores] = []
     notes: dict[str, None] = {}
-    grid_pixel_size = pixel_size or model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE
+    image_pixel_size = grid_pixel_size(pixel_size, model_pixel_size)
     for index in range(total):
         sample_id = samples.ids[index]
-        image, truth = samples.load_truth(index)
-        check_same_size(image, truth, name=samples.describe(index))
-        true_labels, note = ground_truth_instances(truth, name=samples.describe(index))
+        image, true_labels, note = load_instance_truth(samples, index)
         if note:
             notes[note] = None
         mask = (true_labels > 0).astype(np.uint8)
@@ -276,7 +274,7 @@ def evaluate(
         image_counts = confusion_counts(mask, binarize(probs, threshold))
         counts.append(image_counts)
         sweeps.append(threshold_sweep(mask, probs, grid))
-        pred_labels = label_instances(probs, threshold, instances, pixel_size=grid_pixel_size)
+        pred_labels = label_instances(probs, threshold, instances, pixel_size=image_pixel_size)
         objects.append(instance_scores(true_labels, pred_labels))
         per_image.append(
             {
@@ -297,7 +295,7 @@ def evaluate(
             image_counts.dice,
             objects[-1].pq,
         )
-        del image, mask, probs, truth, true_labels, pred_labels
+        del image, mask, probs, true_labels, pred_labels
         if progress is not None:
             progress(index + 1, total, sample_id)
 

@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from segcore.data.datasets import SampleSet
-from segcore.data.images import check_same_size
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError
+from segcore.evaluation.evaluate import load_instance_truth
 from segcore.inference.instances import InstanceConfig, label_instances
-from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
+from segcore.inference.resolution import grid_pixel_size, predict_at_pixel_size
 from segcore.metrics.counts import check_threshold
 from segcore.metrics.instances import instance_scores
-from segcore.metrics.labels import ground_truth_instances
 
 MIN_AREAS_UM2 = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 """Default grid of :attr:`InstanceConfig.min_area_um2` (µm²)."""
@@ -72,9 +71,7 @@ def _truths_and_probabilities(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     for index in range(len(samples)):
-        image, truth = samples.load_truth(index)
-        check_same_size(image, truth, name=samples.describe(index))
-        labels, _ = ground_truth_instances(truth, name=samples.describe(index))
+        image, labels, _ = load_instance_truth(samples, index)
         probs = predict_at_pixel_size(
             model, image, preprocess, pixel_size=pixel_size, model_pixel_size=model_pixel_size
         )
@@ -144,7 +141,7 @@ def tune_instances(
     pairs = _truths_and_probabilities(
         model, samples, preprocess, pixel_size, model_pixel_size, progress
     )
-    grid_pixel_size = pixel_size or model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE
-    table = [_row(pairs, threshold, config, grid_pixel_size) for config in grid]
+    size = grid_pixel_size(pixel_size, model_pixel_size)
+    table = [_row(pairs, threshold, config, size) for config in grid]
     best = max(range(len(grid)), key=lambda i: (table[i]["score"], -i))
     return InstanceTuning(config=grid[best], table=table, n_images=len(samples))

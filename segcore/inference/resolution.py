@@ -35,6 +35,13 @@ _OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"(?:[^>]*?PhysicalSizeXUnit
 _OME_UNITS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
+def grid_pixel_size(pixel_size: float | None, model_pixel_size: float | None) -> float:
+    """µm per pixel of an image's own grid: ``pixel_size`` when given, else the model's, else
+    :data:`DEFAULT_MODEL_PIXEL_SIZE` — the size the µm settings (nucleus areas, split depth,
+    densities) are converted with."""
+    return float(pixel_size or model_pixel_size or DEFAULT_MODEL_PIXEL_SIZE)
+
+
 def check_pixel_size(value: Any, *, what: str = "pixel size") -> float:
     """Returns ``value`` as a float; :class:`ConfigError` naming it unless in (0, 10] µm/px."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
