@@ -86,6 +86,34 @@ def load_bundle_cached(ref: str):
     return load_bundle(ref)
 
 
+def predicting_model(bundle):
+    """What predicts for ``bundle``: the active model in the app's runtime
+    (:mod:`appkit.runtime`; Keras until a fast runtime is prepared in the background), or the
+    classical baseline itself."""
+    if bundle.path is None:
+        return bundle.model
+    return _runtime_builder(bundle).model()
+
+
+def _runtime_builder(bundle):
+    from appkit import runtime
+
+    requested, _ = runtime.requested_runtime()
+    ref = f"{bundle.path}@{bundle.card.model_sha256}"
+    return runtime.runtime_builder(ref, requested, bundle)
+
+
+def runtime_status(bundle) -> str | None:
+    """The line saying which runtime runs ``bundle`` (and what is being prepared), or ``None``
+    for the classical baseline."""
+    from appkit import runtime
+
+    if bundle.path is None:
+        return None
+    _, warning = runtime.requested_runtime()
+    return _runtime_builder(bundle).status() + (f" {warning}" if warning else "")
+
+
 def active_ref() -> str:
     """The active model's ref (see :func:`segcore.analysis.catalog.active_ref`)."""
     return catalog.active_ref()
@@ -316,7 +344,8 @@ def analysis_for(
     """
     from segcore.analysis.analyse import analyse_image
 
-    full_key = (*model_key(bundle), *key, pixel_size)
+    model = predicting_model(bundle)
+    full_key = (*model_key(bundle), getattr(model, "name", ""), *key, pixel_size)
     store = analysis_store()
     found = store.get(full_key)
     if found is not None:
@@ -324,7 +353,7 @@ def analysis_for(
     image, truth = load()
     with progress_bar(f"Predicting {name}…") as show:
         analysis = analyse_image(
-            bundle.model,
+            model,
             image,
             bundle.preprocess,
             truth,
@@ -368,8 +397,10 @@ def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | None
 
 
 def _evaluation_key(bundle, splits: DatasetSplits, split_name: str, threshold: float) -> tuple:
-    """The :func:`result_store` key of one evaluation: model, dataset, split and threshold."""
-    return (*model_key(bundle), str(splits.root), split_name, float(threshold))
+    """The :func:`result_store` key of one evaluation: model, runtime, dataset, split and
+    threshold."""
+    runtime = getattr(predicting_model(bundle), "name", "")
+    return (*model_key(bundle), runtime, str(splits.root), split_name, float(threshold))
 
 
 def split_evaluation(
@@ -403,7 +434,7 @@ def split_evaluation(
         return result
     with progress_bar("Evaluating…") as show:
         result = evaluate(
-            bundle.model,
+            predicting_model(bundle),
             splits.split(split_name),
             bundle.preprocess,
             threshold=threshold,

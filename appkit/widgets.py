@@ -83,6 +83,14 @@ def active_model_caption() -> None:
     st.sidebar.caption(f"**Active model:** {name} ({catalog.describe_ref(ref)}{threshold})")
 
 
+def runtime_caption(bundle) -> None:
+    """The sidebar line saying which runtime runs ``bundle`` (:func:`state.runtime_status`);
+    nothing for the classical baseline."""
+    line = state.runtime_status(bundle)
+    if line:
+        st.sidebar.caption(line)
+
+
 def show_error(exc: BaseException, what: str = "") -> None:
     """Shows a segcore error's message (which names the file and the problem), files inside the
     data roots named relative to their root (:func:`appkit.access.browser_message`)."""

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     stride = TILE - args.overlap
     n_tiles = len(tile_starts(max(args.size, TILE), TILE, stride)) ** 2
     tiles = np.random.default_rng(SEED).random((n_tiles, TILE, TILE, 3), dtype=np.float32)
-    function = inference._keras_function(model, TILE, TILE)  # the one tiled prediction uses
+    function = inference.keras_function(model, TILE, TILE)  # the one tiled prediction uses
 
     def tiled() -> np.ndarray:
         return inference.predict_probabilities(

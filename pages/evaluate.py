@@ -14,6 +14,7 @@ navigation.page_header()
 st.title("Evaluate")
 widgets.active_model_caption()
 bundle = widgets.evaluation_model(key="eval_model")
+widgets.runtime_caption(bundle)
 
 source = state.sample_source()
 splits = widgets.source_picker(source)

@@ -18,6 +18,7 @@ navigation.page_header()
 st.title("Predict")
 widgets.active_model_caption()
 bundle = widgets.require_bundle()
+widgets.runtime_caption(bundle)
 model_id = bundle.card.model_sha256[:12]  # sliders start again at a new model's threshold
 
 state.apply_predict_request()  # "open in Predict" from the Evaluate page
@@ -108,7 +109,8 @@ height, width = analysis.shape
 st.caption(
     f"**{analysis.name}** — {width}×{height} px at {pixel_size:g} µm/px, predicted in "
     f"{analysis.seconds:.2f} s by {bundle.card.name} (trained at {bundle.pixel_size or 0.25:g} "
-    "µm/px). Probabilities are cached: the sliders below never re-run the model."
+    f"µm/px{', runtime ' + analysis.runtime if analysis.runtime else ''}). Probabilities are "
+    "cached: the sliders below never re-run the model."
 )
 if analysis.stain_note:
     st.warning(analysis.stain_note, icon=":material/palette:")

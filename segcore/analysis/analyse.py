@@ -48,6 +48,7 @@ from segcore.inference.resolution import (
     predict_at_pixel_size,
     resampled_size,
 )
+from segcore.inference.runtimes.base import RuntimeModel
 from segcore.metrics.counts import check_threshold
 
 __all__ = [
@@ -158,6 +159,9 @@ class ImageAnalysis:
         explorer: the :class:`~segcore.analysis.explorer.ThresholdExplorer` of the probabilities.
         seconds: how long the prediction took (preprocessing and model).
         model_name: the card name of the model that predicted it.
+        runtime: the runtime that ran it (``"keras"``, ``"openvino-int8"``, ...; see
+            :mod:`segcore.inference.runtimes`), ``""`` when not known (a plain callable, the
+            classical baseline).
         display_image: the image contrast-stretched for display when it is dim or flat
             (:func:`~segcore.analysis.overlays.display_stretch`), else ``None``; see
             :attr:`picture`.
@@ -172,6 +176,7 @@ class ImageAnalysis:
     explorer: ThresholdExplorer
     seconds: float
     model_name: str = ""
+    runtime: str = ""
     display_image: np.ndarray | None = None
     display_note: str | None = None
     stain_note: str | None = None
@@ -429,6 +434,7 @@ def analyse_image(
         ),
         seconds=seconds,
         model_name=model_name,
+        runtime=model.name if isinstance(model, RuntimeModel) else "",
         display_image=None if display_note is None else display,
         display_note=display_note,
         stain_note=stain_notice(display),

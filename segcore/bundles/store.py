@@ -49,6 +49,10 @@ MODEL_FILE = "model.keras"
 BUNDLE_FILES = (MODEL_FILE, CARD_FILE)
 """The files of a bundle."""
 
+RUNTIME_CACHE_DIR = ".runtimes"
+"""The folder inside a bundle where converted models (OpenVINO IR) and their accuracy-gate
+records are cached (:mod:`segcore.bundles.runtime_cache`); never part of the bundle itself."""
+
 DEFAULT_WEIGHTS_DIR = REPO_ROOT / "weights"
 """The repository's bundle folder, where bare bundle names are looked up."""
 
@@ -159,9 +163,14 @@ def _inference_model(model: keras.Model) -> keras.Model:
 
 
 def _is_replaceable(folder: Path) -> bool:
-    """True if ``folder`` is empty or holds only bundle files (safe to delete on overwrite)."""
+    """True if ``folder`` is empty or holds only bundle files and the converted-model cache
+    (:data:`RUNTIME_CACHE_DIR`), so it is safe to delete on overwrite."""
     allowed = {*BUNDLE_FILES, "README.md"}
-    return all(entry.name in allowed and entry.is_file() for entry in folder.iterdir())
+    return all(
+        (entry.name in allowed and entry.is_file())
+        or (entry.name == RUNTIME_CACHE_DIR and entry.is_dir() and not entry.is_symlink())
+        for entry in folder.iterdir()
+    )
 
 
 def save_bundle(

@@ -77,3 +77,25 @@ def check_unique_stems(paths: Sequence[str]) -> None:
                 f"{first} and {path} would both write {stem}_prob.png, {stem}_mask.png, ...: "
                 "rename one, or predict them into different --out folders"
             )
+
+
+def runtime_model(bundle, requested: str, quiet: bool):
+    """The model the command predicts with: ``bundle``'s network in runtime ``requested``
+    (:func:`segcore.bundles.runtime_cache.open_bundle_runtime`). Slow first-use steps, the
+    runtime that runs and any notice (a fallback to Keras, a failed gate) go to stderr; the
+    notice also when ``quiet``.
+    """
+    from segcore.bundles.runtime_cache import open_bundle_runtime
+
+    def report(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr)
+
+    model = open_bundle_runtime(bundle, requested, report=report)
+    describe = getattr(model, "describe", None)
+    if describe is not None:
+        report(f"runtime: {describe()}")
+    notice = getattr(model, "notice", None)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+    return model

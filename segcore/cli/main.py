@@ -23,9 +23,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segcore.cli.common import Progress, check_unique_stems, command_line, output_folder
+from segcore.cli.common import (
+    Progress,
+    check_unique_stems,
+    command_line,
+    output_folder,
+    runtime_model,
+)
 from segcore.cli.objects import add_tune_instances, print_instance_summary, write_instance_files
 from segcore.errors import ConfigError, SegcoreError
+from segcore.inference.runtimes.base import CHOICES, default_runtime
 
 log = logging.getLogger("segcore")
 
@@ -113,8 +120,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{done}/{total}] {sample_id}", file=sys.stderr)
 
+    model = runtime_model(bundle, args.runtime, args.quiet)
     result = evaluate(
-        bundle.model,
+        model,
         samples,
         bundle.preprocess,
         threshold=threshold,
@@ -207,6 +215,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     check_unique_stems(args.images)  # before the (slow) model, and before anything is written
     out = output_folder(args.out)
     bundle = load_bundle(args.model)
+    model = runtime_model(bundle, args.runtime, args.quiet)
     threshold = bundle.threshold if args.threshold is None else args.threshold
     failures = 0
     for name in args.images:
@@ -219,7 +228,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         pixel_size = given if given is not None else image_pixel_size(name)
         try:
             probs = predict_at_pixel_size(
-                bundle.model,
+                model,
                 image,
                 bundle.preprocess,
                 pixel_size=pixel_size,
@@ -323,6 +332,15 @@ def _add_inference_args(sub) -> None:
         default="default",
         help="bundle: a folder, a name under weights/, or hf://org/name@rev "
         "(default: weights/default); 'baseline' for the classical hematoxylin + Otsu reference",
+    )
+    sub.add_argument(
+        "--runtime",
+        default=default_runtime(),
+        choices=CHOICES,
+        help="what runs the network: keras (TensorFlow float32, the reference), openvino "
+        "(float32), openvino-bf16, openvino-int8, or auto: the fastest installed one that "
+        "passed the accuracy gate on this CPU (the first use converts and checks, once per "
+        "model). Default: $SEGCORE_RUNTIME, else auto",
     )
     sub.add_argument("--threshold", type=float, help="default: the bundle's threshold")
     sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")

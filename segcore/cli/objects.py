@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcore.cli.common import command_line
+from segcore.cli.common import command_line, runtime_model
 from segcore.errors import ConfigError
 
 log = logging.getLogger("segcore")
@@ -65,7 +65,7 @@ def cmd_tune_instances(args: argparse.Namespace) -> int:
     pixel_size = args.pixel_size or dataset_pixel_size(args.data)
     threshold = bundle.threshold if args.threshold is None else args.threshold
     tuning = tune_instances(
-        bundle.model,
+        runtime_model(bundle, args.runtime, args.quiet),
         splits.split(args.split),
         bundle.preprocess,
         threshold=threshold,

@@ -128,7 +128,7 @@ def _is_keras_model(model: object) -> bool:
     return isinstance(model, keras.Model)
 
 
-def _keras_function(model: Any, height: int, width: int) -> Any:
+def keras_function(model: Any, height: int, width: int) -> Any:
     """Returns the cached ``tf.function`` calling ``model`` on ``[None, height, width, 3]``."""
     import tensorflow as tf
 
@@ -150,7 +150,7 @@ def _keras_function(model: Any, height: int, width: int) -> Any:
 
 def _predictor(model: Any, height: int, width: int) -> Predictor:
     if _is_keras_model(model):
-        function = _keras_function(model, height, width)
+        function = keras_function(model, height, width)
         return lambda batch: function(batch).numpy()
     if not callable(model):
         raise ConfigError(
