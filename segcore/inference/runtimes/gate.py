@@ -25,7 +25,7 @@ import numpy as np
 
 from segcore.data.preprocessing import PreprocessConfig, enhance_image, to_model_input
 from segcore.errors import SegcoreError
-from segcore.inference.predict import predict_probabilities
+from segcore.inference.predict import DEFAULT_OVERLAP, predict_probabilities
 from segcore.inference.runtimes.base import REDUCED_PRECISION, RuntimeModel
 from segcore.timestamps import utc_now
 
@@ -175,7 +175,7 @@ def run_gate(
 
     Every runtime predicts every image with
     :func:`~segcore.inference.predict.predict_probabilities` at ``tile_size`` with the default
-    overlap and batch, images interleaved (image 1 by every runtime, then image 2, ...).
+    overlap (at most a quarter of the tile) and batch, images interleaved (image 1 by every runtime, then image 2, ...).
 
     Returns:
         One :class:`GateResult` per candidate, in order.
@@ -193,7 +193,12 @@ def run_gate(
         enhanced = enhance_image(image, preprocess)
         probs = [
             predict_probabilities(
-                runtime, enhanced, preprocess, tile_size=tile_size, already_enhanced=True
+                runtime,
+                enhanced,
+                preprocess,
+                tile_size=tile_size,
+                overlap=min(DEFAULT_OVERLAP, tile_size // 4),
+                already_enhanced=True,
             )
             for runtime in timed
         ]
@@ -223,8 +228,8 @@ def run_gate(
                 mask_dice=round(mask_dice, 5),
                 dice=round(dice, 5),
                 dice_keras=round(dice_keras, 5),
-                ms_per_tile=round(ms, 2),
-                keras_ms_per_tile=round(keras_ms, 2),
+                ms_per_tile=round(ms, 4),
+                keras_ms_per_tile=round(keras_ms, 4),
                 time_ratio=round(ms / keras_ms, 3) if keras_ms > 0 else float("nan"),
                 images=len(samples),
                 tiles=timed[i + 1].tiles,

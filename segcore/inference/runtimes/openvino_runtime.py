@@ -81,8 +81,15 @@ def convert(model: Any) -> Any:
     """Converts a loaded ``keras.Model`` (TensorFlow back-end) to an ``openvino.Model`` taking
     float32 ``[-1, -1, -1, 3]`` and returning the model's probabilities."""
     import openvino as ov
+    import tensorflow as tf
 
-    ov_model = ov.convert_model(model)
+    # A tf.function calling the model on one tensor: converting the Keras model itself makes
+    # OpenVINO call it with a tuple, which Keras warns about (an error under strict warnings).
+    function = tf.function(
+        lambda image: model(image, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
+    ov_model = ov.convert_model(function.get_concrete_function())
     ov_model.reshape([-1, -1, -1, 3])
     return ov_model
 
