@@ -136,6 +136,29 @@ def test_predict_instances_writes_labels_geojson_and_table(tmp_path, capsys):
     assert not (labels > 0)[mask == 0].any()  # nuclei lie inside the mask
 
 
+def test_predict_pipelines_files_in_order_and_survives_a_bad_one(tmp_path, capsys):
+    """Decoding the next file and writing the last one overlap the model; the outputs are the
+    ones a lone run writes, and a bad file in the middle stops nothing."""
+    from segcore.data.synthetic import generate_tile
+
+    names = []
+    for i in range(3):
+        write_png(tmp_path / f"t{i}.png", generate_tile(np.random.default_rng([5, i]), 96)[0])
+        names.append(str(tmp_path / f"t{i}.png"))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG truncated")
+    argv = ["-q", "predict", "--model", "baseline", "--instances"]
+    together = tmp_path / "together"
+    files = [names[0], str(tmp_path / "bad.png"), names[1], names[2]]
+    assert main([*argv, "--out", str(together), *files]) == 2
+    assert "bad.png" in capsys.readouterr().err
+    alone = tmp_path / "alone"
+    assert main([*argv, "--out", str(alone), names[1]]) == 0
+    for suffix in ("_prob.png", "_mask.png", "_labels.png", ".geojson", "_nuclei.csv"):
+        assert (together / f"t1{suffix}").read_bytes() == (alone / f"t1{suffix}").read_bytes()
+        assert all((together / f"t{i}{suffix}").is_file() for i in range(3))
+    assert not (together / "bad_prob.png").exists()
+
+
 def test_tune_instances_prints_the_grid_and_records_the_choice(tiny_bundle, tmp_path, capsys):
     data = generate_dataset(tmp_path / "synth", count=8, size=64, seed=2)
     argv = ["tune-instances", "--model", str(tiny_bundle), "--data", str(data), "--threshold"]

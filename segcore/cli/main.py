@@ -21,16 +21,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-import numpy as np
-
 from segcore.cli.common import (
-    Progress,
     check_unique_stems,
     command_line,
     output_folder,
     runtime_model,
 )
-from segcore.cli.objects import add_tune_instances, print_instance_summary, write_instance_files
+from segcore.cli.objects import add_tune_instances, print_instance_summary
 from segcore.errors import ConfigError, SegcoreError
 from segcore.inference.runtimes.base import CHOICES, default_runtime
 
@@ -203,70 +200,26 @@ def _given_pixel_size(args: argparse.Namespace) -> float | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from segcore.atomic import write_bytes_atomic
     from segcore.bundles.loading import load_bundle
-    from segcore.data.images import encode_png, read_image
-    from segcore.inference.predict import predict_mask
-    from segcore.inference.resolution import image_pixel_size, predict_at_pixel_size
+    from segcore.cli.predict_files import PredictJob, predict_files
 
     given = _given_pixel_size(args)
     check_unique_stems(args.images)  # before the (slow) model, and before anything is written
     out = output_folder(args.out)
     bundle = load_bundle(args.model)
-    model = runtime_model(bundle, args.runtime, args.quiet)
-    threshold = bundle.threshold if args.threshold is None else args.threshold
-    failures = 0
-    for name in args.images:
-        try:
-            image = read_image(name)
-        except SegcoreError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        pixel_size = given if given is not None else image_pixel_size(name)
-        try:
-            probs = predict_at_pixel_size(
-                model,
-                image,
-                bundle.preprocess,
-                pixel_size=pixel_size,
-                model_pixel_size=bundle.pixel_size,
-                tile_size=args.tile_size or bundle.input_size,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                progress=Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", args.quiet),
-            )
-        except SegcoreError as exc:
-            print(f"error: {name}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        stem = Path(name).stem
-        prob_png = encode_png(np.round(probs * 255).astype(np.uint8))
-        mask_png = encode_png(predict_mask(probs, threshold) * 255)
-        write_bytes_atomic(out / f"{stem}_prob.png", prob_png)
-        write_bytes_atomic(out / f"{stem}_mask.png", mask_png)
-        if args.instances:
-            try:
-                count = write_instance_files(out, stem, probs, image, bundle, threshold, pixel_size)
-            except SegcoreError as exc:
-                print(f"error: {name}: {exc}", file=sys.stderr)
-                failures += 1
-                continue
-            log.info(
-                "%s: %d nuclei -> %s_labels.png, %s.geojson, %s_nuclei.csv",
-                name,
-                count,
-                stem,
-                stem,
-                stem,
-            )
-        at = "the model's" if pixel_size is None else f"{pixel_size:g}"
-        log.info(
-            "%s -> %s_{prob,mask}.png (threshold %.2f, %s µm/px)", name, out / stem, threshold, at
-        )
-    return 2 if failures else 0
+    job = PredictJob(
+        bundle=bundle,
+        model=runtime_model(bundle, args.runtime, args.quiet),
+        out=out,
+        threshold=bundle.threshold if args.threshold is None else args.threshold,
+        pixel_size=given,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        instances=args.instances,
+        quiet=args.quiet,
+    )
+    return 2 if predict_files(job, list(args.images)) else 0
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
