@@ -175,7 +175,8 @@ def run_gate(
 
     Every runtime predicts every image with
     :func:`~segcore.inference.predict.predict_probabilities` at ``tile_size`` with the default
-    overlap (at most a quarter of the tile) and batch, images interleaved (image 1 by every runtime, then image 2, ...).
+    overlap (at most a quarter of the tile) and batch, images interleaved (image 1 by every
+    runtime, then image 2, ...).
 
     Returns:
         One :class:`GateResult` per candidate, in order.
