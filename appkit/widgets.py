@@ -26,38 +26,75 @@ METRIC_LABELS = (
 )
 
 
+NUCLEI_HELP = (
+    "Nuclei of the prediction, touching ones split by the watershed with the settings below; "
+    "the ground truth's nuclei in brackets (its instance labels, or the connected components of "
+    "a binary mask)."
+)
+
+
 def metric_readouts(
     metrics: Mapping[str, Any],
     *,
     title: str,
     compare: Mapping[str, Any] | None = None,
     help: str | None = None,
-) -> None:
+):
     """One row: ``title``, then ``st.metric`` read-outs of Dice, Jaccard, precision, recall
     and the nuclei count.
 
     Without ground truth (``"reason"`` in ``metrics``) only the nuclei count is shown, with
     the reason the rest is absent. With ``compare``, each read-out shows its difference from it.
-    ``help`` is a tooltip on the title.
+    ``help`` is a tooltip on the title. Without ``nuclei_pred`` in ``metrics`` (pixel figures
+    only: :meth:`~segcore.analysis.explorer.ThresholdExplorer.pixel_metrics_at`) the count shows
+    "…" until :func:`show_nuclei_count` fills it.
+
+    Returns:
+        The count's slot, for :func:`show_nuclei_count`.
     """
     columns = st.columns([1.3, 1, 1, 1, 1, 1], vertical_alignment="center")
     columns[0].markdown(f"**{title}**", help=help)
     if "reason" in metrics:
-        columns[1].metric("Nuclei (predicted)", f"{metrics['nuclei_pred']:d}")
+        slot = columns[1].empty()
         columns[2].caption(f"Dice, Jaccard, precision and recall: {metrics['reason']}")
-        return
-    for column, (key, label, fmt) in zip(columns[1:], METRIC_LABELS, strict=False):
-        delta = None
-        if compare is not None and "reason" not in compare:
-            delta = f"{metrics[key] - compare[key]:+.3f} vs A"
-        column.metric(label, fmt.format(metrics[key]), delta=delta)
-    columns[5].metric(
-        f"Nuclei (truth {metrics['nuclei_true']})",
-        f"{metrics['nuclei_pred']:d}",
-        help="Nuclei of the prediction, touching ones split by the watershed with the settings "
-        "below; the ground truth's nuclei in brackets (its instance labels, or the connected "
-        "components of a binary mask).",
+    else:
+        for column, (key, label, fmt) in zip(columns[1:], METRIC_LABELS, strict=False):
+            delta = None
+            if compare is not None and "reason" not in compare:
+                delta = f"{metrics[key] - compare[key]:+.3f} vs A"
+            column.metric(label, fmt.format(metrics[key]), delta=delta)
+        slot = columns[5].empty()
+    show_nuclei_count(slot, metrics, metrics.get("nuclei_pred"))
+    return slot
+
+
+def show_nuclei_count(slot, metrics: Mapping[str, Any], count: int | None) -> None:
+    """Shows the predicted nuclei ``count`` (``None``: "…", still being split) in a row's slot
+    from :func:`metric_readouts`."""
+    value = "…" if count is None else f"{count:d}"
+    if "reason" in metrics:
+        slot.metric("Nuclei (predicted)", value)
+    else:
+        slot.metric(f"Nuclei (truth {metrics['nuclei_true']})", value, help=NUCLEI_HELP)
+
+
+def threshold_readouts(analysis, t_a: float, t_b: float, setting) -> None:
+    """The Predict page's read-out rows — thresholds A and B and the classical baseline — drawn
+    with the pixel figures first (a look-up: the browser shows them at once), then each row's
+    nuclei count as its split finishes (the split of a 1000² map takes about 0.2 s)."""
+    explorer = analysis.explorer
+    a, b = explorer.pixel_metrics_at(t_a), explorer.pixel_metrics_at(t_b)
+    slot_a = metric_readouts(a, title=f"Threshold A = {t_a:.2f}")
+    slot_b = metric_readouts(b, title=f"Threshold B = {t_b:.2f}", compare=a)
+    metric_readouts(
+        analysis.baseline_metrics(),
+        title="Classical baseline",
+        compare=a,
+        help="Hematoxylin by colour deconvolution, Gaussian blur, Otsu threshold: no learning. "
+        "Differences are against threshold A.",
     )
+    show_nuclei_count(slot_a, a, explorer.nuclei_at(t_a, setting))
+    show_nuclei_count(slot_b, b, explorer.nuclei_at(t_b, setting))
 
 
 def overlay_legend(*, truth: bool) -> None:

@@ -145,18 +145,8 @@ def explore() -> None:
     t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=keys.threshold_b)
     opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key=keys.opacity)
     setting = widgets.instance_controls(bundle.instances, keys, controls[3:])
+    widgets.threshold_readouts(analysis, t_a, t_b, setting)  # figures first, then pictures
     shown = analysis.compare(t_a, t_b, opacity=opacity, instances=setting)
-    widgets.metric_readouts(shown.a.metrics, title=f"Threshold A = {t_a:.2f}")
-    widgets.metric_readouts(
-        shown.b.metrics, title=f"Threshold B = {t_b:.2f}", compare=shown.a.metrics
-    )
-    widgets.metric_readouts(
-        analysis.baseline_metrics(),
-        title="Classical baseline",
-        compare=shown.a.metrics,
-        help="Hematoxylin by colour deconvolution, Gaussian blur, Otsu threshold: no learning. "
-        "Differences are against threshold A.",
-    )
     for side, view in zip(st.columns(2), (shown.a, shown.b), strict=True):
         side.image(view.overlay, caption=f"Overlay at {view.threshold:.2f}")
         side.image(view.mask_picture, caption=f"Prediction at {view.threshold:.2f}")

@@ -304,16 +304,23 @@ class ThresholdExplorer:
             ValueError: ``threshold`` is not a number in ``[0, 1]``.
         """
         value = float(check_threshold(threshold))
-        nuclei_pred = self.nuclei_at(value, instances)
+        return {
+            **self.pixel_metrics_at(value),
+            "nuclei_pred": self.nuclei_at(value, instances),
+        }
+
+    def pixel_metrics_at(self, threshold: float) -> dict[str, Any]:
+        """:meth:`metrics_at` without ``nuclei_pred``: the pixel figures only, which need no
+        nucleus split (a look-up in the sweep), so a page can show them before the count.
+
+        Raises:
+            ValueError: ``threshold`` is not a number in ``[0, 1]``.
+        """
+        value = float(check_threshold(threshold))
         counts = self.counts_at(value)
         if counts is None:
-            return {"threshold": value, "nuclei_pred": nuclei_pred, "reason": NO_TRUTH_REASON}
-        return {
-            "threshold": value,
-            **counts.as_dict(),
-            "nuclei_pred": nuclei_pred,
-            "nuclei_true": self.nuclei_true,
-        }
+            return {"threshold": value, "reason": NO_TRUTH_REASON}
+        return {"threshold": value, **counts.as_dict(), "nuclei_true": self.nuclei_true}
 
     def curve(self) -> ThresholdCurve | None:
         """Dice, Jaccard, precision and recall over :data:`EXPLORER_THRESHOLDS`, with the best
