@@ -12,6 +12,9 @@ full size and scored at the model's card threshold; pixel counts are summed over
   probabilities back to the half-size grid;
 * ``pannuke-breast``, ``tnbc``, ``cryonuseg`` — evaluation-only sets from other labs.
 
+Models run in the keras runtime (the reference) unless ``--runtime NAME=RUNTIME`` says otherwise
+(e.g. ``--model int8=default --runtime int8=openvino-int8``).
+
 Usage (``--model`` may repeat; ``baseline`` is the classical hematoxylin + Otsu reference)::
 
     python benchmarks/bench_quality.py --model classical=baseline --model v3=default \\
@@ -36,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segcore.bundles.loading import load_bundle
+from segcore.bundles.runtime_cache import open_bundle_runtime
 from segcore.data.images import read_image, read_mask_array
 from segcore.inference.instances import label_instances
 from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
@@ -64,7 +68,7 @@ def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
     pixel size (the half-size image is 0.5 µm/px), as ``--pixel-size 0.5`` does."""
     pixel_size = 0.5 if mode == "half-resampled" else None
     return predict_at_pixel_size(
-        bundle.model,
+        getattr(bundle, "runtime_model", bundle.model),
         image,
         bundle.preprocess,
         pixel_size=pixel_size,
@@ -137,12 +141,22 @@ def main() -> int:
     """Scores every model on every row and prints (or writes) the Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", required=True, help="NAME=REF")
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        help="NAME=RUNTIME: run model NAME in that runtime (keras, openvino, openvino-bf16, "
+        "openvino-int8, auto); default keras for every model",
+    )
     parser.add_argument("--data", default="../shared/data", help="folder of the sets")
     parser.add_argument("--out", help="write the Markdown table here (default: print it)")
     parser.add_argument("--json", help="also write the counts as JSON")
     args = parser.parse_args()
     bundles = dict(spec.split("=", 1) for spec in args.model)
     bundles = {name: load_bundle(ref) for name, ref in bundles.items()}
+    for name, runtime in (spec.split("=", 1) for spec in args.runtime):
+        bundles[name].runtime_model = open_bundle_runtime(bundles[name], runtime, report=print)
+        print(f"{name}: runtime {getattr(bundles[name].runtime_model, 'name', 'classical')}")
     start = time.monotonic()
     results = {}
     for row, folder, mode in ROWS:

@@ -21,6 +21,7 @@ from segcore.inference.runtimes.base import (
     OPENVINO,
     OPENVINO_BF16,
     OPENVINO_INT8,
+    RUNTIMES,
     RuntimeModel,
 )
 from segcore.inference.runtimes.cpu import CpuInfo, parse_cpuinfo, supports_bf16
@@ -434,3 +435,19 @@ def test_the_default_model_passes_the_gate_in_every_fast_runtime(tmp_path):
         assert results[OPENVINO_INT8]["mask_dice"] >= 0.99
         assert abs(results[OPENVINO_INT8]["dice"] - results[OPENVINO_INT8]["dice_keras"]) <= 0.005
     assert choose(record) in {KERAS, *results}
+
+
+def test_cli_runtimes_prepares_the_gate_and_names_autos_choice(
+    pointwise_bundle, capsys, monkeypatch
+):
+    from segcore.cli import main
+
+    monkeypatch.setattr(gating, "gate_samples", lambda count=2: _few_samples())
+    monkeypatch.setattr(gating, "CALIBRATION_TILES", 4)
+    assert main(["runtimes", "--model", str(pointwise_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "keras          available" in out and "no gate record" in out
+    assert main(["runtimes", "--model", str(pointwise_bundle), "--prepare"]) == 0
+    out = capsys.readouterr().out
+    assert "openvino       pass" in out
+    assert out.strip().splitlines()[-1] in {f"auto: {n}" for n in RUNTIMES}

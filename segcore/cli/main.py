@@ -28,6 +28,7 @@ from segcore.cli.common import (
     runtime_model,
 )
 from segcore.cli.objects import add_tune_instances, print_instance_summary
+from segcore.cli.runtimes_cmd import add_runtimes
 from segcore.errors import ConfigError, SegcoreError
 from segcore.inference.runtimes.base import CHOICES, default_runtime
 
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate_predict_push(commands)
     add_tune_instances(commands, _add_inference_args)
+    add_runtimes(commands)
     return parser
 
 

@@ -1,0 +1,77 @@
+"""``python -m segcore runtimes``: what runs the network here, and the accuracy gate's figures.
+
+Prints the CPU and its flags, each runtime with whether it can run here, and — for the model —
+the gate record of this CPU (built with ``--prepare``: converts, quantises and gates now, so
+the app and the commands find everything ready) and the runtime ``auto`` picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_runtimes(commands) -> None:
+    """Registers ``runtimes``."""
+    sub = commands.add_parser(
+        "runtimes",
+        help="list the runtimes, the accuracy gate's figures and auto's choice on this CPU",
+        description=__doc__.split("\n")[0],
+    )
+    sub.add_argument("--model", default="default", help="bundle (default: weights/default)")
+    sub.add_argument(
+        "--prepare",
+        action="store_true",
+        help="convert, quantise and gate now when no valid record exists (about a minute)",
+    )
+    sub.set_defaults(func=cmd_runtimes)
+
+
+def cmd_runtimes(args: argparse.Namespace) -> int:
+    from segcore.bundles.loading import load_bundle
+    from segcore.bundles.runtime_cache import runtime_cache_dir
+    from segcore.errors import ConfigError
+    from segcore.inference.runtimes import selection
+    from segcore.inference.runtimes.base import KERAS, OPENVINO_BF16, RUNTIMES
+    from segcore.inference.runtimes.cpu import cpu_info, supports_bf16
+    from segcore.inference.runtimes.openvino_runtime import missing_packages
+
+    print(f"CPU: {cpu_info().describe()}")
+    for name in RUNTIMES:
+        missing = [] if name == KERAS else missing_packages(name)
+        if missing:
+            state = f"not installed (pip install {' '.join(missing)})"
+        elif name == OPENVINO_BF16 and not supports_bf16():
+            state = "installed; no native bfloat16 on this CPU, so auto skips it"
+        else:
+            state = "available"
+        print(f"  {name:14s} {state}")
+    bundle = load_bundle(args.model)
+    cache_dir = runtime_cache_dir(bundle)
+    if cache_dir is None:
+        raise ConfigError(f"{args.model}: the classical baseline has no network to run")
+    cache = selection.RuntimeCache(
+        bundle.model,
+        model_sha256=bundle.card.model_sha256,
+        cache_dir=cache_dir,
+        preprocess=bundle.preprocess,
+        threshold=bundle.threshold,
+        tile_size=bundle.input_size,
+    )
+    record = cache.gate_record()
+    if record is None and args.prepare and selection.auto_candidates():
+        record = cache.run_gate(lambda line: print(line, file=sys.stderr))
+    print(f"model: {bundle.card.name} (cache {cache.folder})")
+    if record is None:
+        print("  no gate record on this CPU yet: auto will build one on first use (or --prepare)")
+        return 0
+    print(f"  {'runtime':14s} {'gate':6s} {'ms/tile':>8s} {'× keras':>8s}  figures")
+    for result in record["results"]:
+        print(
+            f"  {result['runtime']:14s} {'pass' if result['passed'] else 'FAIL':6s} "
+            f"{result['ms_per_tile']:8.1f} {result['time_ratio']:8.2f}  {result['reason']}"
+        )
+    for name, why in record.get("failed", {}).items():
+        print(f"  {name:14s} did not build: {why}")
+    print(f"auto: {selection.choose(record)}")
+    return 0
