@@ -153,7 +153,7 @@ def test_calibration_tiles_are_synthetic_and_preprocessed():
     tiles = gating.calibration_tiles(RAW, count=3, size=64)
     assert len(tiles) == 3
     assert all(t.shape == (1, 64, 64, 3) and t.dtype == np.float32 for t in tiles)
-    assert 0.0 <= min(t.min() for t in tiles) and max(t.max() for t in tiles) <= 1.0
+    assert min(t.min() for t in tiles) >= 0.0 and max(t.max() for t in tiles) <= 1.0
     again = gating.calibration_tiles(RAW, count=3, size=64)
     assert all(np.array_equal(a, b) for a, b in zip(tiles, again, strict=True))  # seeded
 
