@@ -116,6 +116,9 @@ def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():
     nuclei = [label for label in labels if label.startswith("Nuclei (truth ")]
     assert len(nuclei) == 1 and len(labels[nuclei[0]]) == 3
     assert len(at.get("plotly_chart")) == 2  # the threshold curve and the nuclei histograms
+    # the sidebar says which runtime runs (the suite runs keras: SEGCORE_RUNTIME in conftest)
+    assert any("Runtime:** keras (TensorFlow float32" in c.value for c in at.sidebar.caption)
+    assert any("runtime keras" in c.value for c in at.caption)
 
 
 def test_predict_nuclei_section_matches_the_library_and_follows_the_sliders():
