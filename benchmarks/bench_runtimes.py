@@ -15,6 +15,9 @@ Run: ``python benchmarks/bench_runtimes.py [--model default] [--rounds 9]
 3. **Accuracy** (with ``--data``, a dataset with a ``test`` split): each runtime's pooled
    Dice against the ground truth at the bundle's threshold, its masks' Dice against keras's
    masks, and the largest probability difference from keras.
+4. **Tiling** (with ``--data`` and ``--tilings``): the fastest runtime's pooled Dice and seconds
+   per image for other tile sizes and overlaps, down to the whole image in one call — what a
+   tiling policy that predicts fewer redundant pixels would cost in Dice.
 
 Runtimes not installed are listed as such. Converted models come from the bundle's cache
 (built first if needed, which is not timed). Prints Markdown tables and the CPU's flags; on a
@@ -156,6 +159,48 @@ def accuracy(bundle, models: dict, data: Path) -> dict[str, dict[str, float]]:
     }
 
 
+TILINGS = ((256, 64), (256, 32), (256, 8), (512, 64), (512, 24), (1024, 0))
+"""(tile, overlap) pairs ``--tilings`` compares; 1024 with no overlap is a whole 1000² tile in
+one call."""
+
+
+def tilings(bundle, model, data: Path) -> list[dict]:
+    """Pooled Dice and median seconds per image of ``model`` on ``data``'s test split for each
+    of :data:`TILINGS`, with the share of pixels predicted more than once."""
+    from segcore.data.tiling import pad_to_at_least, tile_starts
+
+    split = open_dataset(data).split("test")
+    loaded = [split.load(i) for i in range(len(split))]
+    rows = []
+    for tile, overlap in TILINGS:
+        tp = total = 0
+        seconds, predicted = [], 0
+        for image, truth in loaded:
+            start = time.perf_counter()
+            prob = predict_probabilities(
+                model, image, bundle.preprocess, tile_size=tile, overlap=overlap
+            )
+            seconds.append(time.perf_counter() - start)
+            mask, truth = prob >= bundle.threshold, truth > 0
+            tp += int(np.count_nonzero(mask & truth))
+            total += int(np.count_nonzero(mask)) + int(np.count_nonzero(truth))
+            height, width = pad_to_at_least(image[..., 0], tile).shape
+            starts = len(tile_starts(height, tile, tile - overlap)) * len(
+                tile_starts(width, tile, tile - overlap)
+            )
+            predicted += starts * tile * tile / (image.shape[0] * image.shape[1])
+        rows.append(
+            {
+                "tile": tile,
+                "overlap": overlap,
+                "pooled_dice": 2 * tp / total,
+                "seconds": statistics.median(seconds),
+                "pixels_predicted": predicted / len(loaded),
+            }
+        )
+    return rows
+
+
 def default_image(folder: Path) -> Path:
     """The first MoNuSeg test tile when ``../shared`` has it, else a 1000² mosaic of the
     built-in samples written to ``folder``."""
@@ -178,6 +223,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="the 1000² image for predict")
     parser.add_argument("--instances", action="store_true", help="predict --instances too")
     parser.add_argument("--data", type=Path, help="dataset with a test split for accuracy")
+    parser.add_argument("--tilings", action="store_true", help="with --data: compare tilings")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -243,6 +289,18 @@ def main() -> None:
                 f"| {name} | {s['pooled_dice']:.4f} | {s['mask_dice_vs_keras']:.4f} | "
                 f"{s['max_abs_diff']:.4f} |"
             )
+        if args.tilings:
+            fastest = min(tiles, key=tiles.get)
+            rows = tilings(bundle, models[fastest], args.data)
+            figures["tilings"] = rows
+            print(f"\n| tile | overlap | pixels predicted (× image) | pooled Dice | s per image "
+                  f"({fastest}) |")  # fmt: skip
+            print("|---|---|---|---|---|")
+            for row in rows:
+                print(
+                    f"| {row['tile']} | {row['overlap']} | {row['pixels_predicted']:.2f} | "
+                    f"{row['pooled_dice']:.4f} | {row['seconds']:.2f} |"
+                )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
