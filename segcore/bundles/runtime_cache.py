@@ -13,6 +13,7 @@ runs as it is.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from segcore.bundles.loading import Bundle
 from segcore.bundles.store import RUNTIME_CACHE_DIR
 from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.runtimes import AUTO, open_runtime
-from segcore.inference.runtimes.selection import Report, log
+from segcore.inference.runtimes.selection import Report
+
+log = logging.getLogger(__name__)
 
 RUNTIME_CACHE_ENV = "SEGCORE_RUNTIME_CACHE"
 """Environment variable naming the converted-model cache for bundles that cannot hold one."""

@@ -28,11 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import segcore.inference.runtimes.gate as gating
+import segcore.inference.runtimes.openvino_runtime as ovr
 from segcore.atomic import write_json_atomic
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
-from segcore.inference.runtimes import gate as gating
-from segcore.inference.runtimes import openvino_runtime as ovr
 from segcore.inference.runtimes.base import (
     AUTO,
     CHOICES,
