@@ -128,6 +128,35 @@ def runtime_caption(bundle) -> None:
         st.sidebar.caption(line)
 
 
+def runtime_gate_table(folder, card) -> None:
+    """The accuracy gate's figures of the bundle at ``folder`` on this server's CPU (one row per
+    fast runtime) and the runtime ``auto`` picks; a line saying none are recorded yet otherwise."""
+    from segcore.bundles.runtime_cache import gate_record
+    from segcore.inference.runtimes.selection import choose
+
+    record = gate_record(folder, card)
+    if record is None:
+        st.caption(
+            "**Runtimes:** no accuracy-gate record on this server's CPU yet (made on first use, "
+            "or by `python -m segcore runtimes --prepare`)."
+        )
+        return
+    st.markdown(f"**Runtimes on this server** — auto runs `{choose(record)}`")
+    st.dataframe(
+        [
+            {
+                "runtime": r["runtime"],
+                "gate": "pass" if r["passed"] else "fail",
+                "ms per tile": round(r["ms_per_tile"], 1),
+                "× keras": round(r["time_ratio"], 2),
+                "why": r["reason"],
+            }
+            for r in record["results"]
+        ],
+        hide_index=True,
+    )
+
+
 def show_error(exc: BaseException, what: str = "") -> None:
     """Shows a segcore error's message (which names the file and the problem), files inside the
     data roots named relative to their root (:func:`appkit.access.browser_message`)."""

@@ -47,6 +47,8 @@ for entry in entries:
             f"Backbone: {card.backbone_weights or 'random init'} · licence {card.licence} · "
             f"created {card.created} · {catalog.display_path(entry.path)}"
         )
+        if is_active:
+            widgets.runtime_gate_table(entry.path, card)
         if not (is_active or viewer) and st.button("Use this model", key=f"use_{entry.ref}"):
             try:
                 state.switch_model(entry.ref)

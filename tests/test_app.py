@@ -412,6 +412,9 @@ def test_models_page_lists_the_default_and_refuses_offline_hub(monkeypatch):
     at = page("pages/models.py")
     assert_clean(at)
     assert any("default" in e.label for e in at.expander)
+    # the active model's runtimes on this CPU: the gate's table, or why there is none yet
+    text = page_text(at)
+    assert "Runtimes on this server" in text or "no accuracy-gate record" in text
     at.text_input[0].set_value("someone/some-model@main")
     next(b for b in at.button if b.label == "Download and use").click().run()
     assert not at.exception

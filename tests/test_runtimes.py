@@ -449,5 +449,10 @@ def test_cli_runtimes_prepares_the_gate_and_names_autos_choice(
     assert "keras          available" in out and "no gate record" in out
     assert main(["runtimes", "--model", str(pointwise_bundle), "--prepare"]) == 0
     out = capsys.readouterr().out
+    from segcore.bundles.runtime_cache import gate_record
+    from segcore.bundles.store import read_card
+
+    record = gate_record(pointwise_bundle, read_card(pointwise_bundle))  # the Models page reads it
+    assert record is not None and {r["runtime"] for r in record["results"]} >= {OPENVINO}
     assert "openvino       pass" in out
     assert out.strip().splitlines()[-1] in {f"auto: {n}" for n in RUNTIMES}

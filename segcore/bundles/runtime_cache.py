@@ -78,3 +78,23 @@ def open_bundle_runtime(bundle: Bundle, requested: str = AUTO, report: Report = 
         tile_size=bundle.input_size,
         report=report,
     )
+
+
+def gate_record(folder, card) -> dict | None:
+    """The accuracy-gate record of the bundle at ``folder`` (with ``card``) on this CPU, if one
+    holds (:meth:`~segcore.inference.runtimes.selection.RuntimeCache.gate_record`); reads files
+    only — no model is loaded, so the Models page can show it."""
+    from segcore.inference.runtimes.selection import RuntimeCache
+
+    if not card.model_sha256:
+        return None
+    bundle = Bundle(path=Path(folder), card=card, model=None)
+    cache = RuntimeCache(
+        None,
+        model_sha256=card.model_sha256,
+        cache_dir=runtime_cache_dir(bundle),
+        preprocess=card.preprocess_config,
+        threshold=card.threshold,
+        tile_size=card.input_size,
+    )
+    return cache.gate_record()
