@@ -24,10 +24,14 @@ from typing import Any
 CACHE_MB_ENV = "SEGCORE_CACHE_MB"
 """Environment variable: the byte budget of the process's analysis and result stores, in MiB."""
 
-DEFAULT_CACHE_MB = 1024
-"""The budget without :data:`CACHE_MB_ENV`: 1 GiB, about twenty-five 1000×1000 analyses explored
-(35–45 MB each with ground truth, the baseline and a few label images). An 8000×8000 scan
-takes more than that alone; it is kept while it is the latest (see :class:`AnalysisStore`)."""
+DEFAULT_CACHE_MB = 512
+"""The budget without :data:`CACHE_MB_ENV`: 512 MiB, about seventeen 1000×1000 uploads explored
+(28 MB each once the page has shown the baseline, the nuclei and a mask; about 40 MB with
+ground truth) — the current image of every session when ten use the server at once. The soak
+benchmark (10 sessions × 10 rounds of new 1000² uploads) fills it in round 2 and stays flat
+after; 1024 keeps twice as many and levels off two rounds later, about 400 MB higher. An
+8000×8000 scan takes more than the budget alone; it is kept while it is the latest (see
+:class:`AnalysisStore`)."""
 
 MAX_STORED = 64
 """Most entries a store keeps, whatever their size."""
@@ -69,11 +73,14 @@ def approximate_nbytes(value: Any) -> int:
 class AnalysisStore:
     """A thread-safe LRU store bounded by bytes (and by entries).
 
-    Each value's size is measured with ``sizeof`` when it is put and again whenever it is read
-    (an analysis's caches grow as it is explored). While the total is over ``max_bytes``, or
-    there are more than ``max_items`` entries, the least recently used are dropped — except the
-    most recently used one, which is kept even if alone it is over ``max_bytes``: a session
-    exploring a huge image would otherwise run the model again at each slider move.
+    Every value is measured again with ``sizeof`` whenever any value is put or read: an
+    analysis's caches grow as it is explored *after* it was stored (the classical baseline, the
+    nuclei's label image, the last mask: a 1000×1000 upload explored once holds about 28 MB,
+    three times what it held when put), so sizes taken only at ``put`` let the store hold three
+    times its budget. While the total is over ``max_bytes``, or there are more than
+    ``max_items`` entries, the least recently used are dropped — except the most recently used
+    one, which is kept even if alone it is over ``max_bytes``: a session exploring a huge image
+    would otherwise run the model again at each slider move.
 
     Args:
         max_bytes: the byte budget.
@@ -99,7 +106,7 @@ class AnalysisStore:
 
     @property
     def nbytes(self) -> int:
-        """The stored values' total size, as last measured."""
+        """The stored values' total size, as measured at the last ``put`` or ``get``."""
         with self._lock:
             return sum(self._sizes.values())
 
@@ -119,7 +126,8 @@ class AnalysisStore:
     def _store(self, key: tuple, value: Any) -> None:
         self._items[key] = value
         self._items.move_to_end(key)
-        self._sizes[key] = int(self._sizeof(value))
+        for stored_key, stored in self._items.items():  # any of them may have grown
+            self._sizes[stored_key] = int(self._sizeof(stored))
         total = sum(self._sizes.values())
         while len(self._items) > 1 and (
             total > self.max_bytes or len(self._items) > self.max_items

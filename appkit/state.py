@@ -11,8 +11,9 @@
   analyses without a name, and :func:`analysis_for` gives each session the analysis under the
   name of its own upload (captions, CSV rows and download names come from it).
 * **Memory** is bounded by bytes: the analysis store and :func:`result_store` together hold at
-  most :func:`appkit.caches.cache_bytes` (``$SEGCORE_CACHE_MB`` MiB, default 1024), dropping
-  the least recently used entries first (:class:`appkit.caches.AnalysisStore`). The other caches
+  most :func:`appkit.caches.cache_bytes` (``$SEGCORE_CACHE_MB`` MiB, default 512), dropping
+  the least recently used entries first (:class:`appkit.caches.AnalysisStore`); model
+  predictions run one at a time per process (:mod:`appkit.gate`). The other caches
   are small and bounded by count: one loaded model, four opened sample sources and
   :mod:`segcore.data.samples`' last 64 synthetic tiles (about 17 MB at 256×256).
 * The **sample source** (``"samples"``, ``"synthetic"`` or a dataset folder inside a data root,
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 import streamlit as st
 
-from appkit import access
+from appkit import access, gate
 from appkit.caches import AnalysisStore, cache_bytes
 from segcore.analysis import catalog
 from segcore.data import samples
@@ -351,7 +352,13 @@ def analysis_for(
     if found is not None:
         return found.named(name)
     image, truth = load()
-    with progress_bar(f"Predicting {name}…") as show:
+    with (
+        progress_bar(f"Predicting {name}…") as show,
+        gate.prediction_slot(lambda: show(0.0, f"{name}: waiting for another prediction…")),
+    ):
+        found = store.get(full_key)  # another session may have predicted it while this one waited
+        if found is not None:
+            return found.named(name)
         analysis = analyse_image(
             model,
             image,
@@ -432,7 +439,10 @@ def split_evaluation(
     result = result_store().get(key)
     if result is not None or not run:
         return result
-    with progress_bar("Evaluating…") as show:
+    with (
+        progress_bar("Evaluating…") as show,
+        gate.prediction_slot(lambda: show(0.0, "Waiting for another prediction…")),
+    ):
         result = evaluate(
             predicting_model(bundle),
             splits.split(split_name),

@@ -13,8 +13,13 @@ round; a final line gives the growth per round over the second half.
 Images: ``--size``² crops of the MoNuSeg test tiles when ``../shared/data/monuseg`` (or
 ``$SEGCORE_MONUSEG``) exists, else synthetic tiles, flipped and rotated into distinct files so that
 each upload is new content (a cache miss: a prediction, then an analysis to keep). With the caches
-bounded by bytes (``appkit.state``; ``SEGCORE_CACHE_MB``, default 1024), RSS should level off once
+bounded by bytes (``appkit.state``; ``SEGCORE_CACHE_MB``, default 512), RSS should level off once
 the analysis store is full instead of growing with every round.
+
+The server runs without Streamlit's file watcher: with it, a source file edited during the soak
+(in the working tree) makes Streamlit drop the app's modules from ``sys.modules`` at the next
+script run while other sessions' runs are importing them (``KeyError: 'appkit'`` in the server
+log, a blank page here, and the round never ends).
 
 ``--cache-mb`` sets ``SEGCORE_CACHE_MB`` for the server; ``--json`` writes the rows to a file.
 """
@@ -140,7 +145,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        env = {"SEGCORE_RUNS_DIR": str(folder / "runs"), "HF_HUB_OFFLINE": "1"}
+        env = {
+            "SEGCORE_RUNS_DIR": str(folder / "runs"),
+            "HF_HUB_OFFLINE": "1",
+            "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",  # see the module docstring
+        }
         if args.cache_mb is not None:
             env["SEGCORE_CACHE_MB"] = str(args.cache_mb)
         bases = base_images(args.size)

@@ -61,7 +61,7 @@ def test_approximate_nbytes_walks_dataclasses_and_containers():
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(None, 1024), ("256", 256), ("0.5", 0.5), ("lots", 1024)]
+    ("value", "expected"), [(None, 512), ("256", 256), ("0.5", 0.5), ("lots", 512)]
 )
 def test_cache_budget_comes_from_the_environment(monkeypatch, value, expected):
     if value is None:
@@ -69,3 +69,16 @@ def test_cache_budget_comes_from_the_environment(monkeypatch, value, expected):
     else:
         monkeypatch.setenv(caches.CACHE_MB_ENV, value)
     assert caches.cache_bytes() == int(expected * 2**20)
+
+
+def test_store_counts_what_values_grew_after_they_were_put():
+    class Growing:  # an analysis whose caches fill as a session explores it
+        def __init__(self):
+            self.nbytes = 2**20
+
+    store = caches.AnalysisStore(max_bytes=4 * 2**20)
+    explored = Growing()
+    store.put(("explored",), explored)
+    explored.nbytes = 3 * 2**20  # grown after put, never read from the store again
+    store.put(("new",), array(2))  # measured again: 3 + 2 MB > 4, the older goes
+    assert store.get(("explored",)) is None and store.nbytes == 2 * 2**20

@@ -1,0 +1,106 @@
+"""appkit.gate: at most N predictions at once, and the free heap handed back after them."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import threading
+
+import pytest
+
+from appkit import gate
+
+
+def run_in_thread(target) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_one_slot_makes_the_second_wait_and_trims_when_none_runs():
+    trims = []
+    one = gate.PredictionGate(1, after=lambda: trims.append(one.running))
+    first_in, first_may_end, second_waits, second_ran = (threading.Event() for _ in range(4))
+
+    def first():
+        with one.slot(on_wait=pytest.fail):  # a free slot: no waiting
+            first_in.set()
+            first_may_end.wait()
+
+    def second():
+        with one.slot(on_wait=second_waits.set):
+            second_ran.set()
+
+    threads = [run_in_thread(first)]
+    first_in.wait()
+    threads.append(run_in_thread(second))
+    second_waits.wait()  # told to wait, so it did not enter
+    assert not second_ran.is_set() and one.running == 1 and one.waiting == 1
+    first_may_end.set()
+    for thread in threads:
+        thread.join()
+    assert second_ran.is_set() and one.running == 0 and one.waiting == 0
+    assert trims == [0, 0]  # after each block, with none running
+
+
+def test_two_slots_let_two_run_and_trim_once_the_last_ends():
+    trims = []
+    two = gate.PredictionGate(2, after=lambda: trims.append(two.running))
+    with two.slot(on_wait=pytest.fail):
+        with two.slot(on_wait=pytest.fail):  # another caller's slot (not reentrancy)
+            assert two.running == 2
+        assert trims == []  # one still runs
+    assert trims == [0] and two.running == 0
+
+
+def test_a_failing_block_frees_its_slot():
+    one = gate.PredictionGate(1, after=None)
+    with pytest.raises(RuntimeError), one.slot():
+        raise RuntimeError("the model failed")
+    with one.slot(on_wait=pytest.fail):
+        assert one.running == 1
+
+
+def test_a_gate_needs_a_slot():
+    with pytest.raises(ValueError, match="at least 1 slot"):
+        gate.PredictionGate(0)
+
+
+@pytest.mark.parametrize(
+    ("value", "cpus", "expected"),
+    [(None, 2, 1), (None, 16, 8), (None, None, 1), ("3", 2, 3), ("0", 2, 1), ("two", 16, 8)],
+)
+def test_slots_are_half_the_cores_unless_configured(monkeypatch, value, cpus, expected):
+    monkeypatch.setattr(gate.os, "cpu_count", lambda: cpus)
+    if value is None:
+        monkeypatch.delenv(gate.SLOTS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(gate.SLOTS_ENV, value)
+    assert gate.prediction_slots() == expected
+
+
+def test_the_process_gate_is_made_once(monkeypatch):
+    tuned = []
+    monkeypatch.setattr(gate, "_GATE", None)
+    monkeypatch.setattr(gate, "limit_heap_fragmentation", lambda: tuned.append(1))
+    monkeypatch.setenv(gate.SLOTS_ENV, "2")
+    assert gate.prediction_gate() is gate.prediction_gate()
+    assert gate.prediction_gate().slots == 2 and tuned == [1]
+    with gate.prediction_slot():
+        assert gate.prediction_gate().running == 1
+
+
+def test_the_allocator_calls_are_no_ops_without_glibc(monkeypatch):
+    monkeypatch.setattr(gate, "_MALLOC_TRIM", None)
+    monkeypatch.setattr(gate, "_MALLOPT", None)
+    assert gate.release_free_memory() is False
+    assert gate.limit_heap_fragmentation() is False
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc_trim and mallopt",
+)
+def test_the_allocator_calls_work_on_glibc():
+    assert gate.release_free_memory() is True
+    assert gate.limit_heap_fragmentation() is True  # what the app's server process does
