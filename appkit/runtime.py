@@ -131,7 +131,7 @@ class RuntimeBuilder:
         if ready is None:
             return (
                 f"**Runtime:** keras for now — preparing {self.requested} in the background "
-                f"({step})"
+                f"({step}); the next image after that uses it"
             )
         describe = getattr(ready, "describe", None)
         text = f"**Runtime:** {describe() if describe else 'classical (no network)'}"

@@ -121,16 +121,25 @@ def wait_for_caption(page, text: str, timeout_ms: float = 120_000) -> None:
     )
 
 
-def wait_for_runtime(page, runtime: str, timeout_ms: float = 300_000) -> None:
-    """Waits until the sidebar says the runtime in use is prepared (not "keras for now")."""
-    page.wait_for_function(
-        """(runtime) => Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]'))
-                 .some(c => c.innerText.includes("Runtime:") && !c.innerText.includes("for now")
-                       && (runtime === "auto" || c.innerText.includes("Runtime: " + runtime)))""",
-        arg=runtime,
-        timeout=timeout_ms,
-        polling=500,
-    )
+def wait_for_runtime(page, runtime: str, timeout_s: float = 300) -> None:
+    """Reloads the page until its sidebar says the runtime in use is prepared (not "keras for
+    now"): the line is written when the page runs, so a reload shows the builder's news."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = page.evaluate(
+            """(runtime) => Array.from(
+                    document.querySelectorAll('[data-testid="stCaptionContainer"]'))
+                .some(c => c.innerText.includes("Runtime:") && !c.innerText.includes("for now")
+                      && (runtime === "auto" || c.innerText.includes("Runtime: " + runtime)))""",
+            runtime,
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {runtime} runtime was not ready after {timeout_s:.0f} s")
+        time.sleep(2)
+        page.reload()
+        browser.wait_for_app(page)
 
 
 def timed_uploads(page, files, names) -> list[float]:
