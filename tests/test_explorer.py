@@ -191,3 +191,16 @@ def test_explorer_nbytes_and_label_cache_bounded_by_bytes(monkeypatch):
     monkeypatch.setattr(explorer_module, "_LABELS_CACHE_BYTES", 1)
     explorer.labels_at(0.7)
     assert len(explorer._labels) == 1  # the last one is always kept
+
+
+def test_known_nuclei_never_splits_and_pixel_metrics_need_no_split():
+    rng = np.random.default_rng(4)
+    prob = rng.random((40, 40)).astype(np.float32)
+    truth = (rng.random((40, 40)) > 0.5).astype(np.uint8)
+    explorer = ThresholdExplorer(prob, truth)
+    assert explorer.known_nuclei_at(0.5) is None  # not counted yet
+    pixel = explorer.pixel_metrics_at(0.5)
+    assert "nuclei_pred" not in pixel and explorer.known_nuclei_at(0.5) is None
+    full = explorer.metrics_at(0.5)
+    assert full == {**pixel, "nuclei_pred": full["nuclei_pred"]}
+    assert explorer.known_nuclei_at(0.5) == full["nuclei_pred"] == explorer.nuclei_at(0.5)

@@ -266,6 +266,14 @@ class ThresholdExplorer:
                 return self._nuclei[key]
         return int(self.labels_at(*key).max())
 
+    def known_nuclei_at(
+        self, threshold: float, instances: InstanceConfig | None = None
+    ) -> int | None:
+        """:meth:`nuclei_at` if it is already known (cached), else ``None`` — never splits."""
+        key = (float(check_threshold(threshold)), instances or self.instances)
+        with self._lock:
+            return self._nuclei.get(key)
+
     def counts_at(self, threshold: float) -> ConfusionCounts | None:
         """Pixel counts at ``threshold``, or ``None`` without ground truth.
 
