@@ -2,7 +2,8 @@
 deployment in viewer mode — look but not change.
 
 * **Data roots.** Every folder typed into the app goes through :mod:`segcore.data.roots`:
-  it must lie inside ``samples/``, ``data/`` or a root listed in ``SEGCORE_DATA_ROOTS``, and
+  it must lie inside ``samples/``, ``data/`` or a root listed in ``data_roots.toml`` or
+  ``SEGCORE_DATA_ROOTS``, and
   the browser is told one generic message otherwise (:func:`browser_source`,
   :func:`start_training`, :func:`appkit.state.open_source_cached`). Messages shown in the
   browser name files relative to their root (:func:`browser_message`).
@@ -61,7 +62,8 @@ def folder_help() -> str:
     return (
         f"A folder inside one of the data roots — {roots.describe_roots(data_roots())} — "
         "typed relative to the root, e.g. data/my-dataset. The roots are the repository's "
-        "samples/ and data/ and those whoever runs the server lists in SEGCORE_DATA_ROOTS; no "
+        "samples/ and data/ and those whoever runs the server lists in data_roots.toml or "
+        "SEGCORE_DATA_ROOTS; no "
         "other folder of the server can be opened from the browser. Layouts: images/ + masks/, "
         "train/ (val/, test/) folders of that layout, or a PanNuke fold."
     )

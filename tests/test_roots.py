@@ -3,6 +3,7 @@ refusal message, messages relative to the root, and the bounded PanNuke search."
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
@@ -16,6 +17,14 @@ from segcore.paths import REPO_ROOT
 from tests.conftest import make_pairs_dataset
 
 ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(])/[^\s]")
+
+
+@pytest.fixture(autouse=True)
+def no_repo_roots_file(tmp_path, monkeypatch):
+    """No test reads a real ``data_roots.toml`` in the checkout: the default file is a missing
+    one in ``tmp_path``, and ``SEGCORE_DATA_ROOTS_FILE`` is unset."""
+    monkeypatch.setattr(roots, "DEFAULT_ROOTS_FILE", tmp_path / "no-such" / "data_roots.toml")
+    monkeypatch.delenv(roots.DATA_ROOTS_FILE_ENV, raising=False)
 
 
 @pytest.fixture
@@ -48,6 +57,114 @@ def test_the_roots_are_samples_data_and_the_environment(tmp_path):
     relative = roots.data_roots({roots.DATA_ROOTS_ENV: "shared=../shared/data"})
     assert relative[-1].path == (REPO_ROOT / "../shared/data").resolve()
     assert roots.describe_roots(found[:3]) == "samples/, data/ or named/"
+
+
+BUILT_IN = [("samples", REPO_ROOT / "samples"), ("data", REPO_ROOT / "data")]
+
+
+def named(found):
+    return [(r.name, r.path) for r in found]
+
+
+def test_roots_from_the_default_file(tmp_path, monkeypatch, caplog):
+    conf = tmp_path / "conf"
+    (conf / "sets").mkdir(parents=True)
+    file = conf / "data_roots.toml"
+    file.write_text(f'[roots]\nlocal = "sets"\nabsolute = "{tmp_path / "abs"}"\n')
+    monkeypatch.setattr(roots, "DEFAULT_ROOTS_FILE", file)
+    with caplog.at_level(logging.WARNING, logger=roots.__name__):
+        found = roots.data_roots({})
+    assert not caplog.records
+    assert named(found) == [*BUILT_IN, ("local", conf / "sets"), ("absolute", tmp_path / "abs")]
+    assert roots.resolve_folder("local", found) == conf / "sets"  # relative to the file's folder
+    # File roots come before the environment's; a clash with a built-in name gets a suffix.
+    file.write_text('[roots]\ndata = "sets"\n')
+    found = roots.data_roots({roots.DATA_ROOTS_ENV: f"env={tmp_path}"})
+    assert named(found) == [*BUILT_IN, ("data-2", conf / "sets"), ("env", tmp_path)]
+
+
+def test_the_environment_wins_over_a_file_root_of_the_same_name(tmp_path, monkeypatch):
+    file = tmp_path / "data_roots.toml"
+    file.write_text('[roots]\nshared = "from-file"\nother = "other"\n')
+    monkeypatch.setattr(roots, "DEFAULT_ROOTS_FILE", file)
+    found = roots.data_roots({roots.DATA_ROOTS_ENV: f"shared={tmp_path / 'from-env'}"})
+    assert named(found) == [
+        *BUILT_IN,
+        ("other", tmp_path / "other"),
+        ("shared", tmp_path / "from-env"),
+    ]
+
+
+def test_the_file_variable_names_another_file(tmp_path, monkeypatch, caplog):
+    default = tmp_path / "data_roots.toml"
+    default.write_text('[roots]\ndefault = "d"\n')
+    monkeypatch.setattr(roots, "DEFAULT_ROOTS_FILE", default)
+    elsewhere = tmp_path / "elsewhere" / "roots.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text('[roots]\nmine = "."\n')
+    found = roots.data_roots({roots.DATA_ROOTS_FILE_ENV: str(elsewhere)})
+    assert named(found) == [*BUILT_IN, ("mine", elsewhere.parent)]
+    monkeypatch.setenv(roots.DATA_ROOTS_FILE_ENV, str(elsewhere))  # os.environ by default
+    assert roots.roots_file() == elsewhere
+    assert roots.data_roots()[-1] == roots.DataRoot("mine", elsewhere.parent)
+    # A named file that is missing is ignored, with a warning.
+    with caplog.at_level(logging.WARNING, logger=roots.__name__):
+        found = roots.data_roots({roots.DATA_ROOTS_FILE_ENV: str(tmp_path / "gone.toml")})
+    assert named(found) == BUILT_IN
+    assert [r.getMessage() for r in caplog.records] == [
+        f"data roots file {tmp_path / 'gone.toml'}: not found; ignoring it"
+    ]
+
+
+def test_a_missing_default_file_is_fine(caplog):
+    with caplog.at_level(logging.WARNING, logger=roots.__name__):
+        assert named(roots.data_roots({})) == BUILT_IN
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[roots\nx = 'y'\n", "cannot be read"),  # not TOML
+        (b"\xff\xfe[roots]", "cannot be read"),  # not UTF-8
+        ("x = 'y'\n", "no [roots] table"),
+        ("roots = 'y'\n", "'roots' is not a table"),
+        ("[roots]\ngood = 'fine'\nx = 3\n", "not a non-empty string path"),
+        ("[roots]\nx = ''\n", "not a non-empty string path"),
+        ("[roots]\nx = ['a']\n", "not a non-empty string path"),
+        ("[roots.x]\npath = 'a'\n", "not a non-empty string path"),
+        ("[roots]\ngood = 'fine'\n'a b' = 'a'\n", "not a plain name"),
+        ("[roots]\n'..' = 'a'\n", "not a plain name"),
+    ],
+)
+def test_a_malformed_file_is_ignored(tmp_path, monkeypatch, caplog, content, problem):
+    file = tmp_path / "data_roots.toml"
+    if isinstance(content, bytes):
+        file.write_bytes(content)
+    else:
+        file.write_text(content)
+    monkeypatch.setattr(roots, "DEFAULT_ROOTS_FILE", file)
+    with caplog.at_level(logging.WARNING, logger=roots.__name__):
+        found = roots.data_roots({roots.DATA_ROOTS_ENV: f"env={tmp_path}"})
+    assert named(found) == [*BUILT_IN, ("env", tmp_path)]  # the whole file is ignored
+    assert len(caplog.records) == 1, caplog.records
+    message = caplog.records[0].getMessage()
+    assert str(file) in message and problem in message and "ignoring it" in message
+    # Browser users still see only root names.
+    refusal = roots.refusal_message(found)
+    assert str(tmp_path) not in refusal and not ABSOLUTE_PATH.search(refusal)
+
+
+def test_a_folder_as_the_file_is_ignored_with_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=roots.__name__):
+        found = roots.data_roots({roots.DATA_ROOTS_FILE_ENV: str(tmp_path)})
+    assert named(found) == BUILT_IN
+    assert len(caplog.records) == 1 and "cannot be read" in caplog.records[0].getMessage()
+
+
+def test_the_example_file_parses_and_lists_nothing(monkeypatch):
+    monkeypatch.setattr(roots, "DEFAULT_ROOTS_FILE", REPO_ROOT / "data_roots.example.toml")
+    assert named(roots.data_roots({})) == BUILT_IN
 
 
 def test_folders_inside_a_root_are_accepted(setup):

@@ -5,10 +5,24 @@ source, the Train page's dataset). Those folders must lie inside a *data root*:
 
 * ``samples`` — the repository's ``samples/`` (the built-in samples);
 * ``data`` — the repository's ``data/`` (the synthetic set, your own datasets);
+* every folder listed in the TOML file :data:`DEFAULT_ROOTS_FILE` (``data_roots.toml`` at the
+  repository root, git-ignored; see ``data_roots.example.toml``) or in the file named by the
+  environment variable :data:`DATA_ROOTS_FILE_ENV` (``SEGCORE_DATA_ROOTS_FILE``; a relative path
+  is taken from the repository root). The file holds one table, ``[roots]``, of
+  ``NAME = "PATH"``; a relative ``PATH`` is taken from the file's own folder. A missing default
+  file is fine; a file that cannot be read or parsed, or holds anything else (no ``[roots]``
+  table, a value that is not a string, a name with ``/``, ``\\`` or spaces), is ignored as a
+  whole with one warning in the server log;
 * every folder listed in the environment variable :data:`DATA_ROOTS_ENV`
   (``SEGCORE_DATA_ROOTS``), separated by :data:`os.pathsep` (``:`` on Linux and macOS). An entry
   is ``PATH`` (the root is named after the folder) or ``NAME=PATH``; a relative ``PATH`` is taken
   from the repository root. E.g. ``SEGCORE_DATA_ROOTS=monuseg=/srv/monuseg:/srv/pannuke``.
+
+The roots are searched in that order: built-in, file, environment. When an environment entry
+has the same name as a file root, the environment wins: the file's root is dropped. Any other
+repeated name (e.g. a file root called ``data``) gets ``-2``, ``-3``… The file is read on every
+call, so edits to it take effect without restarting the server. A root's folder need not exist
+(for the file as for the variable): a missing one simply matches nothing.
 
 :func:`resolve_folder` turns what the user typed — a path relative to a root, either
 root-qualified (``data/my-set``, ``monuseg/test``) or plain (``my-set``, tried under each root
@@ -30,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -42,6 +57,13 @@ log = logging.getLogger(__name__)
 DATA_ROOTS_ENV = "SEGCORE_DATA_ROOTS"
 """Environment variable listing extra data roots (``PATH`` or ``NAME=PATH``, ``os.pathsep``
 between entries)."""
+
+DATA_ROOTS_FILE_ENV = "SEGCORE_DATA_ROOTS_FILE"
+"""Environment variable naming the data roots file, instead of :data:`DEFAULT_ROOTS_FILE`."""
+
+DEFAULT_ROOTS_FILE = REPO_ROOT / "data_roots.toml"
+"""The data roots file read when :data:`DATA_ROOTS_FILE_ENV` is unset (git-ignored; it need not
+exist)."""
 
 BUILT_IN_ROOTS = (("samples", REPO_ROOT / "samples"), ("data", REPO_ROOT / "data"))
 """The roots every deployment has: the repository's ``samples/`` and ``data/``."""
@@ -79,18 +101,70 @@ def _parse_entry(entry: str) -> tuple[str, Path] | None:
     return name, path
 
 
+def roots_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The data roots file: :data:`DATA_ROOTS_FILE_ENV` if set (relative to the repository
+    root), else :data:`DEFAULT_ROOTS_FILE`."""
+    environ = os.environ if environ is None else environ
+    named = environ.get(DATA_ROOTS_FILE_ENV, "").strip()
+    if not named:
+        return DEFAULT_ROOTS_FILE
+    path = Path(named).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _file_entries(file: Path, explicit: bool) -> list[tuple[str, Path]]:
+    """The roots listed in ``file`` (``[roots]``: ``NAME = "PATH"``), or none — with one
+    warning — when it cannot be read or is malformed. A missing file is silent unless named
+    explicitly."""
+    try:
+        with file.open("rb") as handle:
+            content = tomllib.load(handle)
+    except FileNotFoundError:
+        if explicit:
+            log.warning("data roots file %s: not found; ignoring it", file)
+        return []
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        log.warning("data roots file %s: cannot be read (%s); ignoring it", file, exc)
+        return []
+    table = content.get("roots")
+    problem = ""
+    if not isinstance(table, dict):
+        problem = "no [roots] table" if table is None else "'roots' is not a table"
+    else:
+        for name, value in table.items():
+            if not _plain_name(name):
+                problem = f"the root name {name!r} is not a plain name"
+            elif not isinstance(value, str) or not value.strip():
+                problem = f"the root {name!r} is not a non-empty string path"
+            if problem:
+                break
+    if problem:
+        log.warning("data roots file %s: %s; ignoring it", file, problem)
+        return []
+    entries = []
+    for name, value in table.items():
+        path = Path(value.strip()).expanduser()
+        entries.append((name, (path if path.is_absolute() else file.parent / path).resolve()))
+    return entries
+
+
 def data_roots(environ: Mapping[str, str] | None = None) -> tuple[DataRoot, ...]:
-    """The data roots: ``samples``, ``data`` and those listed in :data:`DATA_ROOTS_ENV`.
+    """The data roots: ``samples``, ``data``, those in the data roots file (:func:`roots_file`)
+    and those listed in :data:`DATA_ROOTS_ENV`.
 
     Args:
-        environ: the environment to read, defaults to ``os.environ`` (read on every call).
+        environ: the environment to read, defaults to ``os.environ`` (read on every call, as is
+            the file).
 
     Returns:
-        The roots in search order, names unique (a repeated name gets ``-2``, ``-3``…). An entry
-        that gives no usable name (e.g. ``/``) is skipped with a warning in the server log.
+        The roots in search order (built-in, file, environment), names unique: an environment
+        entry replaces a file root of the same name; any other repeated name gets ``-2``,
+        ``-3``…. An environment entry that gives no usable name (e.g. ``/``) is skipped with a
+        warning in the server log; a malformed file is ignored with one.
     """
     environ = os.environ if environ is None else environ
     entries = [(name, path.resolve()) for name, path in BUILT_IN_ROOTS]
+    env_entries = []
     for raw in environ.get(DATA_ROOTS_ENV, "").split(os.pathsep):
         if not raw.strip():
             continue
@@ -98,7 +172,16 @@ def data_roots(environ: Mapping[str, str] | None = None) -> tuple[DataRoot, ...]
         if parsed is None:
             log.warning("%s: ignoring the entry %r (no usable root name)", DATA_ROOTS_ENV, raw)
             continue
-        entries.append(parsed)
+        env_entries.append(parsed)
+    env_names = {name for name, _ in env_entries}
+    file = roots_file(environ)
+    explicit = bool(environ.get(DATA_ROOTS_FILE_ENV, "").strip())
+    for name, path in _file_entries(file, explicit):
+        if name in env_names:
+            log.info("%s overrides the root %r of %s", DATA_ROOTS_ENV, name, file)
+            continue
+        entries.append((name, path))
+    entries.extend(env_entries)
     roots: list[DataRoot] = []
     taken: set[str] = set()
     for name, path in entries:
