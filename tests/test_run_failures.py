@@ -150,6 +150,23 @@ def test_a_resumed_run_discards_what_a_killed_writer_left(run):
     ]
 
 
+def test_only_stale_status_temporaries_are_discarded(run):
+    """status.json is also written by other processes: a fresh temporary file may be a write in
+    progress and stays; one older than STALE_STATUS_TMP_SECONDS is a killed writer's and goes."""
+    import time
+
+    from segcore.training.checkpoints import STALE_STATUS_TMP_SECONDS
+
+    fresh = run.path / ".status.json.a1.tmp"
+    stale = run.path / ".status.json.b2.tmp"
+    for path in (fresh, stale):
+        path.write_text("{")
+    old = time.time() - 2 * STALE_STATUS_TMP_SECONDS
+    os.utime(stale, (old, old))
+    assert stale in discard_partial_files(run)
+    assert fresh.exists() and not stale.exists()
+
+
 def fail_with(run: RunDir, exc: BaseException) -> None:
     """Calls record_failure as train does: inside the ``except`` block of ``exc``."""
     try:

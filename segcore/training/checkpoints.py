@@ -83,21 +83,43 @@ def write_checkpoint(
         (run.checkpoints_dir / previous["checkpoint"]).unlink(missing_ok=True)
 
 
+STALE_STATUS_TMP_SECONDS = 60.0
+"""Age after which a ``status.json`` temporary file is taken for a killed writer's leftover."""
+
+
+def _mtime(path: Path, default: float) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return default
+
+
 def discard_partial_files(run: RunDir) -> list[Path]:
     """Deletes what an interrupted write left in ``run``; returns what was deleted.
 
     That is: temporary files of checkpoints, ``metrics.csv`` and previews, a bundle's staging
     folder, and checkpoints ``state.json`` does not point at. Call it only while holding the
-    run's device lock (no other process writes these files then); ``status.json`` and
-    ``stop.request``, which other processes write, are left alone.
+    run's device lock (no other process writes these files then). ``status.json`` and
+    ``stop.request`` are written by other processes too (the app, a stop), so of their
+    temporary files only those older than :data:`STALE_STATUS_TMP_SECONDS` go: a write in
+    progress takes milliseconds, so such a file is a killed writer's leftover.
     """
+    import time
+
     state = checkpoint_state(run) or {}
     keep = {STATE_FILE, BEST_FILE, state.get("checkpoint")}
+    now = time.time()
+    stale_status = [
+        p
+        for p in run.path.glob(f".{run.status_path.name}.*.tmp")
+        if now - _mtime(p, now) > STALE_STATUS_TMP_SECONDS
+    ]
     found = [
         *(p for p in run.checkpoints_dir.glob("*") if p.name not in keep),
         *run.path.glob(f".{run.metrics_path.name}.*.tmp"),
         *run.previews_dir.glob(".*.tmp"),
         *run.path.glob(f".{run.bundle_dir.name}.*.tmp"),
+        *stale_status,
     ]
     for path in found:
         if path.is_dir():
