@@ -3,7 +3,7 @@
 The runtime asked for is ``--runtime`` after ``--`` on the command line
 (``streamlit run app.py -- --runtime keras``), else ``$SEGCORE_RUNTIME``, else ``auto``
 (:func:`requested_runtime`). A fast runtime's first use converts the model, quantises it and
-runs the accuracy gate (about a minute on two cores, once per model and CPU; cached beside the
+runs the accuracy gate (about 30 s on two cores, once per model and CPU; cached beside the
 bundle). That work runs in a background thread (:class:`RuntimeBuilder`), so the first page
 answers at once with Keras, and every prediction after the build uses the fast runtime. One
 builder per process and model (:func:`runtime_builder`, ``st.cache_resource``): sessions that

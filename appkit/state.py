@@ -104,17 +104,15 @@ def _runtime_builder(bundle):
     return runtime.runtime_builder(ref, requested, bundle)
 
 
-def runtime_status(bundle) -> tuple[str, bool] | None:
-    """The line saying which runtime runs ``bundle`` (and what is being prepared) and whether
-    it is in place (not still being prepared); ``None`` for the classical baseline."""
+def runtime_status(bundle) -> str | None:
+    """The line saying which runtime runs ``bundle`` (and what is being prepared), or ``None``
+    for the classical baseline."""
     from appkit import runtime
 
     if bundle.path is None:
         return None
     _, warning = runtime.requested_runtime()
-    builder = _runtime_builder(bundle)
-    ready = builder.ready  # read first: the line may then only be newer
-    return builder.status() + (f" {warning}" if warning else ""), ready
+    return _runtime_builder(bundle).status() + (f" {warning}" if warning else "")
 
 
 def active_ref() -> str:

@@ -134,9 +134,9 @@ def runtime_caption(bundle) -> None:
     line says so, and the page's next run (the next image, slider or click) uses it and says
     which. (Not a self-refreshing fragment: measured, a sidebar fragment with ``run_every`` kept
     the idle server at 30–70 % of a core, and delayed every upload by about 0.7 s.)"""
-    status = state.runtime_status(bundle)
-    if status is not None:
-        st.sidebar.caption(status[0])
+    line = state.runtime_status(bundle)
+    if line is not None:
+        st.sidebar.caption(line)
 
 
 def runtime_gate_table(folder, card) -> None:

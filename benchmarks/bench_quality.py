@@ -27,6 +27,7 @@ Usage (``--model`` may repeat; ``baseline`` is the classical hematoxylin + Otsu 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -68,7 +69,7 @@ def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
     pixel size (the half-size image is 0.5 µm/px), as ``--pixel-size 0.5`` does."""
     pixel_size = 0.5 if mode == "half-resampled" else None
     return predict_at_pixel_size(
-        getattr(bundle, "runtime_model", bundle.model),
+        bundle.model,
         image,
         bundle.preprocess,
         pixel_size=pixel_size,
@@ -155,8 +156,9 @@ def main() -> int:
     bundles = dict(spec.split("=", 1) for spec in args.model)
     bundles = {name: load_bundle(ref) for name, ref in bundles.items()}
     for name, runtime in (spec.split("=", 1) for spec in args.runtime):
-        bundles[name].runtime_model = open_bundle_runtime(bundles[name], runtime, report=print)
-        print(f"{name}: runtime {getattr(bundles[name].runtime_model, 'name', 'classical')}")
+        model = open_bundle_runtime(bundles[name], runtime, report=print)
+        bundles[name] = dataclasses.replace(bundles[name], model=model)  # predicts in that runtime
+        print(f"{name}: runtime {getattr(model, 'name', 'classical')}")
     start = time.monotonic()
     results = {}
     for row, folder, mode in ROWS:

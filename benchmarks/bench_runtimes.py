@@ -15,7 +15,9 @@ Run: ``python benchmarks/bench_runtimes.py [--model default] [--rounds 9]
 3. **Accuracy** (with ``--data``, a dataset with a ``test`` split): each runtime's pooled
    Dice against the ground truth at the bundle's threshold, its masks' Dice against keras's
    masks, and the largest probability difference from keras.
-4. **Tiling** (with ``--data`` and ``--tilings``): the fastest runtime's pooled Dice and seconds
+4. **First use** (``--first-use``): ``auto`` opened on an empty cache folder (conversion,
+   int8 quantisation, the accuracy gate on every candidate), then opened again from the cache.
+5. **Tiling** (with ``--data`` and ``--tilings``): the fastest runtime's pooled Dice and seconds
    per image for other tile sizes and overlaps, down to the whole image in one call — what a
    tiling policy that predicts fewer redundant pixels would cost in Dice.
 
@@ -43,17 +45,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from segcore.bundles.loading import load_bundle
-from segcore.bundles.runtime_cache import open_bundle_runtime, runtime_cache_dir
+from segcore.bundles.runtime_cache import bundle_runtime_cache, open_bundle_runtime
 from segcore.cli.predict_files import PredictJob, predict_files
 from segcore.data import samples
 from segcore.data.datasets import open_dataset
 from segcore.data.images import encode_png
 from segcore.data.preprocessing import enhance_image, to_model_input
 from segcore.inference.predict import predict_probabilities
-from segcore.inference.runtimes import selection
-from segcore.inference.runtimes.base import KERAS, OPENVINO, OPENVINO_BF16, OPENVINO_INT8
-from segcore.inference.runtimes.cpu import cpu_info, supports_bf16
-from segcore.inference.runtimes.openvino_runtime import missing_packages
+from segcore.inference.runtimes import open_runtime, selection
+from segcore.inference.runtimes.base import KERAS, RUNTIMES
+from segcore.inference.runtimes.cpu import cpu_info
+from segcore.metrics.counts import ConfusionCounts, confusion_counts
 
 MONUSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "monuseg"
 
@@ -72,16 +74,8 @@ def real_tiles(preprocess, count: int = 8, size: int = 256) -> np.ndarray:
 
 def runtimes_here() -> tuple[list[str], dict[str, str]]:
     """The runtimes to measure and, for the others, why not."""
-    names, skipped = [KERAS], {}
-    for name in (OPENVINO, OPENVINO_BF16, OPENVINO_INT8):
-        missing = missing_packages(name)
-        if missing:
-            skipped[name] = f"not installed ({', '.join(missing)})"
-        elif name == OPENVINO_BF16 and not supports_bf16():
-            skipped[name] = "no native bfloat16 on this CPU (avx512_bf16/AMX)"
-        else:
-            names.append(name)
-    return names, skipped
+    why = {name: selection.why_unavailable(name) for name in RUNTIMES}
+    return [n for n, w in why.items() if w is None], {n: w for n, w in why.items() if w}
 
 
 def per_tile(models: dict, batch: np.ndarray, rounds: int) -> dict[str, float]:
@@ -132,10 +126,12 @@ def accuracy(bundle, models: dict, data: Path) -> dict[str, dict[str, float]]:
     """Pooled Dice, mask Dice against keras and max |Δp| of each model on ``data``'s test
     split at the bundle's threshold."""
     split = open_dataset(data).split("test")
-    sums = {name: [0, 0, 0, 0, 0.0] for name in models}  # tp, pred+true, agree, both, max|Δp|
+    empty = ConfusionCounts(0, 0, 0, 0)
+    truth_counts = dict.fromkeys(models, empty)
+    keras_counts = dict.fromkeys(models, empty)
+    worst = dict.fromkeys(models, 0.0)
     for index in range(len(split)):
         image, truth = split.load(index)
-        truth = truth > 0
         probs = {
             name: predict_probabilities(model, image, bundle.preprocess)
             for name, model in models.items()
@@ -143,19 +139,16 @@ def accuracy(bundle, models: dict, data: Path) -> dict[str, dict[str, float]]:
         reference = probs[KERAS] >= bundle.threshold
         for name, prob in probs.items():
             mask = prob >= bundle.threshold
-            s = sums[name]
-            s[0] += int(np.count_nonzero(mask & truth))
-            s[1] += int(np.count_nonzero(mask)) + int(np.count_nonzero(truth))
-            s[2] += int(np.count_nonzero(mask & reference))
-            s[3] += int(np.count_nonzero(mask)) + int(np.count_nonzero(reference))
-            s[4] = max(s[4], float(np.abs(prob - probs[KERAS]).max()))
+            truth_counts[name] = truth_counts[name] + confusion_counts(truth, mask)
+            keras_counts[name] = keras_counts[name] + confusion_counts(reference, mask)
+            worst[name] = max(worst[name], float(np.abs(prob - probs[KERAS]).max()))
     return {
         name: {
-            "pooled_dice": 2 * s[0] / s[1],
-            "mask_dice_vs_keras": 2 * s[2] / s[3] if s[3] else 1.0,
-            "max_abs_diff": s[4],
+            "pooled_dice": truth_counts[name].dice,
+            "mask_dice_vs_keras": keras_counts[name].dice,
+            "max_abs_diff": worst[name],
         }
-        for name, s in sums.items()
+        for name in models
     }
 
 
@@ -167,13 +160,13 @@ one call."""
 def tilings(bundle, model, data: Path) -> list[dict]:
     """Pooled Dice and median seconds per image of ``model`` on ``data``'s test split for each
     of :data:`TILINGS`, with the share of pixels predicted more than once."""
-    from segcore.data.tiling import pad_to_at_least, tile_starts
+    from segcore.data.tiling import tile_starts
 
     split = open_dataset(data).split("test")
     loaded = [split.load(i) for i in range(len(split))]
     rows = []
     for tile, overlap in TILINGS:
-        tp = total = 0
+        counts = ConfusionCounts(0, 0, 0, 0)
         seconds, predicted = [], 0
         for image, truth in loaded:
             start = time.perf_counter()
@@ -181,24 +174,41 @@ def tilings(bundle, model, data: Path) -> list[dict]:
                 model, image, bundle.preprocess, tile_size=tile, overlap=overlap
             )
             seconds.append(time.perf_counter() - start)
-            mask, truth = prob >= bundle.threshold, truth > 0
-            tp += int(np.count_nonzero(mask & truth))
-            total += int(np.count_nonzero(mask)) + int(np.count_nonzero(truth))
-            height, width = pad_to_at_least(image[..., 0], tile).shape
-            starts = len(tile_starts(height, tile, tile - overlap)) * len(
-                tile_starts(width, tile, tile - overlap)
+            counts = counts + confusion_counts(truth, prob >= bundle.threshold)
+            height, width = image.shape[:2]  # padded to at least one tile, as predict does
+            starts = len(tile_starts(max(height, tile), tile, tile - overlap)) * len(
+                tile_starts(max(width, tile), tile, tile - overlap)
             )
-            predicted += starts * tile * tile / (image.shape[0] * image.shape[1])
+            predicted += starts * tile * tile / (height * width)
         rows.append(
             {
                 "tile": tile,
                 "overlap": overlap,
-                "pooled_dice": 2 * tp / total,
+                "pooled_dice": counts.dice,
                 "seconds": statistics.median(seconds),
                 "pixels_predicted": predicted / len(loaded),
             }
         )
     return rows
+
+
+def first_use(bundle) -> tuple[float, float, str]:
+    """Seconds for ``auto`` on an empty cache (convert, quantise, gate), seconds to open it
+    again from that cache, and the runtime chosen."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        options = dict(
+            model_sha256=bundle.card.model_sha256,
+            cache_dir=cache_dir,
+            preprocess=bundle.preprocess,
+            threshold=bundle.threshold,
+            tile_size=bundle.input_size,
+        )
+        start = time.perf_counter()
+        chosen = open_runtime(bundle.model, "auto", **options).name
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        open_runtime(bundle.model, "auto", **options)
+        return cold, time.perf_counter() - start, chosen
 
 
 def default_image(folder: Path) -> Path:
@@ -224,6 +234,9 @@ def main() -> None:
     parser.add_argument("--instances", action="store_true", help="predict --instances too")
     parser.add_argument("--data", type=Path, help="dataset with a test split for accuracy")
     parser.add_argument("--tilings", action="store_true", help="with --data: compare tilings")
+    parser.add_argument(
+        "--first-use", action="store_true", help="time auto on an empty cache, then cached"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -268,16 +281,17 @@ def main() -> None:
     for name, value in seconds.items():
         print(f"| {name} | {value:.2f} | {value / seconds[KERAS]:.2f} |")
 
-    auto = selection.RuntimeCache(
-        bundle.model,
-        model_sha256=bundle.card.model_sha256,
-        cache_dir=runtime_cache_dir(bundle),
-        preprocess=bundle.preprocess,
-        threshold=bundle.threshold,
-    ).gate_record()
+    auto = bundle_runtime_cache(bundle).gate_record()
     if auto is not None:
         print(f"\nauto on this CPU: {selection.choose(auto)} (gate record of {auto['cpu']})")
         figures["auto"] = selection.choose(auto)
+
+    if args.first_use:
+        cold, warm, chosen = first_use(bundle)
+        figures["first_use"] = {"seconds": cold, "cached_seconds": warm, "auto": chosen}
+        print(
+            f"\nauto on an empty cache: {cold:.1f} s (chose {chosen}); from the cache: {warm:.2f} s"
+        )
 
     if args.data:
         scores = accuracy(bundle, models, args.data)

@@ -21,11 +21,9 @@ from segcore.errors import ConfigError
 from segcore.training.config import TrainConfig
 from segcore.training.runs import RunDir, wait_for_state
 from segcore.training.trainer import train
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_MODEL, tiny_config
 
 pytestmark = pytest.mark.slow
-
-TINY_MODEL = {"aspp_filters": 8, "aspp_rates": [2, 4], "low_level_filters": 8, "decoder_filters": 8}
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +31,6 @@ def tiny_data(tmp_path_factory):
     root = generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=10, size=64, seed=1)
     (root / "dataset.json").write_text('{"pixel_size": 0.5}')  # recorded in the bundle's card
     return root
-
-
-def tiny_config(data, run_dir, **overrides) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        epochs=2,
-        batch_size=2,
-        image_size=64,
-        crops_per_epoch=4,
-        model=TINY_MODEL,
-        preview_tiles=2,
-        val_fraction=0.2,
-        test_fraction=0.1,
-        run_dir=None if run_dir is None else str(run_dir),
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def cli(*args, runs_dir):

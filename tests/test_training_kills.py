@@ -27,11 +27,9 @@ import pytest
 from segcore.data.synthetic_set import generate_dataset
 from segcore.training.checkpoints import STALE_STATUS_TMP_SECONDS
 from segcore.training.runs import RunDir
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_config
 
 pytestmark = pytest.mark.slow
-
-TINY_MODEL = {"aspp_filters": 8, "aspp_rates": [2, 4], "low_level_filters": 8, "decoder_filters": 8}
 
 CHILD = r"""
 import json, os, sys, tempfile, time
@@ -157,22 +155,7 @@ def kill_inside(phase: str, run: RunDir, config: Path, tmp_path: Path) -> Path:
 def test_kill_9_inside_each_write_then_resume_completes(phase, tiny_data, tmp_path):
     run = RunDir(tmp_path / "runs" / phase)
     config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            dict(
-                data=str(tiny_data),
-                epochs=2,
-                batch_size=2,
-                image_size=64,
-                crops_per_epoch=4,
-                model=TINY_MODEL,
-                preview_tiles=0,
-                val_fraction=0.2,
-                test_fraction=0.1,
-                run_dir=str(run.path),
-            )
-        )
-    )
+    config.write_text(json.dumps(tiny_config(tiny_data, run.path, preview_tiles=0).to_dict()))
     tmp = kill_inside(phase, run, config, tmp_path)
 
     # The kill left the half-written temporary file, and only it: every visible file is whole.

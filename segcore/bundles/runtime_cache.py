@@ -80,21 +80,28 @@ def open_bundle_runtime(bundle: Bundle, requested: str = AUTO, report: Report = 
     )
 
 
+def bundle_runtime_cache(bundle: Bundle):
+    """The :class:`~segcore.inference.runtimes.selection.RuntimeCache` of ``bundle``'s network
+    (its hash, cache folder, preprocessing, threshold and tile size), or ``None`` for the
+    classical baseline. ``bundle.model`` may be ``None`` when only records are read."""
+    from segcore.inference.runtimes.selection import RuntimeCache
+
+    cache_dir = runtime_cache_dir(bundle)
+    if cache_dir is None or not bundle.card.model_sha256:
+        return None
+    return RuntimeCache(
+        bundle.model,
+        model_sha256=bundle.card.model_sha256,
+        cache_dir=cache_dir,
+        preprocess=bundle.preprocess,
+        threshold=bundle.threshold,
+        tile_size=bundle.input_size,
+    )
+
+
 def gate_record(folder, card) -> dict | None:
     """The accuracy-gate record of the bundle at ``folder`` (with ``card``) on this CPU, if one
     holds (:meth:`~segcore.inference.runtimes.selection.RuntimeCache.gate_record`); reads files
     only — no model is loaded, so the Models page can show it."""
-    from segcore.inference.runtimes.selection import RuntimeCache
-
-    if not card.model_sha256:
-        return None
-    bundle = Bundle(path=Path(folder), card=card, model=None)
-    cache = RuntimeCache(
-        None,
-        model_sha256=card.model_sha256,
-        cache_dir=runtime_cache_dir(bundle),
-        preprocess=card.preprocess_config,
-        threshold=card.threshold,
-        tile_size=card.input_size,
-    )
-    return cache.gate_record()
+    cache = bundle_runtime_cache(Bundle(path=Path(folder), card=card, model=None))
+    return None if cache is None else cache.gate_record()

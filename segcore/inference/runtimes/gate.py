@@ -27,6 +27,7 @@ from segcore.data.preprocessing import PreprocessConfig, enhance_image, to_model
 from segcore.errors import SegcoreError
 from segcore.inference.predict import DEFAULT_OVERLAP, predict_probabilities
 from segcore.inference.runtimes.base import REDUCED_PRECISION, RuntimeModel
+from segcore.metrics.counts import ConfusionCounts, confusion_counts
 from segcore.timestamps import utc_now
 
 MAX_ABS_DIFF_FLOAT32 = 1e-3
@@ -134,12 +135,6 @@ class _Timed:
         return out
 
 
-def _pooled_dice(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    both = sum(int(np.count_nonzero(a & b)) for a, b in pairs)
-    total = sum(int(np.count_nonzero(a)) + int(np.count_nonzero(b)) for a, b in pairs)
-    return 1.0 if total == 0 else 2.0 * both / total
-
-
 def judge(
     runtime: str, max_abs_diff: float, mask_dice: float, dice: float, dice_keras: float
 ) -> tuple[bool, str]:
@@ -188,8 +183,9 @@ def run_gate(
     for runtime in timed:  # first calls trace or compile; not timed
         runtime.model(warm_batch)
     worst = [0.0] * len(candidates)
-    masks: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in candidates]
-    truth_pairs: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in timed]
+    empty = ConfusionCounts(0, 0, 0, 0)
+    against_keras = [empty] * len(candidates)  # each candidate's masks against keras's
+    against_truth = [empty] * len(timed)  # every runtime's masks against the annotation
     for image, truth in samples:
         enhanced = enhance_image(image, preprocess)
         probs = [
@@ -205,19 +201,19 @@ def run_gate(
         ]
         truth_mask = np.asarray(truth) > 0
         reference_mask = probs[0] >= threshold
-        truth_pairs[0].append((reference_mask, truth_mask))
-        for i, prob in enumerate(probs[1:]):
+        for i, prob in enumerate(probs):
             mask = prob >= threshold
-            worst[i] = max(worst[i], float(np.max(np.abs(prob - probs[0]))))
-            masks[i].append((mask, reference_mask))
-            truth_pairs[i + 1].append((mask, truth_mask))
+            against_truth[i] = against_truth[i] + confusion_counts(truth_mask, mask)
+            if i:
+                worst[i - 1] = max(worst[i - 1], float(np.max(np.abs(prob - probs[0]))))
+                against_keras[i - 1] = against_keras[i - 1] + confusion_counts(reference_mask, mask)
     keras_ms = 1000.0 * timed[0].seconds / max(1, timed[0].tiles)
-    dice_keras = _pooled_dice(truth_pairs[0])
+    dice_keras = against_truth[0].dice
     measured = utc_now()
     results = []
     for i, candidate in enumerate(candidates):
-        mask_dice = _pooled_dice(masks[i])
-        dice = _pooled_dice(truth_pairs[i + 1])
+        mask_dice = against_keras[i].dice
+        dice = against_truth[i + 1].dice
         passed, reason = judge(candidate.name, worst[i], mask_dice, dice, dice_keras)
         ms = 1000.0 * timed[i + 1].seconds / max(1, timed[i + 1].tiles)
         results.append(

@@ -111,12 +111,27 @@ def quantize(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:
     return nncf.quantize(ov_model, dataset, subset_size=len(calibration))
 
 
+_HASHES: dict[tuple[str, int, int, int], str] = {}
+_HASHES_LOCK = threading.Lock()
+
+
 def _sha256(path: Path) -> str:
+    """The file's SHA-256, remembered for this process while its inode, size and modification
+    time stay the same: the 47 MB IR is checked on every use (the Models page, each ``auto``),
+    and a file rewritten in any way (a rebuild, a corruption) has a new modification time."""
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _HASHES_LOCK:
+        known = _HASHES.get(key)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    with _HASHES_LOCK:
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
 
 
 class IrCache:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from segcore.inference.runtimes.base import (
     KERAS,
     OPENVINO,
     OPENVINO_BF16,
-    OPENVINO_INT8,
+    RUNTIMES,
     RuntimeModel,
 )
 from segcore.inference.runtimes.cpu import cpu_info, supports_bf16
@@ -64,17 +65,23 @@ def check_runtime_name(name: object) -> str:
     return str(name)
 
 
+def why_unavailable(runtime: str) -> str | None:
+    """Why ``runtime`` cannot run here (packages missing; bfloat16 not native on this CPU),
+    or ``None`` when it can."""
+    if runtime == KERAS:
+        return None
+    missing = ovr.missing_packages(runtime)
+    if missing:
+        return f"not installed (pip install {' '.join(missing)})"
+    if runtime == OPENVINO_BF16 and not supports_bf16():
+        return "no native bfloat16 on this CPU (avx512_bf16 or AMX)"
+    return None
+
+
 def auto_candidates() -> list[str]:
     """The fast runtimes ``auto`` considers here: OpenVINO float32 if installed, bfloat16 where
-    the CPU has it natively, int8 if NNCF is installed too."""
-    if ovr.openvino_version() is None:
-        return []
-    names = [OPENVINO]
-    if supports_bf16():
-        names.append(OPENVINO_BF16)
-    if ovr.nncf_version() is not None:
-        names.append(OPENVINO_INT8)
-    return names
+    the CPU has it natively, int8 if NNCF is installed too (:func:`why_unavailable`)."""
+    return [name for name in RUNTIMES if name != KERAS and why_unavailable(name) is None]
 
 
 class RuntimeCache:
@@ -299,13 +306,15 @@ def open_runtime(
             return reference.with_notice(
                 "no fast runtime is installed (pip install openvino nncf); running Keras"
             )
+        # a record holds only while every IR it gated is on disk unchanged, so the runtime
+        # compiled below is the one that was gated (a missing or changed IR is rebuilt and
+        # gated again by run_gate)
         record = cache.gate_record() or cache.run_gate(report)
-        chosen = choose(record)
-        if chosen == KERAS:
+        runtime_name = choose(record)
+        if runtime_name == KERAS:
             return reference.with_notice(
                 "no fast runtime passed the accuracy gate and beat Keras on this CPU; running Keras"
             )
-        runtime_name = chosen
     else:
         runtime_name = requested
         record = cache.gate_record()
@@ -318,24 +327,7 @@ def open_runtime(
             "running Keras"
         )
     result = _result_of(record, runtime_name)
-    if requested == AUTO and (record is None or cache.gate_record() is None):
-        # the IR changed since it was gated (rebuilt after corruption): gate it again
-        record = cache.run_gate(report)
-        if choose(record) != runtime_name:
-            return open_runtime(
-                model,
-                AUTO,
-                model_sha256=model_sha256,
-                cache_dir=cache_dir,
-                preprocess=preprocess,
-                threshold=threshold,
-                tile_size=tile_size,
-                report=report,
-            )
-        result = _result_of(record, runtime_name)
     notice = None
     if result is not None and not result.get("passed"):
         notice = f"{runtime_name} failed the accuracy gate on this CPU ({result['reason']})"
-    from dataclasses import replace
-
     return replace(runtime, gate=result, notice=notice)
