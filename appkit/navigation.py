@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from appkit import state
+from appkit import script_runs, state
 
 MENU = (
     ("pages/home.py", "Home", ":material/home:"),
@@ -41,7 +41,11 @@ def run() -> None:
 
 def page_header() -> None:
     """The browser title, icon and wide layout, and the sidebar menu; first call of a page (and
-    the start of each full run for :func:`appkit.state.begin_page_run`)."""
+    the start of each full run for :func:`appkit.state.begin_page_run`).
+
+    Also switches off Streamlit's per-run Keras reset, once per process
+    (:func:`appkit.script_runs.keep_keras_state`)."""
+    script_runs.keep_keras_state()
     st.set_page_config(page_title="Nuclei segmentation explorer", page_icon="🔬", layout="wide")
     state.begin_page_run()
     with st.sidebar:

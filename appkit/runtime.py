@@ -105,6 +105,9 @@ class RuntimeBuilder:
             return
         with self._lock:
             self._ready = model
+        from appkit import script_runs
+
+        script_runs.settle_long_lived()  # the compiled runtime's objects live as long
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits for the build; True when it has finished."""

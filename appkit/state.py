@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 import streamlit as st
 
-from appkit import access, gate
+from appkit import access, gate, script_runs
 from appkit.caches import AnalysisStore, cache_bytes
 from segcore.analysis import catalog
 from segcore.data import samples
@@ -78,13 +78,17 @@ def load_bundle_cached(ref: str):
     time).
 
     GPU memory growth is turned on first, so the app's model takes only the GPU memory it uses
-    and a training started from the Train page (its own process) can have the rest.
+    and a training started from the Train page (its own process) can have the rest. The loaded
+    model (and TensorFlow's objects) are then exempted from the garbage collection Streamlit runs
+    after every script run (:func:`appkit.script_runs.settle_long_lived`).
     """
     from segcore.bundles.loading import load_bundle
     from segcore.training.devices import configure_gpus
 
     configure_gpus()
-    return load_bundle(ref)
+    bundle = load_bundle(ref)
+    script_runs.settle_long_lived()
+    return bundle
 
 
 def predicting_model(bundle):
@@ -141,6 +145,7 @@ def switch_model(ref: str):
     """
     access.require_editor("Switching the active model")
     card = catalog.set_active_ref(ref)
+    script_runs.release_long_lived()  # the old model's objects can be collected again
     load_bundle_cached.clear()
     return card
 

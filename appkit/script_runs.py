@@ -1,0 +1,98 @@
+"""What Streamlit does after every script run, made cheap for a server that holds TensorFlow.
+
+Streamlit ends every script run — a full page run and every fragment run, so every slider
+step — with two clean-ups that assume a small process:
+
+* **``keras.backend.clear_session()``** (``script_runner._clean_problem_modules``) whenever
+  ``keras`` is imported. It runs a full garbage collection, clears TensorFlow's kernel cache and
+  resets Keras's global state. It exists for apps that build a new Keras model on every run;
+  this app loads a model once per process (``appkit.state.load_bundle_cached``) and trains in a
+  separate process (``segcore.training.jobs``), so it only costs time — and resetting Keras under
+  a model another session is running is a hazard of its own. :func:`keep_keras_state` replaces
+  that step, once per process, with its other job alone (closing ``matplotlib.pyplot`` figures).
+* **``gc.collect(2)``** (the ``runner.postScriptGC`` option, on by default): a full collection
+  walks every object the interpreter tracks. With TensorFlow, Keras, OpenVINO and a model loaded
+  that is about 500 000 objects and 270 ms on machine A — with the GIL held, so the server's
+  event loop (an upload's HTTP request, other sessions' messages) waits too. Nearly all of them
+  live as long as the process. :func:`settle_long_lived` collects once and then moves every
+  surviving object to the interpreter's permanent generation (``gc.freeze()``), which later
+  collections skip; the per-run collection then walks only what the runs created (≈0 ms).
+  It is called after a model is loaded and after its runtime is prepared; switching models calls
+  :func:`release_long_lived` first, so the old model's objects can be collected again.
+
+Measured with ``py-spy`` on the Predict page (``docs/benchmarks.md``): the two took 0.3–0.7 s of
+every 256² upload's 0.8–1.0 s. ``tests/test_script_runs.py`` drives real script runs and fails
+if Streamlit clears Keras again (the hook is a private Streamlit function; a version that drops
+it is left unchanged, with one warning in the server log).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import threading
+from typing import Any
+
+_LOGGER = logging.getLogger(__name__)
+_LOCK = threading.Lock()
+_warned = False
+_replaced: Any = None
+"""Streamlit's own clean-up function, once :func:`keep_keras_state` has replaced it."""
+
+
+def _close_pyplot_figures() -> None:
+    """Streamlit's other clean-up step, kept: closes every ``matplotlib.pyplot`` figure."""
+    plt: Any = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        try:
+            plt.close("all")
+        except Exception:
+            _LOGGER.debug("could not close matplotlib figures", exc_info=True)
+
+
+def keep_keras_state() -> bool:
+    """Makes Streamlit's end-of-run clean-up leave Keras alone (idempotent, thread-safe).
+
+    Returns whether the replacement is in place. When the Streamlit in use has no such hook (a
+    version that dropped or renamed it), nothing is changed and a warning is logged once.
+    """
+    global _warned, _replaced
+    from streamlit.runtime.scriptrunner import script_runner
+
+    with _LOCK:
+        current = getattr(script_runner, "_clean_problem_modules", None)
+        if current is _close_pyplot_figures:
+            return True
+        if current is None:
+            if not _warned:
+                _warned = True
+                _LOGGER.warning(
+                    "streamlit %s has no script_runner._clean_problem_modules: its per-run "
+                    "Keras reset could not be switched off",
+                    getattr(sys.modules.get("streamlit"), "__version__", "?"),
+                )
+            return False
+        _replaced = current
+        script_runner._clean_problem_modules = _close_pyplot_figures
+        return True
+
+
+def settle_long_lived() -> int:
+    """Collects garbage once, then exempts every surviving object from later collections.
+
+    Call it when the process has just created objects that live as long as it does (a model
+    loaded, a runtime prepared). Returns how many objects are now exempt. Objects that later
+    become garbage in reference cycles stay until :func:`release_long_lived`; objects freed by
+    reference counting (most of them, arrays included) are freed as usual.
+    """
+    with _LOCK:
+        gc.collect()
+        gc.freeze()
+        return gc.get_freeze_count()
+
+
+def release_long_lived() -> None:
+    """Makes every exempt object collectable again (before dropping a loaded model)."""
+    with _LOCK:
+        gc.unfreeze()
