@@ -260,14 +260,18 @@ def test_folder_box_refuses_server_paths_without_naming_any(server, page):
     page.get_by_text("A dataset folder", exact=True).click()
     browser.wait_for_app(page)
     box = page.locator('[data-testid="stTextInput"] input').first
+    # Both texts get the same refusal, so the second must not be taken from the first's alert:
+    # the run that Enter starts removes it (a button is True in one run only); wait for that.
+    refusal_shown = """(text) => Array.from(
+        document.querySelectorAll('[data-testid="stAlertContainer"]')).some(
+            a => a.innerText.includes(text))"""
     for text in ["/etc", "../../"]:
         box.fill(text)
         box.press("Enter")
+        page.wait_for_function(f"(text) => !({refusal_shown})(text)", arg=refusal)
         browser.wait_for_app(page)
         page.get_by_role("button", name="Use this source").click()
-        page.wait_for_function(
-            "(text) => document.body.innerText.includes(text)", arg=refusal, timeout=60_000
-        )
+        page.wait_for_function(refusal_shown, arg=refusal, timeout=60_000)
         browser.wait_for_app(page)
         alerts = [  # each alert's text, without the icon line
             a.inner_text().strip().splitlines()[-1]
