@@ -20,6 +20,7 @@ from typing import Any
 
 import streamlit as st
 
+from appkit import script_runs
 from segcore.inference.runtimes.base import AUTO, CHOICES, KERAS, default_runtime
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,7 @@ class RuntimeBuilder:
             return
         with self._lock:
             self._ready = model
-        from appkit import script_runs
-
-        script_runs.settle_long_lived()  # the compiled runtime's objects live as long
+        script_runs.request_settle()  # the compiled runtime's objects live as long
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits for the build; True when it has finished."""
@@ -145,5 +144,8 @@ class RuntimeBuilder:
 @st.cache_resource(max_entries=1, show_spinner=False)
 def runtime_builder(ref: str, requested: str, _bundle: Any) -> RuntimeBuilder:
     """The process's :class:`RuntimeBuilder` for model ``ref`` (started); one per process, so
-    every session shares one conversion."""
+    every session shares one conversion. Asks for a settle
+    (:func:`appkit.script_runs.request_settle`): by the end of the run the builder this one
+    replaces, and the model it held, are out of the cache and can be collected."""
+    script_runs.request_settle()
     return RuntimeBuilder(_bundle, requested).start()

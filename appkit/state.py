@@ -80,14 +80,14 @@ def load_bundle_cached(ref: str):
     GPU memory growth is turned on first, so the app's model takes only the GPU memory it uses
     and a training started from the Train page (its own process) can have the rest. The loaded
     model (and TensorFlow's objects) are then exempted from the garbage collection Streamlit runs
-    after every script run (:func:`appkit.script_runs.settle_long_lived`).
+    after every script run, from the end of this run on (:func:`appkit.script_runs.request_settle`).
     """
     from segcore.bundles.loading import load_bundle
     from segcore.training.devices import configure_gpus
 
     configure_gpus()
     bundle = load_bundle(ref)
-    script_runs.settle_long_lived()
+    script_runs.request_settle()
     return bundle
 
 
@@ -145,7 +145,6 @@ def switch_model(ref: str):
     """
     access.require_editor("Switching the active model")
     card = catalog.set_active_ref(ref)
-    script_runs.release_long_lived()  # the old model's objects can be collected again
     load_bundle_cached.clear()
     return card
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import textwrap
+import weakref
 
 import keras
 import pytest
@@ -49,7 +50,7 @@ def test_streamlit_clears_keras_after_every_run_unless_told(
     # the control: the pinned Streamlit resets Keras at the end of each run by itself
     current = getattr(script_runner, "_clean_problem_modules", None)
     assert current is not None, "Streamlit has no _clean_problem_modules: update script_runs"
-    if current is script_runs._close_pyplot_figures:  # a page run in this process replaced it
+    if current is script_runs._end_of_run:  # a page run in this process replaced it
         monkeypatch.setattr(script_runner, "_clean_problem_modules", script_runs._replaced)
     two_runs(tmp_path)
     assert len(clear_session_calls) == 2
@@ -94,47 +95,95 @@ def tracked(obj) -> bool:
 
 
 @pytest.fixture
-def unfrozen():
+def unfrozen(monkeypatch):
+    monkeypatch.setattr(script_runs, "_settle_requested", False)
     yield
     gc.unfreeze()
 
 
-def test_settle_exempts_what_lives_and_release_undoes_it(unfrozen):
+class Node:
+    """An object in a reference cycle: freed by the collector only (as a Keras model is)."""
+
+    def __init__(self) -> None:
+        self.self = self
+
+
+def test_settle_exempts_what_lives_and_the_next_settle_collects_what_died(unfrozen):
     long_lived = [object()]
     assert tracked(long_lived)
     assert script_runs.settle_long_lived() > 0
     assert not tracked(long_lived)  # later collections skip it
     later = [object()]
     assert tracked(later)  # objects made after are collected as usual
-    script_runs.release_long_lived()
-    assert gc.get_freeze_count() == 0
-    assert tracked(long_lived)
+    replaced = Node()
+    probe = weakref.ref(replaced)
+    script_runs.settle_long_lived()  # frozen while alive
+    del replaced
+    gc.collect()
+    assert probe() is not None  # a frozen cycle outlives the per-run collection...
+    script_runs.settle_long_lived()
+    assert probe() is None  # ...until the next settle, which unfreezes first
+    assert tracked(long_lived) is False
 
 
 def test_settle_collects_garbage_first(unfrozen):
-    class Node:
-        pass
-
     cycle = Node()
-    cycle.self = cycle
-    probe = __import__("weakref").ref(cycle)
+    probe = weakref.ref(cycle)
     del cycle
     script_runs.settle_long_lived()
     assert probe() is None  # collected, not frozen
 
 
-def test_loading_a_model_settles_and_switching_releases(monkeypatch, unfrozen):
+def test_end_of_run_settles_only_when_asked(tmp_path, monkeypatch, unfrozen):
+    monkeypatch.setattr(
+        script_runner, "_clean_problem_modules", script_runner._clean_problem_modules
+    )  # restored after the test
+    assert script_runs.keep_keras_state()
+    gc.unfreeze()
+    two_runs(tmp_path)
+    assert gc.get_freeze_count() == 0  # nothing asked: nothing frozen
+    script_runs.request_settle()
+    two_runs(tmp_path)  # a real script run's end does it
+    assert gc.get_freeze_count() > 0 and not script_runs._settle_requested
+
+
+class FakeBundle:
+    """What the app's caches hold of a bundle: a model in a reference cycle."""
+
+    path = "some/folder"
+
+    def __init__(self) -> None:
+        self.model = Node()
+
+
+def test_a_replaced_model_is_collected_at_the_end_of_the_run(monkeypatch, unfrozen):
+    """Loading a model and making its runtime builder ask for a settle. Switching models drops
+    the old bundle from the model cache at once, but its runtime builder (which holds it) only
+    when the new model's builder replaces it, later in the run: the end of the run collects the
+    old model instead of freezing it."""
+    from appkit import runtime
     from segcore.bundles import loading
 
-    loaded = [object()]
-    monkeypatch.setattr(loading, "load_bundle", lambda ref: loaded)
+    monkeypatch.setattr(loading, "load_bundle", lambda ref: FakeBundle())
     monkeypatch.setattr(state.catalog, "set_active_ref", lambda ref: "card")
     monkeypatch.setattr(state.access, "require_editor", lambda what: None)
     state.load_bundle_cached.clear()
+    runtime.runtime_builder.clear()
     try:
-        assert state.load_bundle_cached("some-ref") is loaded
-        assert gc.get_freeze_count() > 0 and not tracked(loaded)
+        first = state.load_bundle_cached("some-ref")
+        runtime.runtime_builder("some-ref", "keras", first)
+        assert script_runs._settle_requested
+        script_runs._end_of_run()
+        assert not tracked(first.model)  # the loaded model is exempt
+        probe = weakref.ref(first.model)
+        del first
         assert state.switch_model("other-ref") == "card"
-        assert gc.get_freeze_count() == 0 and tracked(loaded)
+        second = state.load_bundle_cached("other-ref")
+        assert probe() is not None  # the old builder still holds the old model
+        runtime.runtime_builder("other-ref", "keras", second)  # replaces the old builder
+        script_runs._end_of_run()
+        assert probe() is None  # the old model was collected, not frozen
+        assert not tracked(second.model)
     finally:
         state.load_bundle_cached.clear()
+        runtime.runtime_builder.clear()
