@@ -407,10 +407,12 @@ def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | None
     return analysis_for(bundle, key, sample_id, lambda: sample_set.load_truth(index), pixel_size)
 
 
-def _evaluation_key(bundle, splits: DatasetSplits, split_name: str, threshold: float) -> tuple:
-    """The :func:`result_store` key of one evaluation: model, runtime, dataset, split and
-    threshold."""
-    runtime = getattr(predicting_model(bundle), "name", "")
+def _evaluation_key(
+    bundle, model, splits: DatasetSplits, split_name: str, threshold: float
+) -> tuple:
+    """The :func:`result_store` key of one evaluation: model, the runtime ``model`` runs it in,
+    dataset, split and threshold."""
+    runtime = getattr(model, "name", "")
     return (*model_key(bundle), runtime, str(splits.root), split_name, float(threshold))
 
 
@@ -439,7 +441,8 @@ def split_evaluation(
     """
     from segcore.evaluation.evaluate import evaluate
 
-    key = _evaluation_key(bundle, splits, split_name, threshold)
+    model = predicting_model(bundle)  # once: the key names the runtime that evaluates
+    key = _evaluation_key(bundle, model, splits, split_name, threshold)
     result = result_store().get(key)
     if result is not None or not run:
         return result
@@ -447,8 +450,11 @@ def split_evaluation(
         progress_bar("Evaluating…") as show,
         gate.prediction_slot(lambda: show(0.0, "Waiting for another prediction…")),
     ):
+        result = result_store().get(key)  # another session may have run it while this waited
+        if result is not None:
+            return result
         result = evaluate(
-            predicting_model(bundle),
+            model,
             splits.split(split_name),
             bundle.preprocess,
             threshold=threshold,

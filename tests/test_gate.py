@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 import threading
+import time
 
 import pytest
 
@@ -104,3 +105,45 @@ def test_the_allocator_calls_are_no_ops_without_glibc(monkeypatch):
 def test_the_allocator_calls_work_on_glibc():
     assert gate.release_free_memory() is True
     assert gate.limit_heap_fragmentation() is True  # what the app's server process does
+
+
+def test_two_sessions_evaluating_the_same_split_run_it_once(monkeypatch, tmp_path):
+    """The second Evaluate waits for the gate, then finds the first one's result instead of
+    evaluating the split again."""
+    import types
+
+    from appkit import state
+    from segcore.evaluation import evaluate as evaluation
+
+    monkeypatch.setattr(gate, "_GATE", gate.PredictionGate(1, after=None))
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_evaluate(model, samples, *args, **kwargs):
+        calls.append(model)
+        started.set()
+        release.wait(10)
+        return "result"
+
+    monkeypatch.setattr(evaluation, "evaluate", slow_evaluate)
+    bundle = types.SimpleNamespace(
+        path=None, card=types.SimpleNamespace(name="baseline"), model=object(),
+        preprocess=None, input_size=256, pixel_size=None, instances=None,
+    )  # fmt: skip
+    splits = types.SimpleNamespace(root=tmp_path, split=lambda name: name)
+    results = []
+
+    def session() -> None:
+        results.append(state.split_evaluation(bundle, splits, "test", 0.5, run=True))
+
+    first = threading.Thread(target=session)
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=session)
+    second.start()
+    while gate.prediction_gate().waiting == 0:  # the second waits for the slot
+        time.sleep(0.01)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert results == ["result", "result"]
+    assert len(calls) == 1
