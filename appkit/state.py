@@ -376,7 +376,8 @@ def analysis_for(
             model_pixel_size=bundle.pixel_size,
             instances=bundle.instances,
         )
-    store.put(full_key, analysis.named(""))  # content only: no session's name is kept
+        # stored before the slot is given up: a session waiting for it then finds the result
+        store.put(full_key, analysis.named(""))  # content only: no session's name is kept
     return analysis
 
 
@@ -464,5 +465,5 @@ def split_evaluation(
             model_pixel_size=bundle.pixel_size,
             instances=bundle.instances,
         )
-    result_store().put(key, result)
+        result_store().put(key, result)  # before the slot is given up (see analysis_for)
     return result

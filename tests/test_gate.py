@@ -107,6 +107,36 @@ def test_the_allocator_calls_work_on_glibc():
     assert gate.limit_heap_fragmentation() is True  # what the app's server process does
 
 
+def _slow_stores(monkeypatch, state) -> None:
+    """Stores that take 0.2 s to put: a result stored after the slot is given up would let the
+    waiting session in first (the race these tests failed on about 1 run in 10)."""
+    from appkit.caches import AnalysisStore
+
+    class SlowStore(AnalysisStore):
+        def put(self, key, value):
+            time.sleep(0.2)
+            return super().put(key, value)
+
+    analyses, results = SlowStore(1 << 30), SlowStore(1 << 30)
+    monkeypatch.setattr(state, "analysis_store", lambda: analyses)
+    monkeypatch.setattr(state, "result_store", lambda: results)
+
+
+def _one_then_another(session, started: threading.Event, release: threading.Event) -> None:
+    """Runs ``session`` in a thread until it predicts, a second one until it waits for the
+    slot, then lets the first finish and waits for both."""
+    first = threading.Thread(target=session)
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=session)
+    second.start()
+    while gate.prediction_gate().waiting == 0:  # the second waits for the slot
+        time.sleep(0.01)
+    release.set()
+    first.join(10)
+    second.join(10)
+
+
 def test_two_sessions_evaluating_the_same_split_run_it_once(monkeypatch, tmp_path):
     """The second Evaluate waits for the gate, then finds the first one's result instead of
     evaluating the split again."""
@@ -116,6 +146,7 @@ def test_two_sessions_evaluating_the_same_split_run_it_once(monkeypatch, tmp_pat
     from segcore.evaluation import evaluate as evaluation
 
     monkeypatch.setattr(gate, "_GATE", gate.PredictionGate(1, after=None))
+    _slow_stores(monkeypatch, state)
     started, release, calls = threading.Event(), threading.Event(), []
 
     def slow_evaluate(model, samples, *args, **kwargs):
@@ -135,15 +166,50 @@ def test_two_sessions_evaluating_the_same_split_run_it_once(monkeypatch, tmp_pat
     def session() -> None:
         results.append(state.split_evaluation(bundle, splits, "test", 0.5, run=True))
 
-    first = threading.Thread(target=session)
-    first.start()
-    assert started.wait(10)
-    second = threading.Thread(target=session)
-    second.start()
-    while gate.prediction_gate().waiting == 0:  # the second waits for the slot
-        time.sleep(0.01)
-    release.set()
-    first.join(10)
-    second.join(10)
+    _one_then_another(session, started, release)
     assert results == ["result", "result"]
     assert len(calls) == 1
+
+
+def test_two_sessions_uploading_the_same_image_predict_it_once(monkeypatch):
+    """The second upload of the same bytes waits for the gate, then finds the first one's
+    analysis instead of predicting again; each session keeps its own name."""
+    import types
+
+    import numpy as np
+
+    from appkit import state
+    from segcore.analysis import analyse
+    from segcore.data.preprocessing import PreprocessConfig
+
+    monkeypatch.setattr(gate, "_GATE", gate.PredictionGate(1, after=None))
+    _slow_stores(monkeypatch, state)
+    started, release, calls = threading.Event(), threading.Event(), []
+    real_analyse = analyse.analyse_image
+
+    def slow_analyse(model, image, *args, **kwargs):
+        calls.append(model)
+        started.set()
+        release.wait(10)
+        return real_analyse(model, image, *args, **kwargs)
+
+    monkeypatch.setattr(analyse, "analyse_image", slow_analyse)
+    model = lambda batch: np.full(batch.shape[:3], 0.7, np.float32)  # noqa: E731
+    bundle = types.SimpleNamespace(
+        path=None, card=types.SimpleNamespace(name="stand-in", model_sha256="ab" * 32),
+        model=model, preprocess=PreprocessConfig(), input_size=256, pixel_size=None,
+        instances=None,
+    )  # fmt: skip
+    monkeypatch.setattr(state, "predicting_model", lambda _bundle: model)
+    image = np.full((64, 64, 3), 200, np.uint8)
+    names = []
+
+    def session() -> None:
+        name = f"upload-{threading.get_ident()}.png"
+        key = ("upload", "same-bytes", "")
+        found = state.analysis_for(bundle, key, name, lambda: (image, None))
+        names.append((name, found.name))
+
+    _one_then_another(session, started, release)
+    assert len(calls) == 1
+    assert len(names) == 2 and all(asked == shown for asked, shown in names)
