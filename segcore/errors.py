@@ -42,3 +42,8 @@ class ConfigError(SegcoreError, ValueError):
 class BundleError(SegcoreError):
     """A model bundle (``model.keras`` + ``card.json``) is missing, malformed, altered or
     could not be downloaded."""
+
+
+class SlideError(SegcoreError, ValueError):
+    """A whole-slide image could not be used: not a slide, truncated, unreadable region, no
+    pyramid where one is needed, or no pixel size where one is needed."""

@@ -22,10 +22,11 @@ LAYERS = [
     {"base"},
     {"data", "network", "metrics"},
     {"inference"},
-    {"evaluation"},
+    {"evaluation", "slides"},
     {"bundles"},
     {"training"},
     {"analysis"},
+    {"wholeslide"},
     {"cli"},
     {"facade"},  # segcore/__init__.py: the lazy public names, for users of the library
 ]

@@ -60,9 +60,19 @@ def output_folder(path: str | os.PathLike, *, flag: str = "--out") -> Path:
     return folder
 
 
-def check_unique_stems(paths: Sequence[str]) -> None:
+def check_unique_stems(
+    paths: Sequence[str],
+    *,
+    writes: str = "{stem}_prob.png, {stem}_mask.png, ...",
+    fix: str = "predict them into different --out folders",
+) -> None:
     """Refuses input files whose outputs would overwrite each other: two with the same name
     without extension (ignoring case, as file systems on macOS and Windows do).
+
+    Args:
+        paths: the input files.
+        writes: what each one writes, ``{stem}`` standing for its name without extension.
+        fix: the other way out, after "rename one, or".
 
     Raises:
         ConfigError: naming both files.
@@ -74,8 +84,8 @@ def check_unique_stems(paths: Sequence[str]) -> None:
         seen[stem.casefold()] = path
         if first is not None:
             raise ConfigError(
-                f"{first} and {path} would both write {stem}_prob.png, {stem}_mask.png, ...: "
-                "rename one, or predict them into different --out folders"
+                f"{first} and {path} would both write {writes.format(stem=stem)}: "
+                f"rename one, or {fix}"
             )
 
 

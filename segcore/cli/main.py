@@ -7,6 +7,7 @@ Commands:
     predict   write probability and mask PNGs for images of any size (``--instances``: nuclei
               as labels, QuPath GeoJSON and a measurement table).
     tune-instances  choose the nucleus split and size settings on validation tiles.
+    slide   whole-slide images: ``info``, ``run`` (segment), ``resume`` (a background job).
     push    publish a model bundle to the Hugging Face Hub.
 
 Errors of type :class:`~segcore.errors.SegcoreError` are printed as one line on stderr with exit
@@ -29,6 +30,7 @@ from segcore.cli.common import (
 )
 from segcore.cli.objects import add_tune_instances, print_instance_summary
 from segcore.cli.runtimes_cmd import add_runtimes
+from segcore.cli.slides_cmd import add_slides
 from segcore.errors import ConfigError, SegcoreError
 from segcore.inference.runtimes.base import CHOICES, default_runtime
 
@@ -359,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_predict_push(commands)
     add_tune_instances(commands, _add_inference_args)
     add_runtimes(commands)
+    add_slides(commands)
     return parser
 
 

@@ -5,9 +5,11 @@ A failed one: its status records the reason, a hint and the traceback (:func:`re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from segcore.atomic import is_disk_full
@@ -21,7 +23,7 @@ from segcore.timestamps import utc_now
 from segcore.training.checkpoints import BEST_FILE
 from segcore.training.config import TrainConfig
 from segcore.training.locks import TrainingBusyError
-from segcore.training.runs import ACTIVE_STATES, RunDir
+from segcore.training.runs import ACTIVE_STATES, RunDir, RunError
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,31 @@ def record_failure(run: RunDir, exc: BaseException) -> None:
     log.error("run %s %s: %s", run.run_id, state, exc)
 
 
+@contextlib.contextmanager
+def recording_failure(run: RunDir) -> Iterator[None]:
+    """Within the block, an exception marks ``run`` failed (:func:`record_failure`) and goes on;
+    a full disk goes on as a :class:`~segcore.training.runs.RunError` that says how to resume.
+    ``.reserve`` is deleted at the end either way.
+
+    Args:
+        run: the run (or slide job) folder.
+
+    Yields:
+        None.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        record_failure(run, exc)
+        if is_disk_full(exc) and not isinstance(exc, RunError):
+            message = f"{run.path}: disk full ({exc}); free space, then {resume_hint(run)}"
+            raise RunError(message) from exc
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            run.release_reserve()
+
+
 def resume_hint(run: RunDir) -> str:
     """How to resume ``run`` from the command line."""
-    return f"resume with: python -m segcore train --resume {run.path}"
+    return f"resume with: {run.resume_command()}"

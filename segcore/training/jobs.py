@@ -14,8 +14,9 @@ cannot both pass the check. The trainer finds the lock file through the environm
 :data:`~segcore.training.locks.LOCK_ENV`.
 
 The processes this module spawns are reaped by a daemon thread per process (no zombies in a
-long-running server). If a trainer ends without reporting a final state, that thread records it
-as ``failed`` with its exit status (or ``stopped`` if it was asked to stop).
+long-running server; :mod:`segcore.training.background`). If a trainer ends without reporting a
+final state, that thread records it as ``failed`` with its exit status (or ``stopped`` if it was
+asked to stop).
 
 What the trainer must do (``python -m segcore train``, or the ``command`` given instead), which
 the tests check with a fake trainer:
@@ -39,14 +40,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from segcore.errors import ConfigError
-from segcore.paths import REPO_ROOT
 from segcore.training import devices
+from segcore.training.background import job_env, spawn_job
 from segcore.training.locks import LOCK_ENV, DeviceLock, TrainingBusyError, lock_path
 from segcore.training.runs import (
     ACTIVE_STATES,
@@ -82,35 +82,22 @@ def train_arguments(run: RunDir, *, resume: bool = False) -> list[str]:
     return ["--config", str(run.config_path), "--run-dir", str(run.path)]
 
 
+def check_run_id(run_id: str) -> str:
+    """Returns ``run_id`` if it is a plain folder name (no separator, not hidden, not empty).
+
+    Raises:
+        ConfigError: naming the id.
+    """
+    if not run_id or run_id.startswith(".") or Path(run_id).name != run_id:
+        raise ConfigError(f"run id must be a plain folder name, got {run_id!r}")
+    return run_id
+
+
 def _child_env(run: RunDir, lock: DeviceLock, env: Mapping[str, str] | None) -> dict[str, str]:
-    child_env = {**os.environ, **(env or {})}
+    child_env = job_env(env)
     child_env["SEGCORE_RUNS_DIR"] = str(run.path.parent)
-    paths = [str(REPO_ROOT), *filter(None, child_env.get("PYTHONPATH", "").split(os.pathsep))]
-    child_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    child_env["PYTHONUNBUFFERED"] = "1"
     child_env[LOCK_ENV] = str(lock.path)
     return child_env
-
-
-def _reap(proc: subprocess.Popen, run: RunDir) -> None:
-    """Waits for ``proc``; records a final state if it ended without one (daemon thread)."""
-    returncode = proc.wait()
-    try:
-        status = run.read_status_raw()
-        if status.get("pid") != proc.pid or status.get("state") not in ACTIVE_STATES:
-            return
-        if returncode == -signal.SIGTERM and run.stop_requested():
-            run.write_status(state="stopped", reason="stopped on request", ended_at=utc_now())
-        else:
-            run.write_status(
-                state="failed",
-                reason=f"the training process (pid {proc.pid}) exited with status {returncode} "
-                "without reporting",
-                hint=f"see {run.log_path}",
-                ended_at=utc_now(),
-            )
-    except Exception:  # a daemon thread must not die noisily; the dead pid still shows
-        log.exception("%s: could not record the end of the run", run.path)
 
 
 def _spawn(
@@ -122,36 +109,17 @@ def _spawn(
     env: Mapping[str, str] | None,
 ) -> subprocess.Popen:
     """Starts the trainer of ``run`` (the launcher holds ``lock``) and hands the lock over."""
-    argv = [*(command or TRAIN_COMMAND), *train_arguments(run, resume=resume)]
-    with open(run.log_path, "ab") as log_file:
-        log_file.write(f"=== {utc_now()} launched: {' '.join(argv)}\n".encode())
-        log_file.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=_child_env(run, lock, env),
-            start_new_session=True,
-            close_fds=True,
-        )
-    try:
-        # The trainer waits in DeviceLock.acquire until the hand-over, so it cannot write
-        # ``running`` before this ``queued`` status with its pid.
-        run.write_status(pid=proc.pid, pid_started=process_start_time(proc.pid))
+
+    # The trainer waits in DeviceLock.acquire until the hand-over, so it cannot write
+    # ``running`` before the ``queued`` status with its pid.
+    def hand_over(proc: subprocess.Popen) -> None:
         if process_alive(proc.pid):
             lock.hand_over(run.run_id, proc.pid)
         else:  # ended at once; the reaper records it
             lock.release(run.run_id)
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        threading.Thread(
-            target=_reap, args=(proc, run), name=f"segcore-reap-{proc.pid}", daemon=True
-        ).start()
-    return proc
+
+    argv = [*(command or TRAIN_COMMAND), *train_arguments(run, resume=resume)]
+    return spawn_job(run, argv, env=_child_env(run, lock, env), after_spawn=hand_over)
 
 
 def _launch(
@@ -230,10 +198,7 @@ def start_training(
         RunError: the runs folder cannot be written (nothing is left behind).
     """
     runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
-    run_id = run_id or new_run_id()
-    if not run_id or run_id.startswith(".") or Path(run_id).name != run_id:
-        raise ConfigError(f"run id must be a plain folder name, got {run_id!r}")
-    run = RunDir(runs_dir / run_id)
+    run = RunDir(runs_dir / check_run_id(run_id or new_run_id()))
     if run.exists():
         raise ConfigError(f"{run.path}: a run already exists here; resume it or pick another id")
     lock = DeviceLock(lock_path(runs_dir, device_key or devices.default_lock_key()))
@@ -296,15 +261,16 @@ def resume_training(
 
 
 def stop_training(
-    run_dir: str | os.PathLike, *, wait: bool = False, timeout: float = 120.0
+    run_dir: str | os.PathLike | RunDir, *, wait: bool = False, timeout: float = 120.0
 ) -> dict[str, Any]:
     """Asks a run to stop: writes ``stop.request`` and sends SIGTERM to its live process.
 
     The trainer saves a checkpoint and ends with state ``stopped`` after its current batch. A run
-    that is not active is left alone.
+    that is not active is left alone. Any job kept in a :class:`~segcore.training.runs.RunDir`
+    (or a subclass, given as such) stops this way.
 
     Args:
-        run_dir: the run folder.
+        run_dir: the run folder, or its ``RunDir``.
         wait: wait until the run reaches a final state, defaults to False.
         timeout: seconds to wait when ``wait`` is set, defaults to 120.
 
@@ -314,7 +280,7 @@ def stop_training(
     Raises:
         TimeoutError: ``wait`` was set and the run did not end within ``timeout``.
     """
-    run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     status = run.read_status()
     if status.get("state") not in ACTIVE_STATES:
         return status

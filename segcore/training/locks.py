@@ -132,6 +132,29 @@ def lock_for(runs_dir: str | os.PathLike | None = None, key: str = "cpu") -> Dev
     return DeviceLock(lock_path(runs_dir if runs_dir is not None else default_runs_dir(), key))
 
 
+@contextlib.contextmanager
+def flocked(path: str | os.PathLike, *, exclusive: bool = True) -> Iterator[None]:
+    """Holds an ``flock`` on ``path`` (created if missing, never deleted) within the block.
+
+    The kernel drops the lock when its holder dies, so a killed process never leaves it taken.
+    Two blocks on the same file exclude each other even within one process (each opens its own
+    file description), so do not nest them.
+
+    Args:
+        path: the file to lock; its folder must exist.
+        exclusive: an exclusive lock, else a shared one, defaults to True.
+
+    Yields:
+        None, with the lock held.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
 def _parent_pid(pid: int) -> int | None:
     try:
         return psutil.Process(pid).ppid()
@@ -167,15 +190,9 @@ class DeviceLock:
         return self.path.with_name(self.path.name + ".guard")
 
     # --- internals -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _guard(self, exclusive: bool = True) -> Iterator[None]:
+    def _guard(self, exclusive: bool = True) -> contextlib.AbstractContextManager[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.guard_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing drops the flock
+        return flocked(self.guard_path, exclusive=exclusive)
 
     def _read(self) -> dict[str, Any] | None:
         """The record, None if there is no lock file, ``_CORRUPT`` if it is unreadable."""

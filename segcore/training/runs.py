@@ -126,12 +126,22 @@ def process_alive(pid: int | None, started: float | None = None) -> bool:
 class RunDir:
     """Paths and atomic readers/writers of one run directory.
 
+    A subclass may serve another kind of background job (a whole-slide run) by overriding the
+    file paths, :attr:`process_label` and :meth:`resume_command`.
+
     Args:
         path: the run folder (``runs/<run-id>``); not created until something is written.
     """
 
+    process_label = "training process"
+    """How statuses name this run's process ("the training process (pid 42) ...")."""
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+
+    def resume_command(self) -> str:
+        """The command line that resumes this run."""
+        return f"python -m segcore train --resume {self.path}"
 
     # --- paths ---------------------------------------------------------------------------
     @property
@@ -226,9 +236,9 @@ class RunDir:
                 **status,
                 "state": "failed",
                 "reason": status.get("reason")
-                or f"the training process (pid {status.get('pid')}) ended without "
+                or f"the {self.process_label} (pid {status.get('pid')}) ended without "
                 "reporting: it was probably killed (e.g. out of memory or kill -9)",
-                "hint": f"resume it with: python -m segcore train --resume {self.path}",
+                "hint": f"resume it with: {self.resume_command()}",
             }
         return status
 
@@ -259,7 +269,7 @@ class RunDir:
         try:
             return json.loads(self.config_path.read_text())
         except FileNotFoundError as exc:
-            raise RunError(f"{self.path}: not a run folder (no config.json)") from exc
+            raise RunError(f"{self.path}: not a run folder (no {self.config_path.name})") from exc
         except (OSError, json.JSONDecodeError) as exc:
             raise RunError(f"{self.config_path}: unreadable ({exc})") from exc
 

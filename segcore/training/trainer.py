@@ -40,7 +40,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from segcore.atomic import is_disk_full
 from segcore.data.datasets import DatasetSplits, open_dataset
 from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_synthetic_dataset
 from segcore.errors import ConfigError, DatasetError
@@ -53,12 +52,11 @@ from segcore.training.checkpoints import (
     write_checkpoint,
 )
 from segcore.training.config import TrainConfig
-from segcore.training.finish import finish_run, record_failure, resume_hint
+from segcore.training.finish import finish_run, recording_failure
 from segcore.training.locks import lock_for
 from segcore.training.models import model_for_run
 from segcore.training.runs import (
     RunDir,
-    RunError,
     default_runs_dir,
     new_run_id,
     process_start_time,
@@ -238,7 +236,7 @@ def train(
     lock = lock_for(runs_dir, devices.default_lock_key())
     locked = False
     try:
-        with _sigterm_requests_stop(stop_flag):
+        with recording_failure(run), _sigterm_requests_stop(stop_flag):
             lock.acquire(run.run_id, os.getpid())  # first: a refused run leaves nothing behind
             locked = True
             if not resume:
@@ -246,15 +244,7 @@ def train(
             handler = _log_to_run(run)
             _start(run, config)
             _run(run, config, resume=resume, stop_flag=stop_flag, command=command, verbose=verbose)
-    except BaseException as exc:
-        record_failure(run, exc)
-        if is_disk_full(exc) and not isinstance(exc, RunError):
-            message = f"{run.path}: disk full ({exc}); free space, then {resume_hint(run)}"
-            raise RunError(message) from exc
-        raise
     finally:
-        with contextlib.suppress(OSError):
-            run.release_reserve()
         if locked:
             lock.release(run.run_id)
         if handler is not None:
