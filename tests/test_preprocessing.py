@@ -12,7 +12,11 @@ from segcore.data.images import read_image, read_mask
 from segcore.data.preprocessing import (
     PreprocessConfig,
     enhance_image,
+    enhance_with_lut,
+    equalisation_lut,
     equalize_luminance,
+    lightness_histogram,
+    one_mapping,
     preprocess_image,
     preprocess_mask,
     smooth,
@@ -148,3 +152,60 @@ def test_real_tile_preprocessing(monuseg):
     # Nuclei stay darker than the rest after preprocessing.
     out = preprocess_image(image)
     assert out[mask == 1].mean() < out[mask == 0].mean() - 0.1
+
+
+# One look-up table per image: what a whole slide's tiles share (segcore.wholeslide.equalisation)
+
+ONE_MAPPING = [
+    PreprocessConfig(equalize="global"),
+    PreprocessConfig(equalize="clahe", clahe_tile_grid=1, clahe_clip_limit=4.0),  # the default
+    PreprocessConfig(equalize="clahe", clahe_tile_grid=1, clahe_clip_limit=0.5, blur_kernel=0),
+    PreprocessConfig(equalize="clahe", clahe_tile_grid=1, clahe_clip_limit=40.0),
+]
+
+
+def _varied_images() -> list[np.ndarray]:
+    from segcore.data import samples
+
+    rng = np.random.default_rng(5)
+    split = samples.open_source(samples.BUILT_IN).split("test")
+    images = [split.load(i)[0] for i in range(min(3, len(split)))]
+    for _ in range(8):
+        height, width = rng.integers(1, 200, 2)
+        images.append(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        spread = rng.uniform(1, 40)
+        noise = rng.normal(128, spread, (height, width, 3))
+        images.append(np.clip(noise, 0, 255).astype(np.uint8))
+    images.append(np.full((9, 7, 3), 77, np.uint8))  # one lightness value only
+    return images
+
+
+@pytest.mark.parametrize("config", ONE_MAPPING, ids=lambda c: f"{c.equalize}-{c.clahe_clip_limit}")
+def test_the_look_up_table_of_an_images_own_histogram_is_opencvs_equalisation(config):
+    """OpenCV's equalizeHist and one-tile CLAHE, reproduced exactly from the histogram."""
+    for image in _varied_images():
+        lut = equalisation_lut(lightness_histogram(image), config)
+        assert np.array_equal(enhance_with_lut(image, lut, config), enhance_image(image, config))
+
+
+def test_histograms_of_parts_add_up_and_a_mask_selects_pixels():
+    image = _varied_images()[3]
+    top, bottom = image[: image.shape[0] // 2], image[image.shape[0] // 2 :]
+    whole = lightness_histogram(image)
+    assert np.array_equal(lightness_histogram(top) + lightness_histogram(bottom), whole)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[: image.shape[0] // 2] = True
+    assert np.array_equal(lightness_histogram(image, mask), lightness_histogram(top))
+
+
+def test_only_one_mapping_equalisations_have_a_look_up_table():
+    histogram = lightness_histogram(_varied_images()[0])
+    assert one_mapping(PreprocessConfig(equalize="clahe", clahe_tile_grid=1))
+    assert not one_mapping(PreprocessConfig(equalize="clahe", clahe_tile_grid=8))
+    assert equalisation_lut(histogram, PreprocessConfig(equalize="none")) is None
+    with pytest.raises(ConfigError, match="adapts to each part"):
+        equalisation_lut(histogram, PreprocessConfig(equalize="clahe", clahe_tile_grid=8))
+    with pytest.raises(ConfigError, match="256 non-negative"):
+        equalisation_lut(np.ones(10), PreprocessConfig())
+    empty = equalisation_lut(np.zeros(256), PreprocessConfig())
+    assert np.array_equal(empty, np.arange(256))

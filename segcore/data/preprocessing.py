@@ -104,6 +104,113 @@ def equalize_luminance(
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+def one_mapping(config: PreprocessConfig) -> bool:
+    """Whether ``config``'s equalisation maps each lightness value the same way everywhere in an
+    image (``"global"``, or ``"clahe"`` with one tile): one look-up table, which
+    :func:`equalisation_lut` can compute from any histogram — such as a whole slide's."""
+    return config.equalize == "global" or (
+        config.equalize == "clahe" and config.clahe_tile_grid == 1
+    )
+
+
+def lightness_histogram(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The histogram of the CIELAB L channel (OpenCV's 8-bit scale) of a ``uint8`` RGB image.
+
+    Args:
+        image: ``uint8`` RGB ``(H, W, 3)``.
+        mask: optional ``(H, W)``; only pixels where it is nonzero count.
+
+    Returns:
+        int64 ``(256,)`` pixel counts; histograms of several images add up.
+    """
+    lightness = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)[..., 0]
+    values = lightness if mask is None else lightness[np.asarray(mask) != 0]
+    return np.bincount(values.ravel(), minlength=256).astype(np.int64)
+
+
+def equalisation_lut(histogram: np.ndarray, config: PreprocessConfig) -> np.ndarray | None:
+    """The lightness look-up table ``config``'s equalisation applies to an image whose L channel
+    has ``histogram`` — OpenCV's own rule, so applying it (:func:`enhance_with_lut`) to that
+    image gives exactly :func:`enhance_image`'s result (the tests check it).
+
+    * ``"global"``: :func:`cv2.equalizeHist` — the cumulative histogram from the darkest
+      occupied value, scaled to 0–255;
+    * ``"clahe"`` with one tile: the histogram clipped at ``max(1, int(clip_limit · N / 256))``
+      per value, the excess spread evenly (the remainder one by one from value 0, every
+      ``256 // remainder`` values), then cumulated and scaled by ``255 / N``.
+
+    A whole slide's tissue histogram gives the one mapping its tiles share, so the nuclei found
+    do not depend on where the tile borders fall or on how much glass a tile holds.
+
+    Args:
+        histogram: ``(256,)`` lightness counts (:func:`lightness_histogram`).
+        config: the preprocessing.
+
+    Returns:
+        ``uint8 (256,)``, or None when ``config`` equalises nothing (``"none"``).
+
+    Raises:
+        ConfigError: ``config``'s equalisation is not one mapping (CLAHE with several tiles:
+            :func:`one_mapping`), or the histogram is not 256 non-negative counts.
+    """
+    counts = np.asarray(histogram, dtype=np.int64)
+    if counts.shape != (256,) or (counts < 0).any():
+        raise ConfigError(f"a lightness histogram has 256 non-negative counts, got {counts.shape}")
+    if config.equalize == "none":
+        return None
+    if not one_mapping(config):
+        raise ConfigError(
+            f"CLAHE with {config.clahe_tile_grid}×{config.clahe_tile_grid} tiles adapts to each "
+            "part of an image: it has no single look-up table"
+        )
+    total = int(counts.sum())
+    if total == 0:
+        return np.arange(256, dtype=np.uint8)
+    if config.equalize == "global":
+        return _equalize_hist_lut(counts, total)
+    return _clahe_lut(counts, total, config.clahe_clip_limit)
+
+
+def _equalize_hist_lut(counts: np.ndarray, total: int) -> np.ndarray:
+    first = int(np.flatnonzero(counts)[0])
+    if counts[first] == total:  # one value: OpenCV maps the whole image to it
+        return np.full(256, first, dtype=np.uint8)
+    scale = np.float32(255.0) / np.float32(total - counts[first])
+    cumulative = np.cumsum(counts).astype(np.float32) - np.float32(counts[first])
+    lut = np.rint(cumulative * scale)
+    lut[:first] = 0
+    return np.clip(lut, 0, 255).astype(np.uint8)
+
+
+def _clahe_lut(counts: np.ndarray, total: int, clip_limit: float) -> np.ndarray:
+    clip = max(int(clip_limit * total / 256), 1)
+    clipped = np.minimum(counts, clip)
+    excess = int((counts - clipped).sum())
+    batch, residual = divmod(excess, 256)
+    clipped = clipped + batch
+    if residual:
+        step = max(256 // residual, 1)
+        clipped[np.arange(0, 256, step)[:residual]] += 1
+    scale = np.float32(255.0) / np.float32(total)
+    return np.clip(np.rint(np.cumsum(clipped).astype(np.float32) * scale), 0, 255).astype(np.uint8)
+
+
+def enhance_with_lut(
+    image: np.ndarray, lut: np.ndarray | None, config: PreprocessConfig
+) -> np.ndarray:
+    """:func:`enhance_image` with a given lightness mapping (:func:`equalisation_lut`, e.g. a
+    whole slide's) in place of the image's own equalisation; ``None`` equalises nothing.
+
+    Returns ``uint8`` RGB of the image's size.
+    """
+    image = to_rgb_uint8(image)
+    if lut is not None:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        lab[..., 0] = cv2.LUT(lab[..., 0], np.asarray(lut, dtype=np.uint8))
+        image = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return smooth(image, config.blur_kernel, config.blur_sigma)
+
+
 def smooth(image: np.ndarray, kernel: int = 3, sigma: float = 0.0) -> np.ndarray:
     """Gaussian-smooths an image; ``kernel`` 0 or 1 returns it unchanged.
 

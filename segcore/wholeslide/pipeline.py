@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from segcore.data.preprocessing import PreprocessConfig
+from segcore.data.preprocessing import PreprocessConfig, enhance_with_lut
 from segcore.errors import SlideError
 from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import DEFAULT_OVERLAP, predict_probabilities
 from segcore.slides.grid import GridTile, SlideGrid
 from segcore.wholeslide import outputs
+from segcore.wholeslide.equalisation import as_lut
 from segcore.wholeslide.tiles import read_tile_image, tile_nuclei
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,9 @@ class RunSettings:
         input_size: side of the model's own tiles.
         preprocess: the model's :class:`~segcore.data.preprocessing.PreprocessConfig`.
         runtime: the name of what runs the model.
+        equalisation: the slide's one lightness mapping
+            (:func:`~segcore.wholeslide.equalisation.slide_lut`), or None: each tile is
+            preprocessed over itself.
     """
 
     threshold: float
@@ -171,6 +175,7 @@ class RunSettings:
     input_size: int
     preprocess: PreprocessConfig
     runtime: str
+    equalisation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that shape the results, as JSON values (``runtime`` aside)."""
@@ -180,6 +185,7 @@ class RunSettings:
             "model_pixel_size": self.model_pixel_size,
             "input_size": self.input_size,
             "preprocess": self.preprocess.to_dict(),
+            "equalisation": self.equalisation,
         }
 
 
@@ -214,12 +220,14 @@ class Pipeline:
 
     def _model(self, image):
         started = time.perf_counter()
+        preprocess, lut = self.settings.preprocess, as_lut(self.settings.equalisation)
         probabilities = predict_probabilities(
             self.model,
-            image,
-            self.settings.preprocess,
+            image if lut is None else enhance_with_lut(image, lut, preprocess),
+            preprocess,
             tile_size=self.settings.input_size,
             overlap=DEFAULT_OVERLAP,
+            already_enhanced=lut is not None,
         )
         self.timings["model_s"] += time.perf_counter() - started
         return probabilities

@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from segcore.slides.tissue import slide_tissue
 from segcore.timestamps import utc_now
 from segcore.wholeslide import density, outputs, runfolder
 from segcore.wholeslide.config import SlideRunConfig
+from segcore.wholeslide.equalisation import slide_lut
 from segcore.wholeslide.pipeline import Pipeline, Progress, RunSettings
 
 log = logging.getLogger(__name__)
@@ -128,8 +130,9 @@ def segment_slide(
     should_stop = should_stop or (lambda: False)
     with open_slide(slide_path, pixel_size=config.pixel_size) as slide:
         Progress(progress, 0, 0, 0).send("tissue")
-        settings = _settings(bundle, model, config)
-        grid, tissue, record = _plan(slide, slide_path, bundle, settings, config)
+        grid, tissue, settings, record = _plan(
+            slide, slide_path, bundle, _settings(bundle, model, config), config
+        )
         chunks = _chunks(grid, config.chunk_tiles)
         finished = runfolder.open_run_folder(out_dir, record)
         if finished is not None:
@@ -170,7 +173,8 @@ def segment_slide(
 
 
 def _plan(slide, slide_path: Path, bundle, settings: RunSettings, config: SlideRunConfig):
-    """``(grid, tissue, run record)``: the tissue found, the tiles planned, the run described."""
+    """``(grid, tissue, settings, run record)``: the tissue found, the tiles planned, the
+    slide's lightness mapping added to the settings, the run described."""
     _, tissue = slide_tissue(slide, config.tissue)
     grid = plan_grid(
         slide.info,
@@ -182,10 +186,11 @@ def _plan(slide, slide_path: Path, bundle, settings: RunSettings, config: SlideR
         model_tiles=(settings.input_size, DEFAULT_OVERLAP),
     )
     _note_alignment(grid)
+    settings = replace(settings, equalisation=slide_lut(slide, grid, tissue, settings.preprocess))
     record = runfolder.run_record(
         slide_path, bundle, config, settings.to_dict(), settings.runtime, grid
     )
-    return grid, tissue, record
+    return grid, tissue, settings, record
 
 
 def _tiles_in(chunks: list[tuple[int, tuple[GridTile, ...]]], done: dict[int, int]) -> int:

@@ -193,9 +193,17 @@ def _rings(mask: np.ndarray, offset: tuple[int, int], scale: float) -> list:
     return [[[round(x / scale, digits), round(y / scale, digits)] for x, y in r] for r in rings]
 
 
+EDGE_MARGIN = 2
+"""Pixels at the box's edge within which a nucleus counts as cut by it: the smoothing and the
+model's padding make the outermost pixels unreliable, so a cut nucleus may stop one short."""
+
+
 def _edge_labels(labels: np.ndarray) -> np.ndarray:
-    """The labels touching the outer edge of the box."""
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    """The labels within :data:`EDGE_MARGIN` pixels of the box's outer edge."""
+    m = EDGE_MARGIN
+    edge = np.concatenate(
+        [labels[:m].ravel(), labels[-m:].ravel(), labels[:, :m].ravel(), labels[:, -m:].ravel()]
+    )
     return np.unique(edge[edge > 0])
 
 
