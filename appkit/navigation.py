@@ -19,6 +19,7 @@ from appkit import script_runs, state
 MENU = (
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/predict.py", "Predict", ":material/biotech:"),
+    ("pages/slides.py", "Slides", ":material/gallery_thumbnail:"),
     ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
     ("pages/train.py", "Train", ":material/model_training:"),
     ("pages/models.py", "Models", ":material/inventory_2:"),

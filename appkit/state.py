@@ -24,9 +24,9 @@
   through :func:`change_sample_source` and :func:`request_predict`.
 * **Evaluation results** are kept per process in :func:`result_store`, under keys built here
   (:func:`split_evaluation`).
-* **The Predict page's explorer widgets** (its fragment's sliders) are named here
-  (:func:`explorer_keys`), and :func:`show_explorer_values` keeps what the browser shows equal
-  to what the server holds after a run that did not draw them (see there).
+* **The explorer's widgets** (the fragment's sliders, on the Predict and Slides pages) are
+  named here (:func:`explorer_keys`), and :func:`show_explorer_values` keeps what the browser
+  shows equal to what the server holds after a run that did not draw them (see there).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def model_key(bundle) -> tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class ExplorerKeys:
-    """The ``st.session_state`` keys of the Predict page's explorer widgets (:func:`explorer_keys`).
+    """The ``st.session_state`` keys of an explorer's widgets (:func:`explorer_keys`).
 
     Attributes:
         threshold_a: the Threshold A slider.
@@ -269,24 +269,26 @@ class ExplorerKeys:
     table_page: str
 
 
-def explorer_keys(model_id: str, image: str) -> ExplorerKeys:
+def explorer_keys(model_id: str, image: str, page: str = "") -> ExplorerKeys:
     """The explorer's widget keys: the sliders per model (they start at the model's threshold and
-    nucleus setting), the table's page per image (``image``: its name's stem)."""
+    nucleus setting), the table's page per image (``image``: its name's stem); ``page`` prefixes
+    them for a page other than Predict (``"slides"``), so each page keeps its own."""
+    prefix = f"{page}_" if page else ""
     return ExplorerKeys(
-        threshold_a=f"thr_a_{model_id}",
-        threshold_b=f"thr_b_{model_id}",
-        opacity="opacity",
-        min_area=f"min_area_{model_id}",
-        split_depth=f"split_depth_{model_id}",
-        table_page=f"page_{image}",
+        threshold_a=f"{prefix}thr_a_{model_id}",
+        threshold_b=f"{prefix}thr_b_{model_id}",
+        opacity=f"{prefix}opacity",
+        min_area=f"{prefix}min_area_{model_id}",
+        split_depth=f"{prefix}split_depth_{model_id}",
+        table_page=f"{prefix}page_{image}",
     )
 
 
 def begin_page_run() -> None:
     """Every full script run's first step (:func:`appkit.navigation.page_header`): notes
-    whether the previous run drew the Predict page's explorer, for :func:`show_explorer_values`.
+    which explorer (if any) the previous run drew, for :func:`show_explorer_values`.
     Fragment reruns do not call it."""
-    st.session_state[_EXPLORER_IN_BROWSER_KEY] = st.session_state.pop(_EXPLORER_DRAWN_KEY, False)
+    st.session_state[_EXPLORER_IN_BROWSER_KEY] = st.session_state.pop(_EXPLORER_DRAWN_KEY, None)
 
 
 def show_explorer_values(keys: ExplorerKeys) -> None:
@@ -301,12 +303,12 @@ def show_explorer_values(keys: ExplorerKeys) -> None:
     value is written back through ``st.session_state``, which Streamlit sends to the browser
     with the widget; the user's thresholds survive a new image, and slider and read-out agree.
     """
-    if not st.session_state.get(_EXPLORER_IN_BROWSER_KEY, False):
+    if st.session_state.get(_EXPLORER_IN_BROWSER_KEY) != keys.threshold_a:
         for key in dataclasses.astuple(keys):
             if key in st.session_state:
                 st.session_state[key] = st.session_state[key]
-    st.session_state[_EXPLORER_IN_BROWSER_KEY] = True
-    st.session_state[_EXPLORER_DRAWN_KEY] = True
+    st.session_state[_EXPLORER_IN_BROWSER_KEY] = keys.threshold_a  # this explorer, drawn
+    st.session_state[_EXPLORER_DRAWN_KEY] = keys.threshold_a
 
 
 def upload_limit_mb() -> int:

@@ -2,12 +2,13 @@
 its nuclei as objects (count, measurements, PQ/AJI, QuPath GeoJSON).
 
 UI only: the model runs once per image through ``segcore.analysis.analyse.analyse_image``; the
-threshold sliders live in a fragment that re-thresholds the cached probabilities.
+explorer (``appkit.explorer``, shared with the Slides page) keeps the threshold sliders in a
+fragment that re-thresholds the cached probabilities.
 """
 
 import streamlit as st
 
-from appkit import charts, navigation, state, widgets
+from appkit import explorer, navigation, state, widgets
 from segcore.analysis.uploads import digest, read_upload
 from segcore.data.images import IMAGE_SUFFIXES
 from segcore.errors import SegcoreError
@@ -19,7 +20,6 @@ st.title("Predict")
 widgets.active_model_caption()
 bundle = widgets.require_bundle()
 widgets.runtime_caption(bundle)
-model_id = bundle.card.model_sha256[:12]  # sliders start again at a new model's threshold
 
 state.apply_predict_request()  # "open in Predict" from the Evaluate page
 
@@ -105,94 +105,5 @@ else:
         widgets.show_error(exc, "Cannot use this upload")
         st.stop()
 
-height, width = analysis.shape
-st.caption(
-    f"**{analysis.name}** — {width}×{height} px at {pixel_size:g} µm/px, predicted in "
-    f"{analysis.seconds:.2f} s by {bundle.card.name} (trained at {bundle.pixel_size or 0.25:g} "
-    f"µm/px{', runtime ' + analysis.runtime if analysis.runtime else ''}). Probabilities are "
-    "cached: the sliders below never re-run the model."
-)
-if analysis.stain_note:
-    st.warning(analysis.stain_note, icon=":material/palette:")
-if analysis.display_note:
-    st.caption(analysis.display_note)
-views = st.columns(4)
-views[0].image(analysis.picture, caption="Original")
-views[1].image(analysis.model_input, caption="Preprocessed (what the model sees)")
-views[2].image(analysis.heatmap(), caption="Probability (viridis: dark 0 → yellow 1)")
-truth_picture = analysis.truth_picture()
-if truth_picture is not None:
-    views[3].image(truth_picture, caption="Ground truth")
-else:
-    views[3].info("No ground truth: upload its mask to see Dice, Jaccard, precision and recall.")
-
-
-@st.fragment
-def explore() -> None:
-    """Two thresholds side by side; re-thresholds the cached probabilities only."""
-    keys = state.explorer_keys(model_id, analysis.stem)
-    state.show_explorer_values(keys)  # before the widgets: the browser shows what is used
-    controls = st.columns(5)
-    t_a = controls[0].slider(
-        "Threshold A",
-        0.0,
-        1.0,
-        float(round(bundle.threshold, 2)),
-        0.01,
-        key=keys.threshold_a,
-        help="Default: the model's validation-best threshold.",
-    )
-    t_b = controls[1].slider("Threshold B", 0.0, 1.0, 0.5, 0.01, key=keys.threshold_b)
-    opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key=keys.opacity)
-    setting = widgets.instance_controls(bundle.instances, keys, controls[3:])
-    widgets.threshold_readouts(analysis, t_a, t_b, setting)  # figures first, then pictures
-    shown = analysis.compare(t_a, t_b, opacity=opacity, instances=setting)
-    for side, view in zip(st.columns(2), (shown.a, shown.b), strict=True):
-        side.image(view.overlay, caption=f"Overlay at {view.threshold:.2f}")
-        side.image(view.mask_picture, caption=f"Prediction at {view.threshold:.2f}")
-    widgets.overlay_legend(truth=analysis.has_truth)
-    curve = shown.curve
-    if curve is not None:
-        figure = charts.threshold_figure(
-            curve.thresholds,
-            {"Dice": curve.dice, "Jaccard": curve.jaccard},
-            best=curve.best_threshold,
-            marks={"A": t_a, "B": t_b},
-            title=f"Dice and Jaccard vs threshold (best Dice {curve.best_dice:.3f} "
-            f"at {curve.best_threshold:.2f})",
-        )
-        st.plotly_chart(figure, key="threshold_curve")
-    downloads = st.columns(3)
-    downloads[0].download_button(
-        "Mask PNG (A)",
-        shown.a.mask_png,
-        file_name=f"{analysis.stem}_mask_{t_a:.2f}.png",
-        mime="image/png",
-        on_click="ignore",
-    )
-    downloads[1].download_button(
-        "Overlay PNG (A)",
-        shown.a.overlay_png,
-        file_name=f"{analysis.stem}_overlay_{t_a:.2f}.png",
-        mime="image/png",
-        on_click="ignore",
-    )
-    downloads[2].download_button(
-        "Metrics CSV (A and B)",
-        lambda: analysis.metrics_csv([t_a, t_b]),
-        file_name=f"{analysis.stem}_metrics.csv",
-        mime="text/csv",
-        on_click="ignore",
-    )
-    st.subheader(f"Nuclei at threshold A = {t_a:.2f}")
-    nuclei = analysis.nuclei(t_a, setting)
-    widgets.nuclei_readouts(nuclei)
-    left, right = st.columns(2)
-    left.image(nuclei.outlines(analysis.picture), caption=f"{nuclei.count:,d} nuclei outlined")
-    if nuclei.count:
-        right.plotly_chart(charts.nuclei_histograms(nuclei.distributions()), key="nuclei_hist")
-    widgets.nucleus_table(nuclei.table, key=keys.table_page)
-    widgets.nuclei_downloads(nuclei, analysis.stem)
-
-
-explore()
+explorer.image_views(analysis, bundle, pixel_size)
+explorer.explorer(analysis, bundle)

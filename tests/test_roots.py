@@ -218,6 +218,56 @@ def test_everything_else_gets_the_same_message_whether_it_exists_or_not(setup, t
         roots.browser_name(outside, allowed)
 
 
+def test_files_inside_a_root_are_accepted_and_everything_else_refused_alike(setup, tmp_path):
+    allowed, root, outside = setup
+    slide = root / "slides" / "case.svs"
+    slide.parent.mkdir()
+    slide.write_bytes(b"svs")
+    (root / "slides" / "notes.txt").write_text("text")
+    (root / "inside-link.svs").symlink_to(slide)
+    (outside / "far.svs").write_bytes(b"svs")
+    (root / "escape.svs").symlink_to(outside / "far.svs")
+    suffixes = (".svs", ".tif")
+    for text in ["mine/slides/case.svs", "slides/case.svs", str(slide), " mine/slides/case.svs "]:
+        assert roots.resolve_file(text, allowed, suffixes) == slide, text
+    assert roots.resolve_file("mine/inside-link.svs", allowed, suffixes) == slide
+    assert roots.resolve_file("mine/slides/notes.txt", allowed) == root / "slides" / "notes.txt"
+    attempts = [
+        str(outside / "far.svs"),  # a real file outside the roots
+        "mine/escape.svs",  # a symlink leading out of the root
+        "mine/slides/../slides/case.svs",  # any '..'
+        "~/case.svs",
+        "/etc/passwd",
+        "mine/slides",  # a folder
+        "mine",  # a root itself
+        "mine/slides/missing.svs",
+        "mine/slides/notes.txt",  # another suffix
+        "",
+    ]
+    messages = set()
+    for text in attempts:
+        with pytest.raises(DatasetError) as info:
+            roots.resolve_file(text, allowed, suffixes)
+        messages.add(str(info.value))
+    assert messages == {roots.file_refusal_message(allowed)}
+    message = roots.file_refusal_message(allowed)
+    assert "mine/" in message and str(tmp_path) not in message and not ABSOLUTE_PATH.search(message)
+
+
+def test_find_files_lists_by_suffix_within_the_roots_and_is_bounded(setup, tmp_path):
+    allowed, root, outside = setup
+    for name in ["b.svs", "a.SVS", "deep/er/c.tif", ".hidden/d.svs", "e.png"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (outside / "far.svs").write_bytes(b"x")
+    (root / "out").symlink_to(outside, target_is_directory=True)  # leads out: not walked
+    (root / "loop").symlink_to(root, target_is_directory=True)  # back in: walked once
+    mine = [n for n in roots.find_files((".svs", ".tif"), allowed) if n.startswith("mine/")]
+    assert mine == ["mine/a.SVS", "mine/b.svs", "mine/deep/er/c.tif"]
+    assert len(roots.find_files((".svs", ".tif"), allowed, limit=2)) == 2
+    assert roots.find_files((".svs",), allowed, scan=1) == []  # only one entry looked at
+
+
 def test_open_source_within_roots_names_files_relative_to_the_root(setup):
     allowed, root, outside = setup
     broken = make_pairs_dataset(root / "broken", n=3, size=32)

@@ -30,8 +30,11 @@ in turn), or an absolute path inside a root — into the real folder (symlinks r
 refuses everything else (``..``, ``~``, absolute paths outside the roots, symlinks that lead out
 of a root, missing folders) with one message, :func:`refusal_message`, that says nothing about
 the server's file system: it is the same whether the folder exists or not and names no absolute
-path. :func:`browser_name` gives the root-qualified name to show, and :func:`relativise` /
-:func:`browser_error` rewrite error messages so they name files relative to their root.
+path. :func:`resolve_file` does the same for a file (a slide), with its own one message,
+:func:`file_refusal_message`, and :func:`find_files` lists the files of given suffixes under
+the roots (bounded), for a picker. :func:`browser_name` gives the root-qualified name to show,
+and :func:`relativise` / :func:`browser_error` rewrite error messages so they name files
+relative to their root.
 
 The command line does not use this module: the person at the terminal owns the machine and may
 open any folder.
@@ -253,6 +256,116 @@ def resolve_folder(text: str, roots: Sequence[DataRoot] | None = None) -> Path:
         if _inside(real, root.path) and real.is_dir():
             return real
     raise DatasetError(refusal_message(roots))
+
+
+def file_refusal_message(roots: Sequence[DataRoot] | None = None) -> str:
+    """The one message every refused file gets (:func:`resolve_file`; the roots' names only)."""
+    return (
+        "Not an available file. Give a file inside one of the data roots "
+        f"({describe_roots(roots)}) relative to it, e.g. data/slides/case.svs; paths outside "
+        "the roots, '..' and '~' are not accepted."
+    )
+
+
+def resolve_file(
+    text: str, roots: Sequence[DataRoot] | None = None, suffixes: Sequence[str] = ()
+) -> Path:
+    """The real file a browser user means by ``text``, strictly inside a data root: the rules
+    of :func:`resolve_folder`, for a file.
+
+    Args:
+        text: what was typed: ``data/slides/a.svs`` (root-qualified), ``slides/a.svs`` (tried
+            under each root in order), or an absolute path inside a root.
+        roots: the allowed roots, defaults to :func:`data_roots`.
+        suffixes: when given, the file's name must end in one of them (case-insensitive);
+            another is refused like a missing file.
+
+    Returns:
+        The file, absolute with symlinks resolved.
+
+    Raises:
+        DatasetError: with :func:`file_refusal_message` — for ``..``, ``~``, absolute paths
+            outside the roots, symlinks leading out of their root, folders, other suffixes and
+            missing files alike.
+    """
+    roots = data_roots() if roots is None else roots
+    wanted = tuple(s.lower() for s in suffixes)
+    for root, path in _candidates(str(text).strip(), roots):
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if wanted and not real.name.lower().endswith(wanted):
+            continue
+        if _inside(real, root.path) and real != root.path and real.is_file():
+            return real
+    raise DatasetError(file_refusal_message(roots))
+
+
+FIND_FILES_LIMIT = 500
+"""At most this many files are listed by :func:`find_files`."""
+
+FIND_FILES_SCAN = 20_000
+"""At most this many folder entries are looked at by :func:`find_files` (a large root is cut
+short rather than walked for minutes)."""
+
+
+def find_files(
+    suffixes: Sequence[str],
+    roots: Sequence[DataRoot] | None = None,
+    *,
+    limit: int = FIND_FILES_LIMIT,
+    scan: int = FIND_FILES_SCAN,
+) -> list[str]:
+    """The files under the data roots whose names end in one of ``suffixes``, by their
+    root-qualified names (``data/slides/a.svs``), for a picker.
+
+    Hidden files and folders (``.name``) are skipped, and so are symlinks that lead out of their
+    root; each root is walked in name order, breadth first, and the walk stops after ``scan``
+    entries or ``limit`` files.
+
+    Args:
+        suffixes: the file name endings to list (case-insensitive), e.g. ``(".svs", ".tif")``.
+        roots: the roots, defaults to :func:`data_roots`.
+        limit: at most this many names, defaults to :data:`FIND_FILES_LIMIT`.
+        scan: at most this many entries looked at, defaults to :data:`FIND_FILES_SCAN`.
+
+    Returns:
+        Root-qualified names, root by root in search order, sorted within each root.
+    """
+    roots = data_roots() if roots is None else roots
+    wanted = tuple(s.lower() for s in suffixes)
+    found: list[str] = []
+    seen = 0
+    for root in roots:
+        names: list[str] = []
+        queue, visited = [root.path], {root.path}
+        while queue and seen < scan and len(found) + len(names) < limit:
+            folder = queue.pop(0)
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                seen += 1
+                if seen > scan or len(found) + len(names) >= limit:
+                    break
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    real = Path(entry.path).resolve()
+                    if not _inside(real, root.path):
+                        continue
+                    if entry.is_dir():
+                        if real not in visited:  # a symlinked folder is walked once
+                            visited.add(real)
+                            queue.append(Path(entry.path))
+                    elif entry.name.lower().endswith(wanted) and real.is_file():
+                        names.append(f"{root.name}/{Path(entry.path).relative_to(root.path)}")
+                except (OSError, RuntimeError):
+                    continue
+        found.extend(sorted(names))
+    return found
 
 
 def browser_name(folder: Path, roots: Sequence[DataRoot] | None = None) -> str:
