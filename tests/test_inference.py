@@ -104,6 +104,51 @@ def test_pointwise_model_tiled_equals_whole_image():
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
 
 
+def test_tiles_outside_where_are_skipped_and_read_zero():
+    """``where`` (a slide's tissue): only tiles holding one of its pixels reach the model;
+    pixels no kept tile covers are 0; pixels every covering tile of which is kept are as
+    without ``where``."""
+    image = random_image(100, 130, seed=4)
+    tile, overlap = 32, 8
+    full = predict_probabilities(tile_mean, image, PLAIN, tile_size=tile, overlap=overlap)
+    where = np.zeros((100, 130), bool)
+    where[10:20, 15:30] = True
+    model = Recorder(tile_mean)
+    kept = predict_probabilities(
+        model, image, PLAIN, tile_size=tile, overlap=overlap, batch_size=1, where=where
+    )
+    starts = tile_starts(130, tile, tile - overlap), tile_starts(100, tile, tile - overlap)
+    covering = [
+        (y, x) for y in starts[1] for x in starts[0] if where[y : y + tile, x : x + tile].any()
+    ]
+    assert sum(model.batches) == len(covering) < n_tiles(100, 130, tile, overlap)
+    covered = np.zeros((100, 130), int)
+    for y, x in covering:
+        covered[y : y + tile, x : x + tile] += 1
+    all_tiles = np.zeros((100, 130), int)
+    for y in starts[1]:
+        for x in starts[0]:
+            all_tiles[y : y + tile, x : x + tile] += 1
+    assert (kept[covered == 0] == 0).all()
+    same = covered == all_tiles
+    np.testing.assert_allclose(kept[same], full[same], rtol=0, atol=1e-6)
+    everywhere = predict_probabilities(
+        tile_mean, image, PLAIN, tile_size=tile, overlap=overlap, where=np.ones((100, 130))
+    )
+    np.testing.assert_array_equal(everywhere, full)
+    nothing = predict_probabilities(
+        Recorder(tile_mean),
+        image,
+        PLAIN,
+        tile_size=tile,
+        overlap=overlap,
+        where=~np.ones_like(where),
+    )
+    assert nothing.shape == (100, 130) and not nothing.any()
+    with pytest.raises(InvalidImageError, match="where has shape"):
+        predict_probabilities(tile_mean, image, PLAIN, tile_size=tile, overlap=8, where=where[:50])
+
+
 def test_blending_matches_an_independent_reference():
     """A tile-constant stand-in: each pixel is the window-weighted mean over covering tiles."""
     image = random_image(70, 90, seed=2)

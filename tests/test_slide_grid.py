@@ -165,9 +165,9 @@ def test_boxes_hold_whole_model_tiles_on_one_lattice():
         "lattice_aligned"
     ]
     big = slide_info(width=4000, height=4000)
-    default = plan_grid(big, None, model_pixel_size=0.25, model_tiles=(256, 64))
-    assert (default.core_size, default.halo) == (1536, 128)
-    assert default.tiles[0].box == (-128, -128, 1792, 1792)
+    default = plan_grid(big, None, model_pixel_size=0.25, model_tiles=(256, 32))
+    assert (default.core_size, default.halo) == (1792, 128)
+    assert default.tiles[0].box == (-128, -128, 2048, 2048)
     assert default.to_dict()["lattice_aligned"]
     unaligned = plan_grid(info, None, model_pixel_size=0.25, core_size=1024, model_tiles=(256, 64))
     assert not unaligned.to_dict()["lattice_aligned"]

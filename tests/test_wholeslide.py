@@ -112,7 +112,12 @@ def reference_labels(
     if lut is not None:
         rgb = enhance_with_lut(rgb, np.asarray(lut, np.uint8), bundle.preprocess)
     probabilities = predict_probabilities(
-        model, rgb, bundle.preprocess, tile_size=256, already_enhanced=lut is not None
+        model,
+        rgb,
+        bundle.preprocess,
+        tile_size=256,
+        overlap=SlideRunConfig().overlap,
+        already_enhanced=lut is not None,
     )
     return label_instances(probabilities, bundle.threshold, bundle.instances, pixel_size=pixel_size)
 
@@ -310,7 +315,7 @@ def test_one_equalisation_for_the_whole_slide_fitted_on_its_tissue(tmp_path):
 
 @pytest.mark.slow
 def test_stitching_with_the_default_model_on_real_tissue(tmp_path, monuseg):
-    """The real network on MoNuSeg tissue, tiled on one lattice (cores of 3 × 192 pixels), gives
+    """The real network on MoNuSeg tissue, tiled on one lattice (cores of 3 × 224 pixels), gives
     the nuclei of one run over the whole image equalised with the slide's one mapping.
 
     (Each tile equalised over itself instead, as before the slide-wide mapping, changed nuclei
@@ -327,14 +332,14 @@ def test_stitching_with_the_default_model_on_real_tissue(tmp_path, monuseg):
     bundle = Bundle(loaded.path, loaded.card, None)
     mosaic = monuseg_mosaic(monuseg, rows=2, cols=2, crop=500, margin=64)
     path = write_aperio_tiff(tmp_path / "mosaic.svs", mosaic.rgb)
-    config = SlideRunConfig(core_size=576, halo=128, chunk_tiles=2)
+    config = SlideRunConfig(core_size=672, halo=128, chunk_tiles=2)
     summary = segment_slide(
         path, tmp_path / "run", bundle=bundle, model=loaded.model, config=config
     )
     assert summary["grid"]["lattice_aligned"] and summary["tiles"] == 4
     height, width = mosaic.rgb.shape[:2]
     padded = np.full(
-        (fit_model_tiles(height + 256, (256, 64)), fit_model_tiles(width + 256, (256, 64)), 3),
+        (fit_model_tiles(height + 256, (256, 32)), fit_model_tiles(width + 256, (256, 32)), 3),
         255,
         np.uint8,
     )

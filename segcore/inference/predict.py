@@ -276,6 +276,7 @@ def predict_probabilities(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     already_enhanced: bool = False,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """Predicts the nucleus probability of every pixel of an image of any size.
 
@@ -306,6 +307,9 @@ def predict_probabilities(
         already_enhanced: ``image`` is the output of
             :func:`~segcore.data.preprocessing.enhance_image` with this ``preprocess``, so
             it is only scaled to the model's input range (``preprocess`` is still checked).
+        where: optional ``(H, W)`` mask of the pixels worth predicting (a slide's tissue):
+            tiles holding none of them are not given to the model, and pixels that no
+            predicted tile covers get probability 0. ``None`` predicts every tile.
 
     Returns:
         float32 ``(H, W)`` probabilities in ``[0, 1]``.
@@ -332,6 +336,10 @@ def predict_probabilities(
     rows = tile_starts(padded.shape[0], tile_size, stride)
     cols = tile_starts(padded.shape[1], tile_size, stride)
     positions = [(y, x) for y in rows for x in cols]
+    if where is not None:
+        positions = _worth_predicting(positions, where, (height, width), tile_size)
+        if not positions:
+            return np.zeros((height, width), np.float32)
     total = len(positions)
     log.debug(
         "predicting %d×%d image: %d tile(s) of %d px, overlap %d, %d model call(s)",
@@ -343,7 +351,7 @@ def predict_probabilities(
         math.ceil(total / batch_size),
     )
 
-    if total == 1:  # fast path: one tile, nothing to blend
+    if total == 1 and where is None:  # fast path: one tile, nothing to blend
         probs = _run(predict, padded[None, :tile_size, :tile_size])[0, :height, :width]
         if progress is not None:
             progress(1, 1)
@@ -361,8 +369,30 @@ def predict_probabilities(
             weight[y : y + tile_size, x : x + tile_size] += window
         if progress is not None:
             progress(start + len(chunk), total)
-    probs = summed[:height, :width] / weight[:height, :width]
+    summed, weight = summed[:height, :width], weight[:height, :width]
+    probs = np.zeros((height, width), np.float32)
+    np.divide(summed, weight, out=probs, where=weight > 0)
     return np.clip(probs, 0.0, 1.0, out=probs)
+
+
+def _worth_predicting(
+    positions: list[tuple[int, int]], where: np.ndarray, shape: tuple[int, int], tile: int
+) -> list[tuple[int, int]]:
+    """The tile positions whose window holds a pixel of ``where`` (summed-area table)."""
+    mask = np.asarray(where)
+    if mask.shape != shape:
+        raise InvalidImageError(
+            f"where has shape {mask.shape}, the image is {shape[1]}×{shape[0]}: they must match"
+        )
+    table = np.zeros((shape[0] + 1, shape[1] + 1), np.int64)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask != 0, axis=0), axis=1)
+    kept = []
+    for y, x in positions:  # windows of the padded image, clipped to the image
+        y1, x1 = min(y + tile, shape[0]), min(x + tile, shape[1])
+        y0, x0 = min(y, y1), min(x, x1)
+        if table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0:
+            kept.append((y, x))
+    return kept
 
 
 def predict_mask(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -31,9 +31,9 @@ lattice, and with ``halo >= overlap`` every core pixel is predicted from the sam
 tiles, blended with the same weights, as in one run over the whole region (padded with
 ``halo`` pixels above and to the left, and to whole model tiles below and to the right): the
 cores' probabilities equal that run's, for a model and a preprocessing that look at the
-pixels of a model tile only (not at the whole image's histogram, as equalisation does). The
-default 1536/128 for a 256-pixel model with overlap 64 (step 192) gives boxes of
-1792 = 256 + 8 × 192 pixels.
+pixels of a model tile only (a whole slide's run equalises every tile with one mapping,
+:mod:`segcore.wholeslide.equalisation`, for that reason). The run's default 1792/128 for a
+256-pixel model with overlap 32 (step 224) gives boxes of 2048 = 256 + 8 × 224 pixels.
 
 Only tiles whose core touches tissue are listed; their ``index`` is the row-major position in
 the full grid, so it is stable whatever the tissue.
@@ -237,7 +237,7 @@ def plan_grid(
     tissue: _Tissue | None,
     *,
     model_pixel_size: float,
-    core_size: int = 1536,
+    core_size: int = 1792,
     halo: int = 128,
     region: tuple[int, int, int, int] | None = None,
     model_tiles: tuple[int, int] | None = None,
@@ -250,7 +250,7 @@ def plan_grid(
         tissue: the tissue mask (:class:`~segcore.slides.tissue.TissueMask`, anything with
             ``covers(x, y, w, h)`` in level-0 pixels), or None for every tile.
         model_pixel_size: µm per pixel the model works at.
-        core_size: side of a tile's core, work pixels, at least 64; defaults to 1536 (see
+        core_size: side of a tile's core, work pixels, at least 64; defaults to 1792 (see
             :class:`~segcore.wholeslide.config.SlideRunConfig` for why).
         halo: pixels of context around each core, ``0 <= halo``; defaults to 128.
         region: level-0 ``(x, y, w, h)`` to cover, clipped to the slide; None: the whole slide.

@@ -7,10 +7,10 @@ glass it holds: on a 2 × 2 MoNuSeg mosaic with glass margins, tiles equalised o
 354 nuclei where one run over the whole mosaic found 311. So a run fits **one** mapping on the
 slide's tissue and applies it to every tile (:func:`~segcore.data.preprocessing.enhance_with_lut`):
 
-* the histogram is taken at the work grid's resolution (what the model sees), from a window
-  of :data:`HISTOGRAM_WINDOW` pixels centred in the core of up to :data:`HISTOGRAM_TILES`
-  tissue tiles spread evenly over the grid (every tile of a small slide), counting only the
-  pixels inside the tissue mask (glass left out);
+* the histogram is taken at the work grid's resolution (what the model sees), from up to
+  :data:`HISTOGRAM_WINDOWS` windows of :data:`HISTOGRAM_WINDOW` pixels on a fixed lattice,
+  spread evenly over the tissue (all of them on a small slide), counting only the pixels
+  inside the tissue mask (glass left out);
 * :func:`~segcore.data.preprocessing.equalisation_lut` turns it into OpenCV's own mapping, so a
   tile whose histogram equals the slide's is preprocessed exactly as :func:`enhance_image`
   would preprocess it alone.
@@ -34,41 +34,42 @@ from segcore.data.preprocessing import (
     one_mapping,
 )
 from segcore.slides.grid import SlideGrid
-from segcore.wholeslide.tiles import read_tile_image
+from segcore.wholeslide.tiles import read_tile_image, tissue_in_box
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HISTOGRAM_TILES", "as_lut", "slide_lut", "tissue_histogram"]
+__all__ = ["HISTOGRAM_WINDOW", "HISTOGRAM_WINDOWS", "as_lut", "slide_lut", "tissue_histogram"]
 
-HISTOGRAM_TILES = 64
-"""Most tissue tiles that make the slide's lightness histogram (spread evenly over the grid)."""
+HISTOGRAM_WINDOW = 256
+"""Side of the windows whose tissue pixels make the histogram (work pixels): the cells of a
+lattice anchored at the work grid's origin, so the windows depend on neither the tiles nor
+their size, and never overlap."""
 
-HISTOGRAM_WINDOW = 512
-"""Side of the window, centred in each sampled tile's core, whose pixels count (work pixels):
-64 windows of 512² read 17 megapixels, about a sixth of a 10,000² slide's tissue."""
-
-
-def _sampled(tiles: tuple, count: int) -> list:
-    if len(tiles) <= count:
-        return list(tiles)
-    picks = np.unique(np.linspace(0, len(tiles) - 1, count).round().astype(int))
-    return [tiles[i] for i in picks]
+HISTOGRAM_WINDOWS = 256
+"""Most windows read (spread evenly over the tissue, in row-major order): 17 megapixels at
+most, each window at a 40× slide's level 0 one JPEG tile or a few; a slide with fewer
+tissue windows has all of them read, so its histogram is exactly its tissue's."""
 
 
-def _window(core: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """The centred :data:`HISTOGRAM_WINDOW` window of a core (the core if smaller)."""
-    x, y, w, h = core
-    side_w, side_h = min(w, HISTOGRAM_WINDOW), min(h, HISTOGRAM_WINDOW)
-    return x + (w - side_w) // 2, y + (h - side_h) // 2, side_w, side_h
-
-
-def _core_mask(tissue: Any, grid: SlideGrid, core: tuple[int, int, int, int]) -> np.ndarray:
-    """The tissue mask over a core (work grid), nearest-neighbour from the mask's cells."""
-    x, y, w, h = core
-    step = 1.0 / (grid.scale * tissue.downsample)  # mask cells per work pixel
-    cols = np.clip(((np.arange(w) + x + 0.5) * step).astype(int), 0, tissue.mask.shape[1] - 1)
-    rows = np.clip(((np.arange(h) + y + 0.5) * step).astype(int), 0, tissue.mask.shape[0] - 1)
-    return tissue.mask[np.ix_(rows, cols)]
+def _tissue_windows(grid: SlideGrid, tissue: Any | None) -> list[tuple[int, int, int, int]]:
+    """The lattice windows (clipped to the work region) that hold tissue, evenly thinned to at
+    most :data:`HISTOGRAM_WINDOWS`."""
+    side = HISTOGRAM_WINDOW
+    x0, y0, w, h = grid.work_region
+    cols = range(x0 // side, (x0 + w - 1) // side + 1)
+    rows = range(y0 // side, (y0 + h - 1) // side + 1)
+    windows = []
+    for row in rows:
+        for col in cols:
+            left, top = max(col * side, x0), max(row * side, y0)
+            right, bottom = min((col + 1) * side, x0 + w), min((row + 1) * side, y0 + h)
+            window = (left, top, right - left, bottom - top)
+            if tissue is None or tissue_in_box(tissue, grid, window).any():
+                windows.append(window)
+    if len(windows) > HISTOGRAM_WINDOWS:
+        picks = np.unique(np.linspace(0, len(windows) - 1, HISTOGRAM_WINDOWS).round())
+        windows = [windows[int(i)] for i in picks]
+    return windows
 
 
 def tissue_histogram(slide: Any, grid: SlideGrid, tissue: Any | None) -> tuple[np.ndarray, int]:
@@ -76,22 +77,19 @@ def tissue_histogram(slide: Any, grid: SlideGrid, tissue: Any | None) -> tuple[n
 
     Args:
         slide: the open slide.
-        grid: the run's grid (its tissue tiles and resampling).
+        grid: the run's grid (its region and resampling).
         tissue: the :class:`~segcore.slides.tissue.TissueMask`, or None (every pixel counts).
 
     Returns:
-        ``(histogram, tiles read)``: int64 ``(256,)`` counts (all zero without tiles).
+        ``(histogram, windows read)``: int64 ``(256,)`` counts.
     """
     total = np.zeros(256, np.int64)
-    sampled = _sampled(grid.tiles, HISTOGRAM_TILES)
-    for tile in sampled:
-        window = _window(tile.core)
+    windows = _tissue_windows(grid, tissue)
+    for window in windows:
         image = read_tile_image(slide, grid, window)
-        mask = None if tissue is None else _core_mask(tissue, grid, window)
-        if mask is not None and not mask.any():
-            mask = None  # a tile planned on tissue that the mask misses at this scale
+        mask = None if tissue is None else tissue_in_box(tissue, grid, window)
         total += lightness_histogram(image, mask)
-    return total, len(sampled)
+    return total, len(windows)
 
 
 def slide_lut(
@@ -100,7 +98,7 @@ def slide_lut(
     """The slide's one lightness mapping, or None when tiles are equalised one by one.
 
     Returns:
-        ``{"lut": [256 ints], "tiles": tiles read, "pixels": pixels counted}`` (JSON values,
+        ``{"lut": [256 ints], "windows": windows read, "pixels": pixels counted}`` (JSON values,
         recorded in ``run.json``), or None: the model equalises nothing, or adapts within an
         image (CLAHE with several tiles), or the grid has no tiles.
     """
@@ -114,9 +112,9 @@ def slide_lut(
             preprocess.clahe_tile_grid,
         )
         return None
-    histogram, tiles = tissue_histogram(slide, grid, tissue)
+    histogram, windows = tissue_histogram(slide, grid, tissue)
     lut = equalisation_lut(histogram, preprocess)
-    return {"lut": [int(v) for v in lut], "tiles": tiles, "pixels": int(histogram.sum())}
+    return {"lut": [int(v) for v in lut], "windows": windows, "pixels": int(histogram.sum())}
 
 
 def as_lut(equalisation: dict[str, Any] | None) -> np.ndarray | None:

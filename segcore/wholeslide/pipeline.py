@@ -33,11 +33,16 @@ import numpy as np
 from segcore.data.preprocessing import PreprocessConfig, enhance_with_lut
 from segcore.errors import SlideError
 from segcore.inference.instances import InstanceConfig
-from segcore.inference.predict import DEFAULT_OVERLAP, predict_probabilities
+from segcore.inference.predict import predict_probabilities
 from segcore.slides.grid import GridTile, SlideGrid
 from segcore.wholeslide import outputs
 from segcore.wholeslide.equalisation import as_lut
-from segcore.wholeslide.tiles import read_tile_image, tile_nuclei
+from segcore.wholeslide.tiles import (
+    TISSUE_MARGIN_CELLS,
+    read_tile_image,
+    tile_nuclei,
+    tissue_in_box,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +169,7 @@ class RunSettings:
         input_size: side of the model's own tiles.
         preprocess: the model's :class:`~segcore.data.preprocessing.PreprocessConfig`.
         runtime: the name of what runs the model.
+        overlap: pixels shared by the model's neighbouring tiles in a box.
         equalisation: the slide's one lightness mapping
             (:func:`~segcore.wholeslide.equalisation.slide_lut`), or None: each tile is
             preprocessed over itself.
@@ -175,6 +181,7 @@ class RunSettings:
     input_size: int
     preprocess: PreprocessConfig
     runtime: str
+    overlap: int = 32
     equalisation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +193,7 @@ class RunSettings:
             "input_size": self.input_size,
             "preprocess": self.preprocess.to_dict(),
             "equalisation": self.equalisation,
+            "tissue_margin_cells": TISSUE_MARGIN_CELLS,
         }
 
 
@@ -204,6 +212,9 @@ class Pipeline:
         settings: the resolved :class:`RunSettings`.
         read_ahead: tiles read ahead of the model.
         progress: the run's :class:`Progress`, told of each finished tile.
+        tissue: the slide's :class:`~segcore.slides.tissue.TissueMask`: the model skips the
+            parts of a box farther than :data:`~segcore.wholeslide.tiles.TISSUE_MARGIN_CELLS`
+            mask cells from tissue (their probability is 0); None predicts whole boxes.
 
     Attributes:
         timings: seconds spent per stage (``read_s``, ``wait_read_s``, ``model_s``,
@@ -211,23 +222,27 @@ class Pipeline:
         computed: tiles computed so far by this pipeline.
     """
 
-    def __init__(self, slide, grid, out_dir, model, settings, read_ahead, progress):
-        self.slide, self.grid, self.out_dir = slide, grid, out_dir
+    def __init__(self, slide, grid, out_dir, model, settings, read_ahead, progress, tissue=None):
+        self.slide, self.grid, self.out_dir, self.tissue = slide, grid, out_dir, tissue
         self.model, self.settings = model, settings
         self.read_ahead, self.report = read_ahead, progress
         self.timings = collections.Counter()
         self.computed = 0  # tiles computed by this call
 
-    def _model(self, image):
+    def _model(self, tile: GridTile, image):
         started = time.perf_counter()
         preprocess, lut = self.settings.preprocess, as_lut(self.settings.equalisation)
+        where = None
+        if self.tissue is not None:
+            where = tissue_in_box(self.tissue, self.grid, tile.box, TISSUE_MARGIN_CELLS)
         probabilities = predict_probabilities(
             self.model,
             image if lut is None else enhance_with_lut(image, lut, preprocess),
             preprocess,
             tile_size=self.settings.input_size,
-            overlap=DEFAULT_OVERLAP,
+            overlap=self.settings.overlap,
             already_enhanced=lut is not None,
+            where=where,
         )
         self.timings["model_s"] += time.perf_counter() - started
         return probabilities
@@ -290,7 +305,7 @@ class Pipeline:
                         self._settle(pending, 0)
                         return False
                     image = reader.next(tile)
-                    probabilities = self._model(image)
+                    probabilities = self._model(tile, image)
                     results.append(submit("tile", self._nuclei, tile, image, probabilities))
                     del image, probabilities
                 submit("chunk", self._write, chunk, results, started)

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from segcore.bundles.card import software_versions
-from segcore.inference.predict import DEFAULT_OVERLAP
 from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
 from segcore.slides.grid import GridTile, SlideGrid, lattice_aligned, plan_grid
 from segcore.slides.reader import open_slide
@@ -60,6 +59,7 @@ def _settings(bundle: Any, model: Any, config: SlideRunConfig) -> RunSettings:
         input_size=int(bundle.input_size),
         preprocess=bundle.preprocess,
         runtime=str(getattr(model, "name", None) or type(model).__name__),
+        overlap=config.overlap,
     )
 
 
@@ -145,7 +145,9 @@ def segment_slide(
         todo = [item for item in chunks if item[0] not in done]
         report = Progress(progress, len(grid.tiles), _tiles_in(chunks, done), sum(done.values()))
         report.send("segmenting")
-        pipeline = Pipeline(slide, grid, out_dir, model, settings, config.read_ahead, report)
+        pipeline = Pipeline(
+            slide, grid, out_dir, model, settings, config.read_ahead, report, tissue
+        )
         log.info(
             "%s: %d tissue tiles in %d chunks, %d to compute (%s)",
             slide_path.name,
@@ -183,7 +185,7 @@ def _plan(slide, slide_path: Path, bundle, settings: RunSettings, config: SlideR
         core_size=config.core_size,
         halo=config.halo,
         region=config.region,
-        model_tiles=(settings.input_size, DEFAULT_OVERLAP),
+        model_tiles=(settings.input_size, settings.overlap),
     )
     _note_alignment(grid)
     settings = replace(settings, equalisation=slide_lut(slide, grid, tissue, settings.preprocess))

@@ -175,6 +175,40 @@ def read_tile_image(slide: Any, grid: SlideGrid, box: tuple[int, int, int, int])
     )
 
 
+TISSUE_MARGIN_CELLS = 2
+"""Tissue-mask cells of margin around the tissue inside which a box is predicted (the model
+skips its 256² tiles beyond: glass); at the mask's default 2048-pixel side, a 40,000² slide's
+cells are about 5 µm."""
+
+
+def tissue_in_box(
+    tissue: Any, grid: SlideGrid, box: tuple[int, int, int, int], grow: int = 0
+) -> np.ndarray:
+    """The tissue mask over a work-grid box, ``bool (h, w)``: each pixel takes the mask cell it
+    falls in, after the mask is grown by ``grow`` cells (a margin for tissue the low-resolution
+    mask missed at its edges).
+
+    Args:
+        tissue: the :class:`~segcore.slides.tissue.TissueMask`.
+        grid: the grid (its scale).
+        box: ``(x, y, w, h)`` on the work grid.
+        grow: cells to grow the mask by (a square structuring element).
+    """
+    x, y, w, h = box
+    step = 1.0 / (grid.scale * tissue.downsample)  # mask cells per work pixel
+    cols = np.floor((np.arange(w) + x + 0.5) * step).astype(np.int64)
+    rows = np.floor((np.arange(h) + y + 0.5) * step).astype(np.int64)
+    r0, r1 = int(rows.min()) - grow, int(rows.max()) + grow + 1  # may leave the mask
+    c0, c1 = int(cols.min()) - grow, int(cols.max()) + grow + 1
+    cells = np.zeros((r1 - r0, c1 - c0), np.uint8)  # cells beyond the mask: glass
+    part = np.asarray(tissue.mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)], np.uint8)
+    cells[max(r0, 0) - r0 :][: part.shape[0], max(c0, 0) - c0 :][:, : part.shape[1]] = part
+    if grow:
+        kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+        cells = cv2.dilate(cells, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return cells[np.ix_(rows - r0, cols - c0)] > 0
+
+
 # --------------------------------------------------------------------------------------------
 # Nuclei
 # --------------------------------------------------------------------------------------------
