@@ -39,12 +39,21 @@ def source() -> np.ndarray:
 def written(tmp_path_factory, source) -> dict[str, Path]:
     """The same image as each format the reader meets."""
     folder = tmp_path_factory.mktemp("slides")
-    return {
+    written = {
         "aperio": ds.write_aperio_tiff(folder / "s.svs", source, levels=LEVELS, tile=256),
         "ome": ds.write_ome_tiff(folder / "s.ome.tif", source, mpp=0.5, levels=LEVELS, tile=128),
         "plain": ds.write_plain_tiff(folder / "plain.tif", source, tile=256),
         "strips": ds.write_plain_tiff(folder / "strips.tif", source, tile=None),
     }
+    with pytest.MonkeyPatch.context() as patch:  # as the writers store slides over 4 GB
+        patch.setattr(ds, "_bigtiff", lambda _source: True)
+        written["aperio-bigtiff"] = ds.write_aperio_tiff(
+            folder / "big.svs", source, levels=LEVELS, tile=256
+        )
+        written["ome-bigtiff"] = ds.write_ome_tiff(
+            folder / "big.ome.tif", source, mpp=0.5, levels=LEVELS, tile=128
+        )
+    return written
 
 
 EXPECTED = {  # format, backend, levels, pixel size, its source, objective
@@ -52,6 +61,9 @@ EXPECTED = {  # format, backend, levels, pixel size, its source, objective
     "ome": ("ome-tiff", "tifffile", 3, 0.5, "OME PhysicalSizeX", None),
     "plain": ("generic-tiff", "openslide", 1, None, "none", None),
     "strips": ("tiff", "tifffile", 1, None, "none", None),
+    # BigTIFF (64-bit offsets, 20-byte directory entries): what a 40,000² slide is written as
+    "aperio-bigtiff": ("aperio", "openslide", 3, 0.25, "openslide.mpp-x", 40.0),
+    "ome-bigtiff": ("ome-tiff", "tifffile", 3, 0.5, "OME PhysicalSizeX", None),
 }
 
 
@@ -271,7 +283,7 @@ def _cut_points(path: Path) -> list[int]:
     return sorted(cuts - {size})
 
 
-@pytest.mark.parametrize("kind", ["aperio", "ome"])
+@pytest.mark.parametrize("kind", ["aperio", "ome", "aperio-bigtiff", "ome-bigtiff"])
 def test_truncated_slides_fail_cleanly_wherever_cut(tmp_path, written, kind):
     data = written[kind].read_bytes()
     for cut in _cut_points(written[kind]):

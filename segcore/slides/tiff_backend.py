@@ -96,13 +96,15 @@ class _Directories:
         self.first = self._unpack(self.offset_fmt, head[8:16] if big else head[4:8])
 
     def _unpack(self, fmt: str, data: bytes) -> int:
-        return struct.unpack(self.order + fmt, data[: struct.calcsize(fmt)])[0]
+        return struct.unpack(self.order + fmt, data[: struct.calcsize(self.order + fmt)])[0]
 
     def check(self, offset: int) -> tuple[str | None, int, list[int]]:
         """``(problem or None, the next directory's offset, its SubIFD offsets)`` for the IFD at
         ``offset``."""
-        count_size = struct.calcsize(self.count_fmt)
-        entry_size, offset_size = struct.calcsize(self.entry_fmt), struct.calcsize(self.offset_fmt)
+        # standard sizes ("<" or ">"): natively aligned, BigTIFF's HHQQ entry would be 24 bytes
+        count_size = struct.calcsize(self.order + self.count_fmt)
+        entry_size = struct.calcsize(self.order + self.entry_fmt)
+        offset_size = struct.calcsize(self.order + self.offset_fmt)
         if offset + count_size > self.size:
             return f"an image directory at byte {offset:,}", 0, []
         self.handle.seek(offset)
@@ -124,7 +126,7 @@ class _Directories:
                 else:
                     data = raw[-offset_size:]
                 fmt = f"{self.order}{n}{'I' if kind in (4, 13) else 'Q'}"
-                subifds.extend(struct.unpack(fmt, data[: struct.calcsize(fmt)]))
+                subifds.extend(struct.unpack(fmt, data[: struct.calcsize(fmt)]))  # fmt has order
         return None, self._unpack(self.offset_fmt, entries[count * entry_size :]), subifds
 
 
