@@ -139,14 +139,19 @@ def switch_model(ref: str):
     Returns:
         The new model's card.
 
+    The bundle is verified and loaded first (:func:`load_bundle_cached`: card, SHA-256 of
+    ``model.keras``, Keras), then recorded (:func:`segcore.analysis.catalog.set_active_ref`);
+    when either fails, the active model stays as it was.
+
     Raises:
         ViewerModeError: viewer mode is on (:func:`appkit.access.require_editor`).
-        BundleError: ``ref`` does not resolve to a valid bundle (nothing changes).
+        BundleError: ``ref`` is not a valid bundle (it does not resolve, its card is invalid,
+            ``model.keras`` fails its hash or does not load), or the runs folder is read-only;
+            nothing changes.
     """
     access.require_editor("Switching the active model")
-    card = catalog.set_active_ref(ref)
-    load_bundle_cached.clear()
-    return card
+    load_bundle_cached(ref)  # raises before anything is recorded
+    return catalog.set_active_ref(ref, load=False)  # the hash is checked again, cheaply
 
 
 @st.cache_resource
@@ -383,13 +388,16 @@ def analysis_for(
     return analysis
 
 
-def upload_pixel_size(image_bytes: bytes) -> float | None:
-    """µm per pixel recorded in an uploaded file's metadata (TIFF, OME), or None."""
+def upload_pixel_size(image_bytes: bytes):
+    """What an uploaded file's metadata (TIFF, OME) records about its pixel size: a
+    :class:`~segcore.inference.resolution.RecordedPixelSize` (``value`` None when it records
+    none, or one out of range — ``note`` then says so). Never raises: a file that cannot be read
+    (damaged, a decompression bomb) records nothing, and reading the upload refuses it."""
     import io
 
-    from segcore.inference.resolution import image_pixel_size
+    from segcore.inference.resolution import read_pixel_size
 
-    return image_pixel_size(io.BytesIO(image_bytes))
+    return read_pixel_size(io.BytesIO(image_bytes))
 
 
 def source_pixel_size(splits: DatasetSplits) -> float | None:

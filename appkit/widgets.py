@@ -121,7 +121,7 @@ def active_model_caption() -> None:
     try:  # an hf:// ref is named as it is: resolving it could mean a download
         card = None if ref.startswith(HF_SCHEME) else read_card(resolve_bundle_ref(ref))
     except SegcoreError as exc:
-        st.sidebar.warning(f"Active model {ref!r}: {exc}")
+        st.sidebar.warning(access.browser_message(f"Active model {ref!r}: {exc}"))
         return
     name = card.name if card else ref
     threshold = f", threshold {card.threshold:.2f}" if card else ""
@@ -226,9 +226,22 @@ MAGNIFICATIONS = {"40× (0.25 µm/px)": 0.25, "20× (0.5 µm/px)": 0.5}
 CUSTOM_PIXEL_SIZE = "Custom µm/px"
 
 
-def magnification(key: str, detected: float | None) -> float:
+def magnification(key: str, detected: float | None, *, note: str = "") -> float:
     """The image's pixel size, in µm: 40×, 20× or a custom value, with ``detected`` (from the
-    file or the dataset) pre-selected; keyed per image so each starts from its own."""
+    file or the dataset) pre-selected; keyed per image so each starts from its own. ``note``
+    (why a value the file records is not used) is shown under the choice. The custom box takes
+    the one range of pixel sizes (:data:`segcore.data.images.PIXEL_SIZE_RANGE`); a ``detected``
+    value outside it is not used (and said so)."""
+    from segcore.data.images import (
+        MAX_PIXEL_SIZE,
+        MIN_PIXEL_SIZE,
+        PIXEL_SIZE_RANGE,
+        in_pixel_size_range,
+    )
+
+    if detected is not None and not in_pixel_size_range(detected):
+        note = note or f"The recorded {detected:.4g} µm/px is outside {PIXEL_SIZE_RANGE}: not used."
+        detected = None
     options = [*MAGNIFICATIONS, CUSTOM_PIXEL_SIZE]
     index = 0
     if detected is not None:
@@ -245,17 +258,20 @@ def magnification(key: str, detected: float | None) -> float:
         "result back, so a 20× scan is seen as the model learned nuclei at 40×."
         + (f" Detected: {detected:g} µm/px." if detected is not None else " None detected."),
     )
+    if note:
+        left.caption(note)
     if choice != CUSTOM_PIXEL_SIZE:
         return MAGNIFICATIONS[choice]
     return float(
         right.number_input(
             "µm per pixel",
-            min_value=0.01,
-            max_value=10.0,
+            min_value=MIN_PIXEL_SIZE,
+            max_value=MAX_PIXEL_SIZE,
             value=float(detected if detected is not None else 0.25),
             step=0.01,
             format="%.3f",
             key=f"pixel_size_{key}",
+            help=f"In {PIXEL_SIZE_RANGE} (40× ≈ 0.25, 20× ≈ 0.5).",
         )
     )
 

@@ -20,9 +20,12 @@ active = state.active_ref()
 problems: list = []
 entries = catalog.available_bundles(problems=problems)
 for folder, message in problems:
-    st.warning(f"{catalog.display_path(folder)}: not usable — {message}")
+    st.warning(f"{catalog.display_path(folder)}: not usable — {access.browser_message(message)}")
 
-st.markdown(f"**Active:** `{active}` — used by Predict and Evaluate in every session.")
+st.markdown(
+    f"**Active:** `{access.browser_message(active)}` — used by Predict and Evaluate in every "
+    "session."
+)
 viewer = access.viewer_mode()
 if viewer:
     st.info(access.VIEWER_NOTE, icon=":material/visibility:")

@@ -90,7 +90,8 @@ else:
     image_bytes = image_file.getvalue()
     mask_bytes = mask_file.getvalue() if mask_file is not None else None
     key = ("upload", digest(image_bytes), digest(mask_bytes) if mask_bytes else "")
-    pixel_size = widgets.magnification(key[1], state.upload_pixel_size(image_bytes))
+    recorded = state.upload_pixel_size(image_bytes)
+    pixel_size = widgets.magnification(key[1], recorded.value, note=recorded.note)
     try:
         analysis = state.analysis_for(
             bundle,

@@ -103,7 +103,8 @@ def live() -> None:
         fraction, text = progress_of(status)
         st.progress(fraction, text=text)
     elif state_name == "failed":
-        st.error(f"Failed: {status.get('reason')}\n\n{status.get('hint') or ''}")
+        reason = access.browser_message(f"{status.get('reason')}\n\n{status.get('hint') or ''}")
+        st.error(f"Failed: {reason}")
     elif state_name == "stopped":
         st.warning(f"Stopped after epoch {status.get('epoch')}: {status.get('reason') or ''}")
     elif state_name == "completed":

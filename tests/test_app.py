@@ -260,6 +260,46 @@ def test_bad_upload_shows_error_and_page_keeps_working(reference):
     assert "Nuclei (predicted)" in readouts(at)
 
 
+def test_a_decompression_bomb_upload_gets_one_message():
+    """A 30,000 × 30,000 PNG header on a file of a few hundred bytes: Pillow refuses to open it,
+    before the app's own 64-megapixel check; the page answers in one message."""
+    from tests.test_fuzz_images import _png_with_size
+
+    bomb = _png_with_size(png(np.zeros((4, 4, 3), np.uint8)), 30_000, 30_000)
+    assert len(bomb) < 1_000_000
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("bomb.png", bomb, "image/png").run()
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert "bomb.png" in error and "megapixels" in error
+
+
+def test_a_file_pixel_size_outside_the_range_is_reported_and_not_used():
+    """A TIFF whose metadata says 0.005 µm/px: the page says so, pre-selects nothing from it,
+    and the custom µm/px box takes the one range."""
+    import io
+
+    from PIL import Image
+
+    image = generate_tile([3, 3], 64)[0]
+    buffer = io.BytesIO()
+    ome = '<OME><Image><Pixels PhysicalSizeX="0.005"/></Image></OME>'
+    Image.fromarray(image).save(buffer, format="TIFF", description=ome)
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("fine.tif", buffer.getvalue(), "image/tiff")
+    at.run()
+    assert_clean(at)
+    assert any("0.005 µm/px, outside [0.01, 10] µm/px: not used" in c.value for c in at.caption)
+    [radio] = [r for r in at.radio if r.label == "Magnification"]
+    assert radio.value.startswith("40×")
+    radio.set_value("Custom µm/px").run()
+    assert_clean(at)
+    [box] = [n for n in at.number_input if n.label == "µm per pixel"]
+    assert (box.min, box.max, box.value) == (0.01, 10.0, 0.25)
+
+
 def test_evaluate_a_dataset_folder_and_open_the_worst_in_predict(tmp_path, data_root):
     folder = make_pairs_dataset(tmp_path / "pairs", n=12, size=64)
     at = page("pages/evaluate.py")
@@ -315,7 +355,13 @@ def test_a_folder_outside_the_data_roots_is_refused_with_one_message(tmp_path):
     outside = make_pairs_dataset(tmp_path / "pairs", n=6, size=64)  # tmp_path is no root here
     refusal = f"Cannot use this folder: {roots.refusal_message(roots.data_roots())}"
     at = page("pages/evaluate.py")
+    long_names = ["a" * 300, "data/" + "a" * 5000, "x\x00y"]  # ENAMETOOLONG, NUL
     for text in [str(outside), str(tmp_path / "missing"), "/etc", "../../", "~", "samples/../.."]:
+        choose_folder(at, text)
+        assert not at.exception
+        assert [e.value for e in at.error] == [refusal], text
+    at = page("pages/predict.py")
+    for text in long_names:
         choose_folder(at, text)
         assert not at.exception
         assert [e.value for e in at.error] == [refusal], text
@@ -366,7 +412,7 @@ def test_train_page_refuses_a_dataset_outside_the_roots_before_starting(tmp_path
     outside = make_pairs_dataset(tmp_path / "pairs", n=8, size=64)
     refusal = f"Invalid training settings: {roots.refusal_message(roots.data_roots())}"
     at = page("pages/train.py")
-    for text in [str(outside), "/etc", "../../"]:
+    for text in [str(outside), "/etc", "../../", "a" * 300, "data/" + "a" * 5000, "x\x00y"]:
         at.text_input[0].set_value(text)
         at.button[0].click().run()  # the form's submit button
         assert not at.exception
@@ -434,6 +480,71 @@ def test_models_page_switches_the_active_model(tmp_path, isolated_runs):
     use[0].click().run()
     assert_clean(at)
     assert catalog.same_bundle(catalog.active_ref(), str(copy))
+
+
+def browser_text(at: AppTest) -> str:
+    """Everything a browser is shown: :func:`page_text`, errors, the sidebar, expander labels."""
+    shown = [*at.error, *at.exception, *at.success, *at.sidebar.caption, *at.sidebar.warning]
+    labels = [e.label for e in at.expander]
+    return "\n".join([page_text(at), *(str(e.value) for e in shown), *labels])
+
+
+def assert_no_server_paths(at: AppTest, *folders) -> None:
+    """No message names the repository's absolute path, nor any of ``folders``'."""
+    text = browser_text(at)
+    for folder in (REPO, *folders):
+        assert str(folder) not in text, (str(folder), text)
+
+
+def use_button(at: AppTest, name: str):
+    [button] = [b for b in at.button if b.label == "Use this model" and name in b.key]
+    return button
+
+
+def test_switching_verifies_the_bundle_and_refuses_a_read_only_runs_folder(
+    tmp_path, isolated_runs, monkeypatch
+):
+    """A tampered bundle (model.keras fails its SHA-256) and a read-only runs folder both get
+    one message naming files relatively; the active model stays as it was. A bad card's warning
+    names no server path either."""
+    import errno
+    import shutil
+
+    for run_id in ("run-tampered", "run-good", "run-bad-card"):
+        (isolated_runs / run_id).mkdir(parents=True)
+        (isolated_runs / run_id / "status.json").write_text('{"state": "completed"}')
+    tampered = isolated_runs / "run-tampered" / "bundle"
+    shutil.copytree(REPO / "weights" / "default", tampered)
+    with (tampered / "model.keras").open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"tampered")
+    shutil.copytree(REPO / "weights" / "default", isolated_runs / "run-good" / "bundle")
+    (isolated_runs / "run-bad-card" / "bundle").mkdir()
+    (isolated_runs / "run-bad-card" / "bundle" / "card.json").write_text("{not json")
+    active_file = isolated_runs / catalog.ACTIVE_FILE
+    at = page("pages/models.py")
+    assert not at.exception
+    assert any("run-bad-card/bundle: not usable" in w.value for w in at.warning)
+    assert_no_server_paths(at, tmp_path)
+
+    use_button(at, "run-tampered").click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert "runs/run-tampered/bundle/model.keras: sha256 mismatch" in error
+    assert catalog.active_ref() == catalog.DEFAULT_REF and not active_file.exists()
+    assert_no_server_paths(at, tmp_path)
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(catalog, "write_text_atomic", read_only)
+    use_button(at, "run-good").click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert "runs/active-model.json" in error and "Read-only file system" in error
+    assert "the active model stays default" in error
+    assert catalog.active_ref() == catalog.DEFAULT_REF and not active_file.exists()
+    assert_no_server_paths(at, tmp_path)
 
 
 def wait_until(predicate, timeout: float, what: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 
 import pytest
@@ -12,10 +14,12 @@ from segcore.errors import BundleError
 
 
 def fake_bundle(folder, name="tiny", threshold=0.4):
-    """A bundle folder as the catalogue sees it (card + a model file; hashes are not read)."""
+    """A bundle folder as the catalogue sees it: a card and a model file whose SHA-256 matches
+    it (Keras cannot load it: tests switch to it with ``load=False``)."""
     folder.mkdir(parents=True)
-    (folder / "model.keras").write_bytes(b"not read by the catalogue")
-    card = ModelCard(name=name, threshold=threshold, model_sha256="0" * 64)
+    data = f"not a Keras model: {name}".encode()
+    (folder / "model.keras").write_bytes(data)
+    card = ModelCard(name=name, threshold=threshold, model_sha256=hashlib.sha256(data).hexdigest())
     (folder / "card.json").write_text(card.to_json())
     return folder
 
@@ -56,22 +60,50 @@ def test_invalid_bundle_is_reported_not_listed(dirs):
 
 def test_active_defaults_then_persists(dirs):
     assert catalog.active_ref(**dirs) == catalog.DEFAULT_REF
-    card = catalog.set_active_ref("other", **dirs)
+    card = catalog.set_active_ref("other", **dirs, load=False)
     assert card.name == "other"
     assert catalog.active_ref(**dirs) == "other"
     assert json.loads((dirs["runs_dir"] / catalog.ACTIVE_FILE).read_text()) == {"ref": "other"}
 
 
 def test_bad_ref_is_refused_and_nothing_changes(dirs):
-    catalog.set_active_ref("other", **dirs)
+    catalog.set_active_ref("other", **dirs, load=False)
     with pytest.raises(BundleError, match="nope"):
-        catalog.set_active_ref("nope", **dirs)
+        catalog.set_active_ref("nope", **dirs, load=False)
+    assert catalog.active_ref(**dirs) == "other"
+
+
+def test_a_tampered_bundle_is_refused_and_nothing_changes(dirs):
+    """Switching checks model.keras's SHA-256 (not only card.json) before recording anything."""
+    catalog.set_active_ref("other", **dirs, load=False)
+    recorded = (dirs["runs_dir"] / catalog.ACTIVE_FILE).read_bytes()
+    tampered = dirs["runs_dir"] / "run-a" / "bundle" / "model.keras"
+    tampered.write_bytes(tampered.read_bytes().replace(b"trained", b"Trained"))
+    for load in (False, True):  # the hash fails before Keras is imported
+        with pytest.raises(BundleError, match="sha256 mismatch"):
+            catalog.set_active_ref(str(tampered.parent), **dirs, load=load)
+    assert (dirs["runs_dir"] / catalog.ACTIVE_FILE).read_bytes() == recorded
+    assert catalog.active_ref(**dirs) == "other"
+
+
+def test_a_read_only_runs_folder_is_one_clear_error_and_nothing_changes(dirs, monkeypatch):
+    catalog.set_active_ref("other", **dirs, load=False)
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(catalog, "write_text_atomic", read_only)
+    with pytest.raises(BundleError) as info:
+        catalog.set_active_ref("default", **dirs, load=False)
+    message = str(info.value)
+    assert catalog.ACTIVE_FILE in message and "Read-only file system" in message
+    assert "the active model stays other" in message
     assert catalog.active_ref(**dirs) == "other"
 
 
 def test_vanished_or_corrupt_active_falls_back_to_default(dirs):
     run_bundle = str(dirs["runs_dir"] / "run-a" / "bundle")
-    catalog.set_active_ref(run_bundle, **dirs)
+    catalog.set_active_ref(run_bundle, **dirs, load=False)
     assert catalog.active_ref(**dirs) == run_bundle
     (dirs["runs_dir"] / "run-a" / "bundle" / "card.json").unlink()
     (dirs["runs_dir"] / "run-a" / "bundle" / "model.keras").unlink()

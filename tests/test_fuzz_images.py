@@ -3,7 +3,9 @@
 More than 500 files: intact PNG, JPEG, TIFF and BMP variants (8- and 16-bit, grey, alpha,
 palette, 1-bit, float, CMYK, progressive, compressed, multi-page, 1×1), each also truncated,
 byte-mutated, header-mutated and under the wrong extension; headers declaring huge (or zero)
-dimensions; empty files and garbage. Every reader must either return a sane array or raise
+dimensions (decompression bombs up to 10⁶ × 10⁶ in every format); empty files and garbage.
+The pixel-size reader (which the Predict page runs on an upload before decoding it) must
+return a pixel size in range or None. Every other reader must either return a sane array or raise
 :class:`~segcore.errors.InvalidImageError` naming the file: never another exception, never a
 hang (each call is timed, and a watchdog ends the process if one never returns).
 """
@@ -31,6 +33,7 @@ from segcore.data.images import (
     read_mask_array,
 )
 from segcore.errors import InvalidImageError
+from segcore.inference.resolution import MAX_PIXEL_SIZE, MIN_PIXEL_SIZE, image_pixel_size
 
 SEED = 20261201
 SLOW_CALL_S = 5.0  # one read of these small files takes milliseconds
@@ -139,6 +142,9 @@ HUGE_SIZES = [
     (MAX_SIDE + 1, 3),
     (4, 70_000),
     (100_000, 100_000),
+    (30_000, 30_000),  # a decompression bomb: Pillow refuses to open it at all
+    (1_000_000, 1_000_000),
+    (1_000_000, 1),
     (2**31 - 1, 1),
     (9000, 9000),  # 81 megapixels: over the pixel limit, under Pillow's bomb limit
     (4000, 4000),  # within the limits, but the data is for a tiny image
@@ -210,6 +216,9 @@ def fuzz_cases(seed: int = SEED) -> list[tuple[str, bytes]]:
 
 def check_result(name: str, reader: str, array) -> None:
     """A reader's result must be an image or mask of a sane size, type and value range."""
+    if reader.endswith("pixel size") or reader == "image_pixel_size":
+        assert array is None or MIN_PIXEL_SIZE <= array <= MAX_PIXEL_SIZE, (name, reader, array)
+        return
     assert isinstance(array, np.ndarray), (name, reader, type(array))
     height, width = array.shape[:2]
     assert 0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE, (name, reader, array.shape)
@@ -231,8 +240,11 @@ def check_result(name: str, reader: str, array) -> None:
 
 
 def read_all(path) -> Iterator[tuple[str, object]]:
-    """Every reader on one file: ``(reader, result)``; exceptions propagate."""
+    """Every reader on one file: ``(reader, result)``; exceptions propagate. The pixel size is
+    read first, as the Predict page does with an upload before decoding it."""
     data = path.read_bytes()
+    yield "image_pixel_size", image_pixel_size(path)
+    yield "upload pixel size", image_pixel_size(io.BytesIO(data))
     yield "read_image", read_image(path)
     yield "read_mask", read_mask(path)
     yield "read_mask_array", read_mask_array(path)

@@ -14,9 +14,13 @@ from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, DatasetError, InvalidImageError
 from segcore.inference.predict import predict_probabilities
 from segcore.inference.resolution import (
+    MAX_PIXEL_SIZE,
+    MIN_PIXEL_SIZE,
+    PIXEL_SIZE_RANGE,
     check_pixel_size,
     image_pixel_size,
     predict_at_pixel_size,
+    read_pixel_size,
     resampled_size,
 )
 
@@ -36,7 +40,7 @@ def recording(sizes):
     return model
 
 
-@pytest.mark.parametrize("value", [0, -0.25, 10.5, float("nan"), "0.5", True])
+@pytest.mark.parametrize("value", [0, -0.25, 0.005, 10.5, float("nan"), "0.5", True])
 def test_absurd_pixel_sizes_are_refused_by_name(value):
     with pytest.raises(ConfigError, match=r"pixel size|µm per pixel"):
         check_pixel_size(value)
@@ -118,9 +122,56 @@ def test_dataset_json_declares_a_pixel_size(tmp_path):
         dataset_pixel_size(tmp_path)
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "12"])
+@pytest.mark.parametrize("value", ["0", "-1", "12", "0.005"])
 def test_cli_refuses_absurd_pixel_sizes_with_one_line(value, tmp_path, capsys):
     status = main(["predict", "--pixel-size", value, "--out", str(tmp_path), "x.png"])
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert "--pixel-size" in err and "µm/px" in err
+
+
+def test_one_pixel_size_range_everywhere(tmp_path):
+    """The library, a dataset.json, a model card and a file's metadata share one range; a file's
+    value outside it is reported and not used."""
+    from segcore.bundles.card import ModelCard
+    from segcore.errors import ConfigError
+
+    assert (MIN_PIXEL_SIZE, MAX_PIXEL_SIZE) == (0.01, 10.0)
+    assert PIXEL_SIZE_RANGE == "[0.01, 10] µm/px"
+    for value in (MIN_PIXEL_SIZE, MAX_PIXEL_SIZE):
+        assert check_pixel_size(value) == value
+        (tmp_path / "dataset.json").write_text(json.dumps({"pixel_size": value}))
+        assert dataset_pixel_size(tmp_path) == value
+    (tmp_path / "dataset.json").write_text(json.dumps({"pixel_size": 0.005}))
+    with pytest.raises(DatasetError, match=r"\[0\.01, 10\] µm/px"):
+        dataset_pixel_size(tmp_path)
+    with pytest.raises(ConfigError, match=r"\[0\.01, 10\] µm/px"):
+        ModelCard(name="x", pixel_size=0.005)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    ome = '<OME><Image><Pixels PhysicalSizeX="0.005"/></Image></OME>'
+    Image.fromarray(rgb).save(tmp_path / "fine.tif", description=ome)
+    recorded = read_pixel_size(tmp_path / "fine.tif")
+    assert recorded.value is None and recorded.recorded == pytest.approx(0.005)
+    assert recorded.note == "The file records 0.005 µm/px, outside [0.01, 10] µm/px: not used."
+    assert image_pixel_size(tmp_path / "fine.tif") is None
+    Image.fromarray(rgb).save(tmp_path / "72dpi.tif", dpi=(72, 72))
+    assert "352.8 µm/px" in read_pixel_size(tmp_path / "72dpi.tif").note
+    assert read_pixel_size(tmp_path / "missing.tif").note == ""
+
+
+@pytest.mark.parametrize("side", [30_000, 1_000_000])
+def test_reading_the_pixel_size_of_a_decompression_bomb_records_nothing(side):
+    """A small PNG declaring side × side pixels: Pillow refuses to open it (DecompressionBomb);
+    the pixel size reader says nothing, and the image readers refuse it in one message."""
+    import io
+
+    from segcore.data.images import read_image
+    from tests.test_fuzz_images import _png_with_size
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format="PNG")
+    bomb = _png_with_size(buffer.getvalue(), side, side)
+    assert image_pixel_size(io.BytesIO(bomb)) is None
+    assert read_pixel_size(io.BytesIO(bomb)).note == ""
+    with pytest.raises(InvalidImageError, match=r"bomb\.png: more than"):
+        read_image(bomb, name="bomb.png")

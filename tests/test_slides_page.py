@@ -135,7 +135,9 @@ def test_paths_outside_the_roots_get_the_one_refusal(lab, tmp_path):
     outside.write_bytes((lab / "case.svs").read_bytes())
     refusal = f"Cannot open this slide: {roots.file_refusal_message(roots.data_roots())}"
     at = slides_page()
-    for text in [str(outside), "/etc/passwd", "../outside.svs", "~/x.svs", "lab/../outside.svs"]:
+    too_long = ["a" * 300 + ".svs", f"lab/{'b' * 5000}.svs"]  # ENAMETOOLONG
+    attempts = [str(outside), "/etc/passwd", "../outside.svs", "~/x.svs", "lab/../outside.svs"]
+    for text in [*attempts, *too_long, "lab/case\x00.svs"]:
         at.text_input(key="slide_typed").set_value(text).run()
         assert not at.exception
         assert [e.value for e in at.error] == [refusal], text

@@ -391,7 +391,7 @@ def analyse_image(
     Raises:
         InvalidImageError: bad image, the mask's size differs from the image's, or the
             resampled image would be too large.
-        ConfigError: a pixel size outside (0, 10] µm/px.
+        ConfigError: a pixel size outside :data:`~segcore.data.images.PIXEL_SIZE_RANGE`.
     """
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")

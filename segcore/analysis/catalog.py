@@ -22,7 +22,7 @@ from pathlib import Path
 from segcore.atomic import write_text_atomic
 from segcore.bundles.card import ModelCard
 from segcore.bundles.refs import HF_SCHEME, resolve_bundle_ref
-from segcore.bundles.store import DEFAULT_WEIGHTS_DIR, list_bundles, read_card
+from segcore.bundles.store import DEFAULT_WEIGHTS_DIR, list_bundles, read_card, verify_bundle
 from segcore.errors import BundleError
 from segcore.paths import REPO_ROOT
 from segcore.training.runs import default_runs_dir, list_runs
@@ -134,24 +134,47 @@ def set_active_ref(
     *,
     runs_dir: str | os.PathLike | None = None,
     weights_dir: str | os.PathLike | None = None,
+    load: bool = True,
 ) -> ModelCard:
-    """Makes ``ref`` the active model, after checking that it resolves to a readable bundle.
+    """Makes ``ref`` the active model, after checking that it is a valid bundle; nothing is
+    recorded unless every check passes, and a failure leaves the active model as it was.
+
+    The checks: the ref resolves, the card is valid, the SHA-256 of ``model.keras`` matches the
+    card (:func:`segcore.bundles.store.verify_bundle`), and — with ``load`` — Keras loads the
+    model (:func:`segcore.bundles.loading.load_bundle`). Only then is
+    ``<runs_dir>/active-model.json`` written (atomically).
 
     Args:
         ref: a bundle ref (a name under ``weights/``, a folder, or ``hf://org/name@rev``,
             which is downloaded here if not cached).
+        load: also load the model with Keras (imports TensorFlow); ``False`` when the caller has
+            just loaded it itself (the app, whose cache holds the loaded bundle).
 
     Returns:
         The bundle's card.
 
     Raises:
-        BundleError: the ref does not resolve or its card is invalid (nothing is changed).
+        BundleError: the ref does not resolve, its card is invalid, ``model.keras`` fails its
+            SHA-256 or cannot be loaded, or the choice cannot be recorded (a read-only or full
+            runs folder: the message names the file and says the active model is unchanged).
     """
     folder = resolve_bundle_ref(ref, weights_dir=weights_dir)
-    card = read_card(folder)
+    card = verify_bundle(folder, read_card(folder))
+    if load:
+        from segcore.bundles.loading import load_bundle
+
+        load_bundle(folder)
     path = _active_path(runs_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"ref": str(ref)}, indent=2) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"ref": str(ref)}, indent=2) + "\n")
+    except OSError as exc:
+        unchanged = describe_ref(active_ref(runs_dir=runs_dir, weights_dir=weights_dir))
+        raise BundleError(
+            f"{path}: the choice of model cannot be recorded ({exc.strerror or exc}); the active "
+            f"model stays {unchanged}. Whoever runs the server can make the runs folder "
+            "writable (or point SEGCORE_RUNS_DIR at a writable one)."
+        ) from exc
     log.info("active model is now %s (%s)", ref, card.name)
     return card
 

@@ -349,7 +349,8 @@ def nuclei_table(labels, image, pixel_size: float | None = None) -> NucleusTable
 
     Raises:
         InvalidImageError: bad ``labels`` or ``image``, or their sizes differ.
-        ConfigError: ``pixel_size`` is not a number in (0, 10].
+        ConfigError: ``pixel_size`` is not a number in
+            :data:`~segcore.data.images.PIXEL_SIZE_RANGE`.
     """
     labels = check_labels(labels)
     image = to_rgb_uint8(image, name="image")

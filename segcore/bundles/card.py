@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from segcore.configs import JsonConfig, jsonable
+from segcore.data.images import PIXEL_SIZE_RANGE, in_pixel_size_range
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
 from segcore.inference.instances import InstanceConfig
@@ -306,10 +307,13 @@ class ModelCard(JsonConfig):
             raise ConfigError(f"ModelCard.threshold must be in [0, 1], got {self.threshold}")
         object.__setattr__(self, "threshold", float(self.threshold))
         if self.pixel_size is not None and not (
-            isinstance(self.pixel_size, int | float) and 0 < self.pixel_size <= 10
+            isinstance(self.pixel_size, int | float)
+            and not isinstance(self.pixel_size, bool)
+            and in_pixel_size_range(self.pixel_size)
         ):
             raise ConfigError(
-                f"ModelCard.pixel_size must be in (0, 10] µm/px or null, got {self.pixel_size!r}"
+                f"ModelCard.pixel_size must be in {PIXEL_SIZE_RANGE} or null, "
+                f"got {self.pixel_size!r}"
             )
         metrics = {}
         for key, figures in self.metrics.items():

@@ -28,7 +28,9 @@ import numpy as np
 
 from segcore.data.images import (
     DEFAULT_MAX_PIXELS,
+    PIXEL_SIZE_RANGE,
     check_same_size,
+    in_pixel_size_range,
     read_image,
     read_mask_array,
     to_binary_mask,
@@ -224,7 +226,7 @@ def dataset_pixel_size(root: str | os.PathLike) -> float | None:
 
     Raises:
         DatasetError: ``dataset.json`` exists but is not a JSON object with a number of µm per
-            pixel in (0, 10].
+            pixel in :data:`~segcore.data.images.PIXEL_SIZE_RANGE`.
     """
     path = Path(root) / DATASET_FILE
     if not path.is_file():
@@ -235,8 +237,14 @@ def dataset_pixel_size(root: str | os.PathLike) -> float | None:
         raise DatasetError(f"{path}: not a JSON object ({exc})") from exc
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10:
-        raise DatasetError(f"{path}: pixel_size must be µm per pixel in (0, 10], got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not in_pixel_size_range(value)
+    ):
+        raise DatasetError(
+            f"{path}: pixel_size must be µm per pixel in {PIXEL_SIZE_RANGE}, got {value!r}"
+        )
     return float(value)
 
 

@@ -37,6 +37,25 @@ from segcore.errors import InvalidImageError
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image (height × width) accepted by default: about 64 megapixels (8000 × 8000)."""
 
+MIN_PIXEL_SIZE = 0.01
+"""Smallest pixel size accepted anywhere, µm/px (finer than any light microscope resolves: a
+100× oil objective gives about 0.06)."""
+
+MAX_PIXEL_SIZE = 10.0
+"""Largest pixel size accepted anywhere, µm/px (a 1× overview is about 10)."""
+
+PIXEL_SIZE_RANGE = f"[{MIN_PIXEL_SIZE:g}, {MAX_PIXEL_SIZE:g}] µm/px"
+"""The one range of pixel sizes, as messages state it: for the library
+(:func:`segcore.inference.resolution.check_pixel_size`), the command line's ``--pixel-size``, a
+dataset's ``dataset.json``, a model card, the files' metadata (a value outside it is reported and
+not used) and the app's µm/px box."""
+
+
+def in_pixel_size_range(value: float) -> bool:
+    """Whether ``value`` µm/px lies in :data:`PIXEL_SIZE_RANGE` (ends included)."""
+    return MIN_PIXEL_SIZE <= value <= MAX_PIXEL_SIZE
+
+
 MAX_SIDE = 32_767
 """Longest side accepted, in pixels, whatever the pixel limit: the largest canvas side of
 Chrome and Firefox, half of the 65,500 that JPEG (the app's display format) can encode, and far

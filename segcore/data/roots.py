@@ -48,7 +48,7 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -227,9 +227,27 @@ def _candidates(text: str, roots: Sequence[DataRoot]) -> list[tuple[DataRoot, Pa
         return [(root, Path(text)) for root in roots]
     if text.startswith(("/", "\\")) or pure.drive:  # half-absolute forms: not ours to guess
         return []
+    if not pure.parts:  # '.', './': no folder named
+        return []
     first, rest = pure.parts[0], pure.parts[1:]
     named = [(root, root.path.joinpath(*rest)) for root in roots if root.name == first]
     return named + [(root, root.path / pure) for root in roots]
+
+
+def _checked(path: Path, root: DataRoot, kind: Callable[[Path], bool]) -> Path | None:
+    """``path`` resolved (symlinks followed) when it lies inside ``root`` (not the root itself,
+    for a file) and ``kind`` (``Path.is_dir`` or ``Path.is_file``) holds, else None.
+
+    Whatever the file system says about the name — a symlink loop, a name or path too long
+    (``ENAMETOOLONG``), a NUL or an unencodable character, a folder that cannot be read, an I/O
+    error — is an unavailable path like a missing one: None, never an exception."""
+    try:
+        real = path.resolve()
+        if not _inside(real, root.path) or (kind is Path.is_file and real == root.path):
+            return None
+        return real if kind(real) else None
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def resolve_folder(text: str, roots: Sequence[DataRoot] | None = None) -> Path:
@@ -249,11 +267,8 @@ def resolve_folder(text: str, roots: Sequence[DataRoot] | None = None) -> Path:
     """
     roots = data_roots() if roots is None else roots
     for root, path in _candidates(str(text).strip(), roots):
-        try:
-            real = path.resolve()
-        except (OSError, RuntimeError):  # a symlink loop, an unreadable folder
-            continue
-        if _inside(real, root.path) and real.is_dir():
+        real = _checked(path, root, Path.is_dir)
+        if real is not None:
             return real
     raise DatasetError(refusal_message(roots))
 
@@ -291,13 +306,8 @@ def resolve_file(
     roots = data_roots() if roots is None else roots
     wanted = tuple(s.lower() for s in suffixes)
     for root, path in _candidates(str(text).strip(), roots):
-        try:
-            real = path.resolve()
-        except (OSError, RuntimeError):
-            continue
-        if wanted and not real.name.lower().endswith(wanted):
-            continue
-        if _inside(real, root.path) and real != root.path and real.is_file():
+        real = _checked(path, root, Path.is_file)
+        if real is not None and (not wanted or real.name.lower().endswith(wanted)):
             return real
     raise DatasetError(file_refusal_message(roots))
 

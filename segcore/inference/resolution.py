@@ -5,7 +5,9 @@ A model sees nuclei at the scale it was trained on (MoNuSeg: 40×, ≈ 0.25 µm/
 (≈ 0.5 µm/px) shows the same nuclei at half the size; resampling it ×2 first lets the model
 see them as it learned them. Where the pixel size comes from, in order:
 the caller (``--pixel-size``), the image's own metadata (:func:`image_pixel_size`: TIFF
-resolution tags, OME-XML ``PhysicalSizeX``), else the model's (no resampling).
+resolution tags, OME-XML ``PhysicalSizeX``), else the model's (no resampling). Every pixel size
+lies in :data:`PIXEL_SIZE_RANGE` (:data:`MIN_PIXEL_SIZE` to :data:`MAX_PIXEL_SIZE`, defined in
+:mod:`segcore.data.images` so that dataset descriptions share it).
 """
 
 from __future__ import annotations
@@ -13,22 +15,43 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
+import warnings
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from segcore.data.images import DEFAULT_MAX_PIXELS, MAX_SIDE
+from segcore.data.images import (  # the one range of pixel sizes, stated there (layer 1)
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXEL_SIZE,
+    MAX_SIDE,
+    MIN_PIXEL_SIZE,
+    PIXEL_SIZE_RANGE,
+    in_pixel_size_range,
+)
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError, InvalidImageError
 from segcore.inference.predict import predict_probabilities
 
+__all__ = [
+    "DEFAULT_MODEL_PIXEL_SIZE",
+    "MAX_PIXEL_SIZE",
+    "MIN_PIXEL_SIZE",
+    "PIXEL_SIZE_RANGE",
+    "RecordedPixelSize",
+    "check_pixel_size",
+    "grid_pixel_size",
+    "image_pixel_size",
+    "in_pixel_size_range",
+    "predict_at_pixel_size",
+    "read_pixel_size",
+    "resampled_size",
+]
+
 DEFAULT_MODEL_PIXEL_SIZE = 0.25
 """µm per pixel assumed for a model whose card does not say (MoNuSeg's 40×)."""
-
-MAX_PIXEL_SIZE = 10.0
-"""Largest pixel size accepted, µm/px (a 1× overview is about 10)."""
 
 _UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 inch, 3 centimetre
 _OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"(?:[^>]*?PhysicalSizeXUnit="([^"]+)")?')
@@ -43,42 +66,78 @@ def grid_pixel_size(pixel_size: float | None, model_pixel_size: float | None) ->
 
 
 def check_pixel_size(value: Any, *, what: str = "pixel size") -> float:
-    """Returns ``value`` as a float; :class:`ConfigError` naming it unless in (0, 10] µm/px."""
+    """Returns ``value`` as a float; :class:`ConfigError` naming it unless in
+    :data:`PIXEL_SIZE_RANGE`."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ConfigError(f"{what} must be a number of µm per pixel, got {value!r}")
-    if not 0 < value <= MAX_PIXEL_SIZE:
+    if not in_pixel_size_range(value):
         raise ConfigError(
-            f"{what} {value:g} µm/px is out of range: give a value in (0, {MAX_PIXEL_SIZE:g}] "
+            f"{what} {value:g} µm/px is out of range: give a value in {PIXEL_SIZE_RANGE} "
             "(40× ≈ 0.25, 20× ≈ 0.5)"
         )
     return float(value)
 
 
-def image_pixel_size(path: str | os.PathLike) -> float | None:
-    """The µm per pixel recorded in an image file, or None when it records none that is usable.
+@dataclass(frozen=True)
+class RecordedPixelSize:
+    """What an image file's metadata says about its pixel size.
+
+    Attributes:
+        value: the pixel size to use, µm/px, or None (none recorded, or out of range).
+        recorded: what the file records, µm/px, even when out of range (None: nothing).
+    """
+
+    value: float | None = None
+    recorded: float | None = None
+
+    @property
+    def note(self) -> str:
+        """Why a recorded value is not used ("" when it is, or when there is none)."""
+        if self.recorded is None or self.value is not None:
+            return ""
+        return f"The file records {self.recorded:.4g} µm/px, outside {PIXEL_SIZE_RANGE}: not used."
+
+
+def read_pixel_size(source: str | os.PathLike | BinaryIO) -> RecordedPixelSize:
+    """The µm per pixel recorded in an image file (a path or a binary stream).
 
     Reads OME-XML ``PhysicalSizeX`` (µm, nm or mm) and TIFF ``XResolution`` with
-    ``ResolutionUnit`` inch or centimetre. Values outside (0, 10] µm/px — such as the 72 dpi
-    that many programs write by default — are treated as absent.
+    ``ResolutionUnit`` inch or centimetre. A value outside :data:`PIXEL_SIZE_RANGE` — such as
+    the 72 dpi that many programs write by default — is kept in ``recorded`` but not used. Only
+    the header is read, whatever size it declares: a file Pillow cannot open (damaged, or a
+    decompression bomb it refuses) records nothing here; the image readers
+    (:mod:`segcore.data.images`) refuse it with their own message.
     """
     try:
-        with Image.open(path) as image:
-            tags = getattr(image, "tag_v2", None)
-            if not tags:
-                return None
-            description = str(tags.get(270, ""))
-            match = _OME_SIZE.search(description)
-            if match:
-                factor = _OME_UNITS.get(match.group(2) or "µm")
-                size = float(match.group(1)) * factor if factor else None
-            else:
-                resolution, unit = tags.get(282), tags.get(296, 2)
-                if not resolution or unit not in _UM_PER_UNIT:
-                    return None
-                size = _UM_PER_UNIT[unit] / float(resolution)
-    except (OSError, ValueError, ZeroDivisionError):
-        return None
-    return size if size is not None and 0 < size <= MAX_PIXEL_SIZE else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb and corrupt-metadata warnings: header only
+            with Image.open(source) as image:
+                tags = getattr(image, "tag_v2", None)
+                if not tags:
+                    return RecordedPixelSize()
+                description = str(tags.get(270, ""))
+                match = _OME_SIZE.search(description)
+                if match:
+                    factor = _OME_UNITS.get(match.group(2) or "µm")
+                    if not factor:
+                        return RecordedPixelSize()
+                    size = float(match.group(1)) * factor
+                else:
+                    resolution, unit = tags.get(282), tags.get(296, 2)
+                    if not resolution or unit not in _UM_PER_UNIT:
+                        return RecordedPixelSize()
+                    size = _UM_PER_UNIT[unit] / float(resolution)
+    except Exception:  # a damaged header makes Pillow raise nearly anything, bombs included
+        return RecordedPixelSize()
+    if not math.isfinite(size):
+        return RecordedPixelSize()
+    return RecordedPixelSize(size if in_pixel_size_range(size) else None, size)
+
+
+def image_pixel_size(source: str | os.PathLike | BinaryIO) -> float | None:
+    """The µm per pixel recorded in an image file, or None when it records none that is usable
+    (:func:`read_pixel_size`'s ``value``)."""
+    return read_pixel_size(source).value
 
 
 def resampled_size(
@@ -100,7 +159,7 @@ def resampled_size(
         max_pixels: the largest resampled image accepted.
 
     Raises:
-        ConfigError: a pixel size outside (0, 10] µm/px.
+        ConfigError: a pixel size outside :data:`PIXEL_SIZE_RANGE`.
         InvalidImageError: the resampled image would exceed ``max_pixels`` or have a side over
             :data:`~segcore.data.images.MAX_SIDE`.
     """
@@ -146,7 +205,7 @@ def predict_at_pixel_size(
         max_pixels: the largest resampled image accepted.
 
     Raises:
-        ConfigError: a pixel size outside (0, 10] µm/px.
+        ConfigError: a pixel size outside :data:`PIXEL_SIZE_RANGE`.
         InvalidImageError: the resampled image would exceed ``max_pixels`` or have a side over
             :data:`~segcore.data.images.MAX_SIDE` (:func:`resampled_size`, before any work).
     """

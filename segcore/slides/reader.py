@@ -345,7 +345,7 @@ def open_slide(path: str | os.PathLike, *, pixel_size: float | None = None) -> S
             which formats are read), truncated or corrupt, or without a level small enough for
             an overview (more than :data:`segcore.data.images.DEFAULT_MAX_PIXELS` pixels: no
             pyramid).
-        ConfigError: ``pixel_size`` outside (0, 10] µm/px.
+        ConfigError: ``pixel_size`` outside :data:`~segcore.data.images.PIXEL_SIZE_RANGE`.
     """
     path = Path(path)
     given = None if pixel_size is None else check_pixel_size(pixel_size, what="the pixel size")
