@@ -27,6 +27,7 @@ LAYERS = [
     {"training"},
     {"analysis"},
     {"wholeslide"},
+    {"batch"},  # imports Ray only inside its functions, only when a batch runs
     {"cli"},
     {"facade"},  # segcore/__init__.py: the lazy public names, for users of the library
 ]

@@ -135,8 +135,10 @@ def test_start_runs_in_its_own_session_and_completes(slides_dir, fake, slide):
     assert final["tiles_done"] == final["tiles_total"] == 20
     assert final["nuclei"] == 60 and final["tissue_mm2"] == 1.5 and final["phase"] == "completed"
     assert final["pid"] == pid and final["ended_at"] and final["position"] is None
-    assert "fake job ended completed" in job.log_path.read_text()
-    assert holder(slides_dir) is None and running_slide_job(slides_dir) is None
+    # the final status is written first; the lock's release and the last log line follow it
+    wait_until(lambda: "fake job ended completed" in job.log_path.read_text())
+    wait_until(lambda: holder(slides_dir) is None)
+    assert running_slide_job(slides_dir) is None
     assert not job.reserve_path.exists()
     [entry] = list_slide_jobs(slides_dir)
     assert entry["job_id"] == "slide-a" and entry["state"] == "completed"

@@ -8,6 +8,7 @@ Commands:
               as labels, QuPath GeoJSON and a measurement table).
     tune-instances  choose the nucleus split and size settings on validation tiles.
     slide   whole-slide images: ``info``, ``run`` (segment), ``resume`` (a background job).
+    batch   many slides and images on a Ray cluster (a local one by default).
     push    publish a model bundle to the Hugging Face Hub.
 
 Errors of type :class:`~segcore.errors.SegcoreError` are printed as one line on stderr with exit
@@ -22,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from segcore.cli.batch_cmd import add_batch
 from segcore.cli.common import (
     check_unique_stems,
     command_line,
@@ -362,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_instances(commands, _add_inference_args)
     add_runtimes(commands)
     add_slides(commands)
+    add_batch(commands)
     return parser
 
 

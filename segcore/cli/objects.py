@@ -1,5 +1,5 @@
-"""Nuclei as objects on the command line: ``tune-instances``, the files of ``predict
---instances`` and the instance lines of ``evaluate``."""
+"""Nuclei as objects on the command line: ``tune-instances`` and the instance lines of
+``evaluate`` (the files of ``predict --instances``: :mod:`segcore.analysis.image_files`)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from segcore.cli.common import command_line, runtime_model
 from segcore.errors import ConfigError
 
 log = logging.getLogger("segcore")
-
-
-def write_instance_files(
-    out: Path, stem: str, probs: np.ndarray, image: np.ndarray, bundle, threshold, pixel_size
-) -> int:
-    """Writes ``<stem>_labels.png``, ``<stem>.geojson`` and ``<stem>_nuclei.csv`` in ``out``;
-    returns the number of nuclei. ``pixel_size`` is the image's (None: the model's)."""
-    from segcore.analysis.objects import nuclei_view
-    from segcore.atomic import write_bytes_atomic
-    from segcore.inference.instances import label_instances
-    from segcore.inference.resolution import grid_pixel_size
-
-    size = grid_pixel_size(pixel_size, bundle.pixel_size)
-    config = bundle.instances
-    labels = label_instances(probs, threshold, config, pixel_size=size)
-    view = nuclei_view(labels, image, threshold=threshold, config=config, pixel_size=size)
-    png = view.label_png()  # refuses > 65,535 nuclei before anything is written
-    write_bytes_atomic(out / f"{stem}_labels.png", png)
-    write_bytes_atomic(out / f"{stem}.geojson", view.geojson())
-    write_bytes_atomic(out / f"{stem}_nuclei.csv", view.csv())
-    return view.count
 
 
 def print_instance_summary(result) -> None:

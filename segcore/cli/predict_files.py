@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from segcore.analysis.image_files import write_instance_files, write_probability_files
 from segcore.cli.common import Progress
-from segcore.cli.objects import write_instance_files
 from segcore.errors import SegcoreError
 
 log = logging.getLogger("segcore")
@@ -54,25 +54,22 @@ class PredictJob:
 
 
 def _read(name: str) -> tuple[np.ndarray, float | None]:
+    """The image and the pixel size its metadata records (a value out of range is logged as a
+    warning and not used)."""
     from segcore.data.images import read_image
-    from segcore.inference.resolution import image_pixel_size
+    from segcore.inference.resolution import read_pixel_size
 
-    return read_image(name), image_pixel_size(name)
+    image = read_image(name)  # the header's size is checked first
+    recorded = read_pixel_size(name)
+    if recorded.note:
+        log.warning("%s: %s", name, recorded.note)
+    return image, recorded.value
 
 
 def _write(job: PredictJob, name: str, image: np.ndarray, probs: np.ndarray, pixel_size) -> int:
     """Writes one image's outputs; returns 1 if it failed (reported), else 0."""
-    from segcore.atomic import write_bytes_atomic
-    from segcore.data.images import encode_png
-    from segcore.inference.predict import predict_mask
-
     stem = Path(name).stem
-    write_bytes_atomic(
-        job.out / f"{stem}_prob.png", encode_png(np.round(probs * 255).astype(np.uint8))
-    )
-    write_bytes_atomic(
-        job.out / f"{stem}_mask.png", encode_png(predict_mask(probs, job.threshold) * 255)
-    )
+    write_probability_files(job.out, stem, probs, job.threshold)
     if job.instances:
         try:
             count = write_instance_files(

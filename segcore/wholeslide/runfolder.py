@@ -117,8 +117,13 @@ def _compare(out_dir: Path, existing: dict[str, Any], record: dict[str, Any]) ->
         )
 
 
-def open_run_folder(out_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+def open_run_folder(
+    out_dir: Path, record: dict[str, Any], *, clean: bool = True
+) -> dict[str, Any] | None:
     """Prepares ``out_dir`` for the run ``record``.
+
+    ``clean`` removes the temporary files a killed run left; a call that shares the folder
+    with other workers writing their chunks at the same time passes False.
 
     Returns:
         The finished run's summary when ``out_dir`` holds this run complete, else None (a new
@@ -143,7 +148,8 @@ def open_run_folder(out_dir: Path, record: dict[str, Any]) -> dict[str, Any] | N
             "to start over"
         ) from exc
     _compare(out_dir, existing, record)
-    outputs.remove_stale_temporaries(out_dir)
+    if clean:
+        outputs.remove_stale_temporaries(out_dir)
     summary_file = out_dir / outputs.SUMMARY_FILE
     if summary_file.exists():
         missing = [name for name in outputs.OUTPUT_FILES if not (out_dir / name).exists()]

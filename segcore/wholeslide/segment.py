@@ -94,6 +94,8 @@ def segment_slide(
     config: SlideRunConfig,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    chunks: tuple[int, int] | None = None,
+    equalisation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Segments the nuclei of a whole slide's tissue into the run folder ``out_dir``.
 
@@ -115,10 +117,22 @@ def segment_slide(
             still 0 —, ``segmenting``, ``merging``, then ``completed`` or ``stopped``) and
             after each tile (``segmenting``).
         should_stop: asked before each tile; True stops the run (resumable).
+        chunks: ``(first, stop)``: compute only the unfinished chunks numbered ``first`` to
+            ``stop - 1`` and return without merging (:mod:`segcore.batch` runs the chunks of
+            one slide as regions on several workers sharing ``out_dir``, then a last call
+            without ``chunks`` merges). ``(0, 0)`` plans the run only (``run.json``, the
+            slide's lightness mapping). None (the default): every chunk, then the merge.
+        equalisation: the slide's lightness mapping as :func:`~segcore.wholeslide.equalisation
+            .slide_lut` gives it (the ``equalisation`` a ``chunks`` call returns), so that
+            region calls need not read the histogram windows again; None fits it here. Only
+            a mapping this run would fit itself may be given (it is recorded in ``run.json``,
+            which a different one does not match).
 
     Returns:
         The summary (also written as ``summary.json``) with ``"state": "completed"``, or
-        ``{"state": "stopped", "tiles_done", "tiles_total", "nuclei", "out_dir"}``.
+        ``{"state": "stopped", "tiles_done", "tiles_total", "nuclei", "out_dir"}``, or for
+        ``chunks`` ``{"state": "partial", "chunks_total", "tiles_total", "computed",
+        "equalisation", "out_dir"}`` (or the summary, when the run was already complete).
 
     Raises:
         SlideError: the slide cannot be opened or a region read (naming the tile and the
@@ -131,10 +145,11 @@ def segment_slide(
     with open_slide(slide_path, pixel_size=config.pixel_size) as slide:
         Progress(progress, 0, 0, 0).send("tissue")
         grid, tissue, settings, record = _plan(
-            slide, slide_path, bundle, _settings(bundle, model, config), config
+            slide, slide_path, bundle, _settings(bundle, model, config), config, equalisation
         )
-        chunks = _chunks(grid, config.chunk_tiles)
-        finished = runfolder.open_run_folder(out_dir, record)
+        span, chunks = chunks, _chunks(grid, config.chunk_tiles)
+        # Region calls share the folder with other workers: no removal of their temporaries.
+        finished = runfolder.open_run_folder(out_dir, record, clean=span is None)
         if finished is not None:
             log.info("%s: already complete, %d nuclei", out_dir, finished.get("nuclei", 0))
             Progress(progress, len(grid.tiles), len(grid.tiles), finished["nuclei"]).send(
@@ -143,6 +158,8 @@ def segment_slide(
             return finished
         done = runfolder.finished_chunks(out_dir, len(chunks))
         todo = [item for item in chunks if item[0] not in done]
+        if span is not None:
+            todo = [item for item in todo if span[0] <= item[0] < span[1]]
         report = Progress(progress, len(grid.tiles), _tiles_in(chunks, done), sum(done.values()))
         report.send("segmenting")
         pipeline = Pipeline(
@@ -156,7 +173,18 @@ def segment_slide(
             sum(len(tiles) for _, tiles in todo),
             settings.runtime,
         )
-        if not pipeline.run(todo, should_stop):
+        completed = pipeline.run(todo, should_stop)
+        if completed and span is not None:
+            return {
+                "state": "partial",
+                "chunks_total": len(chunks),
+                "tiles_total": len(grid.tiles),
+                "computed": pipeline.computed,
+                "equalisation": settings.equalisation,
+                "seconds": round(time.perf_counter() - started, 3),
+                "out_dir": str(out_dir),
+            }
+        if not completed:
             report.send("stopped")
             done = runfolder.finished_chunks(out_dir, len(chunks))
             return {
@@ -174,9 +202,10 @@ def segment_slide(
     return summary
 
 
-def _plan(slide, slide_path: Path, bundle, settings: RunSettings, config: SlideRunConfig):
+def _plan(slide, slide_path: Path, bundle, settings: RunSettings, config, equalisation=None):
     """``(grid, tissue, settings, run record)``: the tissue found, the tiles planned, the
-    slide's lightness mapping added to the settings, the run described."""
+    slide's lightness mapping (``equalisation`` if given) added to the settings, the run
+    described."""
     _, tissue = slide_tissue(slide, config.tissue)
     grid = plan_grid(
         slide.info,
@@ -188,7 +217,9 @@ def _plan(slide, slide_path: Path, bundle, settings: RunSettings, config: SlideR
         model_tiles=(settings.input_size, settings.overlap),
     )
     _note_alignment(grid)
-    settings = replace(settings, equalisation=slide_lut(slide, grid, tissue, settings.preprocess))
+    if equalisation is None:
+        equalisation = slide_lut(slide, grid, tissue, settings.preprocess)
+    settings = replace(settings, equalisation=equalisation)
     record = runfolder.run_record(
         slide_path, bundle, config, settings.to_dict(), settings.runtime, grid
     )
