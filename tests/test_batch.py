@@ -40,11 +40,15 @@ CONFIG = BatchConfig(workers=2, region_tiles=8, slide=FAST)
 
 @pytest.fixture(scope="module")
 def ray_local():
+    import signal
+
     from segcore.batch.cluster import connect
 
+    before = signal.getsignal(signal.SIGTERM)
     ray = connect(None, cpus=2)
     yield ray
     ray.shutdown()
+    signal.signal(signal.SIGTERM, before)  # ray.init leaves its own handler behind
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ def test_a_replaced_model_is_collected_at_the_end_of_the_run(monkeypatch, unfroz
     from segcore.bundles import loading
 
     monkeypatch.setattr(loading, "load_bundle", lambda ref: FakeBundle())
-    monkeypatch.setattr(state.catalog, "set_active_ref", lambda ref: "card")
+    monkeypatch.setattr(state.catalog, "set_active_ref", lambda ref, **_: "card")
     monkeypatch.setattr(state.access, "require_editor", lambda what: None)
     state.load_bundle_cached.clear()
     runtime.runtime_builder.clear()

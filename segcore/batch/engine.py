@@ -35,6 +35,8 @@ import io
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -300,6 +302,7 @@ def run_batch(
     own = ray_module is None
     ray = ray_module
     if todo:
+        handlers = _signal_handlers()
         if own:
             cpus = max(1, math.ceil(config.workers * config.cpus_per_worker))
             ray = connect(config.address, cpus=cpus, timeout=config.connect_timeout)
@@ -308,6 +311,7 @@ def run_batch(
         finally:
             if own and config.address is None:
                 ray.shutdown()
+            _restore(handlers)  # ray.init leaves its SIGTERM handler behind
     rows = [_row(s) for s in states]
     write_csv(out / CSV_FILE, rows)
     return rows
@@ -349,3 +353,17 @@ def _progress(states: list[_Input], batch: _Batch) -> dict[str, Any]:
         "regions_total": batch.regions_total,
         "failed": sum(s.status == "failed" for s in states),
     }
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """This process's SIGINT and SIGTERM handlers."""
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    """Puts back the handlers :func:`_signal_handlers` saw (only the main thread may)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, handler in handlers.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
