@@ -5,20 +5,25 @@ A write that fails (a full disk, :func:`is_disk_full`) removes its temporary fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only once it is completely written and synced.
 
-    The parent folder is created if needed. Returns the path written.
+    Written through a temporary file ``.<name>.<random>.tmp`` in the same folder (created if
+    needed) and ``os.replace``; on any error the temporary file is removed and the error
+    raised, so ``path`` keeps its old content. For outputs written as a stream.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,14 +31,20 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; a written file should read like any other
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` atomically (:func:`open_atomic`). Returns the path written."""
+    with open_atomic(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

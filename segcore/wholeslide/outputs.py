@@ -41,8 +41,6 @@ import csv
 import gzip
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +48,7 @@ from typing import Any, BinaryIO
 
 from segcore.analysis.exports import NUCLEUS_CLASS
 from segcore.analysis.overlays import PALETTE
-from segcore.atomic import is_disk_full
+from segcore.atomic import is_disk_full, open_atomic
 from segcore.errors import SlideError
 from segcore.wholeslide.tiles import MEASUREMENT_COLUMNS, TileNuclei
 
@@ -94,7 +92,8 @@ OUTPUT_LEVEL = 6
 
 @contextlib.contextmanager
 def atomic_output(path: Path, *, gzip_level: int | None = None) -> Iterator[BinaryIO]:
-    """A binary file that appears at ``path`` only once completely written and synced.
+    """A binary file that appears at ``path`` only once completely written and synced
+    (:func:`segcore.atomic.open_atomic`), optionally gzip-compressed.
 
     Args:
         path: the final path; its folder must exist.
@@ -108,10 +107,8 @@ def atomic_output(path: Path, *, gzip_level: int | None = None) -> Iterator[Bina
             :class:`OSError` (``cannot write <path>: <why>``); the temporary file is removed,
             as on any other error.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as raw:
+        with open_atomic(path) as raw:
             if gzip_level is None:
                 yield raw
             else:
@@ -119,16 +116,10 @@ def atomic_output(path: Path, *, gzip_level: int | None = None) -> Iterator[Bina
                     filename="", mode="wb", fileobj=raw, compresslevel=gzip_level, mtime=0
                 ) as packed:
                     yield packed  # type: ignore[misc]
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # a SlideError names its file already
-            if is_disk_full(exc):
-                raise SlideError(f"disk full while writing {path}") from exc
-            raise SlideError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+    except OSError as exc:  # open_atomic removed the temporary file
+        if is_disk_full(exc):
+            raise SlideError(f"disk full while writing {path}") from exc
+        raise SlideError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def write_json(path: Path, data: Any) -> None:
