@@ -10,7 +10,13 @@ full size and scored at the model's card threshold; pixel counts are summed over
 * ``monuseg-test@20x→40x`` — the half-size tiles predicted with their pixel size given (0.5
   µm/px, as ``--pixel-size 0.5`` does): resampled ×2 to the model's 0.25 µm/px and the
   probabilities back to the half-size grid;
-* ``pannuke-breast``, ``tnbc``, ``cryonuseg`` — evaluation-only sets from other labs.
+* ``pannuke-breast``, ``tnbc``, ``cryonuseg``, ``consep`` — evaluation-only sets from other labs,
+  scored on their **test parts** (``split.json``; their validation parts are for choosing
+  settings: ``python -m segcore choose-threshold``).
+
+The ``reference`` column quotes ``../shared/data/README.md``'s classical figure on the same images
+(hematoxylin, Gaussian 5×5 σ 1, Otsu); ``--model classical=baseline`` is this project's
+implementation with σ 2, measured here.
 
 Models run in the keras runtime (the reference) unless ``--runtime NAME=RUNTIME`` says otherwise
 (e.g. ``--model int8=default --runtime int8=openvino-int8``).
@@ -49,18 +55,33 @@ from segcore.metrics.instances import combine_instance_scores, instance_scores
 from segcore.metrics.labels import ground_truth_instances
 
 ROWS = [
-    ("monuseg-test", "monuseg/test", None),
-    ("monuseg-test@20x", "monuseg/test", "half"),
-    ("monuseg-test@20x→40x", "monuseg/test", "half-resampled"),
-    ("pannuke-breast", "pannuke-breast", None),
-    ("tnbc", "tnbc", None),
-    ("cryonuseg", "cryonuseg", None),
+    # (row, folder, mode, part of split.json or None for every image)
+    ("monuseg-test", "monuseg/test", None, None),
+    ("monuseg-test@20x", "monuseg/test", "half", None),
+    ("monuseg-test@20x→40x", "monuseg/test", "half-resampled", None),
+    ("pannuke-breast test", "pannuke-breast", None, "test"),
+    ("tnbc test", "tnbc", None, "test"),
+    ("cryonuseg test", "cryonuseg", None, "test"),
+    ("consep test", "consep", None, "test"),
 ]
 
+REFERENCE = {
+    "monuseg-test": 0.767,
+    "pannuke-breast test": 0.550,
+    "tnbc test": 0.682,
+    "cryonuseg test": 0.752,
+    "consep test": 0.654,
+}
+"""``../shared/data/README.md``'s classical pooled Dice (σ 1) on each row's images."""
 
-def pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """``(image, mask)`` files of a set: ``images/<stem>.*`` with ``masks/<stem>.png``."""
+
+def pairs(folder: Path, part: str | None = None) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` files of a set: ``images/<stem>.*`` with ``masks/<stem>.png``; only
+    the stems ``split.json`` puts in ``part`` when one is named."""
     images = sorted(p for p in (folder / "images").iterdir() if not p.name.startswith("."))
+    if part is not None:
+        stems = set(json.loads((folder / "split.json").read_text())[part])
+        images = [image for image in images if image.stem in stems]
     return [(image, folder / "masks" / f"{image.stem}.png") for image in images]
 
 
@@ -77,11 +98,11 @@ def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
     )
 
 
-def score_row(bundles: dict, folder: Path, mode: str | None) -> tuple[dict, dict]:
+def score_row(bundles: dict, files: list, mode: str | None) -> tuple[dict, dict]:
     """Pooled pixel counts and per-image instance scores of every model on one row."""
     counts = {name: ConfusionCounts(0, 0, 0, 0) for name in bundles}
     objects: dict[str, list] = {name: [] for name in bundles}
-    for image_path, mask_path in pairs(folder):
+    for image_path, mask_path in files:
         image = read_image(image_path)
         truth, _ = ground_truth_instances(read_mask_array(mask_path), name=mask_path.name)
         pixel_size = DEFAULT_MODEL_PIXEL_SIZE
@@ -117,11 +138,13 @@ def instance_table(results: dict, names: list[str]) -> str:
 
 def markdown(results: dict, bundles: dict, command: str, seconds: float) -> str:
     names = list(bundles)
-    head = "| set | images | " + " | ".join(f"{n} Dice | {n} Jaccard" for n in names) + " |"
-    lines = [head, "|---|---|" + "---|---|" * len(names)]
+    head = "| set | images | reference | "
+    head += " | ".join(f"{n} Dice | {n} Jaccard" for n in names) + " |"
+    lines = [head, "|---|---|---|" + "---|---|" * len(names)]
     for row, (images, counts, _) in results.items():
         cells = " | ".join(f"{counts[n].dice:.3f} | {counts[n].jaccard:.3f}" for n in names)
-        lines.append(f"| {row} | {images} | {cells} |")
+        reference = f"{REFERENCE[row]:.3f}" if row in REFERENCE else "–"
+        lines.append(f"| {row} | {images} | {reference} | {cells} |")
     models = "\n".join(
         f"- **{n}**: `{b.card.name}` at threshold {b.threshold:g}"
         + (f" (sha256 `{b.card.model_sha256[:12]}`)" if b.card.model_sha256 else "")
@@ -129,7 +152,8 @@ def markdown(results: dict, bundles: dict, command: str, seconds: float) -> str:
     )
     return (
         "\n".join(lines)
-        + f"\n\n{models}\n\nPooled over all pixels of each set, full-size tiled inference.\n"
+        + f"\n\n{models}\n\nPooled over all pixels of each set, full-size tiled inference; "
+        "*reference*: `../shared/data/README.md`'s classical figure (σ 1) on the same images.\n"
         "\nNuclei as objects (each model's mask split with its card's instance setting; "
         "PQ and AJI averaged over images; count error = median over images of "
         "|predicted − true| / true):\n\n" + instance_table(results, names) + "\n\n"
@@ -161,12 +185,13 @@ def main() -> int:
         print(f"{name}: runtime {getattr(model, 'name', 'classical')}")
     start = time.monotonic()
     results = {}
-    for row, folder, mode in ROWS:
+    for row, folder, mode, part in ROWS:
         folder = Path(args.data) / folder
         if not folder.is_dir():
             print(f"{row}: {folder} not found, skipped", file=sys.stderr)
             continue
-        results[row] = (len(pairs(folder)), *score_row(bundles, folder, mode))
+        files = pairs(folder, part)
+        results[row] = (len(files), *score_row(bundles, files, mode))
         dice = {n: round(c.dice, 4) for n, c in results[row][1].items()}
         pq = {n: round(o["mean_pq"], 4) for n, o in results[row][2].items()}
         print(f"{row}: Dice {dice}, PQ {pq}", file=sys.stderr)

@@ -7,6 +7,7 @@ Commands:
     predict   write probability and mask PNGs for images of any size (``--instances``: nuclei
               as labels, QuPath GeoJSON and a measurement table).
     tune-instances  choose the nucleus split and size settings on validation tiles.
+    choose-threshold  choose one threshold on the validation parts of many sources.
     slide   whole-slide images: ``info``, ``run`` (segment), ``resume`` (a background job).
     batch   many slides and images on a Ray cluster (a local one by default).
     push    publish a model bundle to the Hugging Face Hub.
@@ -33,6 +34,7 @@ from segcore.cli.common import (
 from segcore.cli.objects import add_tune_instances, print_instance_summary
 from segcore.cli.runtimes_cmd import add_runtimes
 from segcore.cli.slides_cmd import add_slides
+from segcore.cli.sources_cmd import add_choose_threshold
 from segcore.errors import ConfigError, SegcoreError
 from segcore.inference.runtimes.base import CHOICES, default_runtime
 
@@ -362,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate_predict_push(commands)
     add_tune_instances(commands, _add_inference_args)
+    add_choose_threshold(commands, _add_inference_args)
     add_runtimes(commands)
     add_slides(commands)
     add_batch(commands)

@@ -35,21 +35,31 @@ def cmd_tune_instances(args: argparse.Namespace) -> int:
     """``tune-instances``: the split and size settings of best PQ + AJI on validation tiles."""
     from segcore.bundles.loading import load_bundle
     from segcore.data.datasets import dataset_pixel_size, open_dataset
-    from segcore.evaluation.instance_tuning import tune_instances
+    from segcore.evaluation.instance_tuning import combine_tunings, tune_instances
+    from segcore.evaluation.sources import open_validation_sources
 
     bundle = load_bundle(args.model)
     splits = open_dataset(args.data, seed=args.seed)
     pixel_size = args.pixel_size or dataset_pixel_size(args.data)
     threshold = bundle.threshold if args.threshold is None else args.threshold
-    tuning = tune_instances(
-        runtime_model(bundle, args.runtime, args.quiet),
-        splits.split(args.split),
-        bundle.preprocess,
-        threshold=threshold,
-        pixel_size=pixel_size,
-        model_pixel_size=bundle.pixel_size,
-        progress=None if args.quiet else _progress,
-    )
+    sets = [(Path(args.data).name, splits.split(args.split), pixel_size)]
+    if args.source and args.split != "val":
+        raise ConfigError("--source tunes on validation parts: use it with --split val")
+    sets += [(s.name, s.samples, s.pixel_size) for s in open_validation_sources(args.source)]
+    model = runtime_model(bundle, args.runtime, args.quiet)
+    tunings = {
+        name: tune_instances(
+            model,
+            samples,
+            bundle.preprocess,
+            threshold=threshold,
+            pixel_size=size,
+            model_pixel_size=bundle.pixel_size,
+            progress=None if args.quiet else _progress,
+        )
+        for name, samples, size in sets
+    }
+    tuning = combine_tunings(tunings)
     print(f"{'min area µm²':>12s} {'depth µm':>8s} {'PQ':>7s} {'AJI':>7s} {'count err':>9s}")
     for row in tuning.table:
         print(
@@ -60,7 +70,8 @@ def cmd_tune_instances(args: argparse.Namespace) -> int:
     print(
         f"chosen: min_area_um2 {best['min_area_um2']:g}, split_depth_um "
         f"{best['split_depth_um']:g} (mean PQ {best['mean_pq']:.4f}, AJI {best['mean_aji']:.4f} "
-        f"on {tuning.n_images} {args.split} images)"
+        f"on {tuning.n_images} {args.split} images"
+        + (f" of {len(tunings)} sources, each weighing the same)" if len(tunings) > 1 else ")")
     )
     if args.update_card:
         if bundle.path is None:
@@ -88,8 +99,10 @@ def _record(folder: Path, args: argparse.Namespace, tuning) -> None:
         "command": command_line(args.argv),
         "data": str(args.data),
         "split": args.split,
+        "sources": args.source,
         "images": tuning.n_images,
-        "criterion": "mean over images of (PQ + AJI) / 2",
+        "criterion": "mean over images of (PQ + AJI) / 2"
+        + (", then mean over sources" if args.source else ""),
         **{key: round(best[key], 4) for key in ("mean_pq", "mean_aji", "median_count_error")},
     }
     card = dataclasses.replace(
@@ -114,6 +127,14 @@ def add_tune_instances(commands, add_inference_args) -> None:
     tune.add_argument("--data", required=True, help="dataset folder (any supported layout)")
     tune.add_argument("--split", default="val", choices=("train", "val", "test"))
     tune.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
+    tune.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also tune on this lab's validation part (split.json); repeat the flag; the "
+        "sources weigh the same",
+    )
     tune.add_argument(
         "--update-card",
         action="store_true",

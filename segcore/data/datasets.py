@@ -7,7 +7,9 @@
 Splits are deterministic: where a layout gives none, the samples (sorted by id) are permuted with
 ``numpy.random.default_rng(seed)`` and cut into test, val and train (default 9 % / 12 % / 79 %,
 close to the reference set's 67/91/603). When only train and test exist, val is carved from train
-the same way.
+the same way. A ``pairs`` folder with a ``split.json`` (:data:`SPLIT_FILE`: ``{"val": [stems],
+"test": [stems]}``, as the evaluation sets in ``../shared/data`` carry) takes its val and test
+parts from that file and has no training samples: those sets are for evaluation only.
 
 Every problem found while opening a folder — images without masks, orphan masks, duplicate stems,
 unreadable files, image/mask size mismatches — is collected and raised as one
@@ -248,6 +250,49 @@ def dataset_pixel_size(root: str | os.PathLike) -> float | None:
     return float(value)
 
 
+SPLIT_FILE = "split.json"
+"""A ``pairs`` folder's fixed evaluation parts: ``{"val": [stems], "test": [stems]}`` (other keys,
+e.g. ``"rule"``, are ignored)."""
+
+
+def split_by_file(path: Path, pairs: Sequence[FilePair]) -> dict[str, list[FilePair]]:
+    """The val and test parts (and an empty train part) that ``split.json`` gives ``pairs``.
+
+    Raises:
+        DatasetError: the file is not ``{"val": [...], "test": [...]}`` of strings, a stem is
+            in both parts or names no sample, or a sample is in neither part.
+    """
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        parts = {name: spec[name] for name in ("val", "test")}
+        if not all(isinstance(s, str) for stems in parts.values() for s in stems):
+            raise TypeError("stems must be strings")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DatasetError(
+            f'{path}: not a split file {{"val": [stems], "test": [stems]}} ({exc})'
+        ) from exc
+    by_id = {pair.id: pair for pair in pairs}
+    problems = [(s, "in both val and test") for s in set(parts["val"]) & set(parts["test"])]
+    problems += [
+        (s, "named in split.json, no such sample")
+        for stems in parts.values()
+        for s in stems
+        if s not in by_id
+    ]
+    listed = set(parts["val"]) | set(parts["test"])
+    problems += [
+        (str(p.image), "in neither part of split.json") for p in pairs if p.id not in listed
+    ]
+    if problems:
+        raise DatasetError(
+            f"{path}: {len(problems)} problem(s) in the split file:", sorted(problems)
+        )
+    return {
+        "train": [],
+        **{name: [by_id[s] for s in sorted(stems)] for name, stems in parts.items()},
+    }
+
+
 def split_indices(n: int, fractions: Sequence[float], seed: int = 0) -> list[list[int]]:
     """Deterministically splits ``range(n)`` into parts of the given fractions.
 
@@ -306,6 +351,8 @@ def open_dataset(
     if layout == "pairs":
         pairs, problems = pair_files(root, max_pixels=max_pixels, check=check)
         given = {"train": pairs}
+        if (root / SPLIT_FILE).is_file() and not problems:
+            given = split_by_file(root / SPLIT_FILE, pairs)
     else:
         given, problems = {}, []
         for name in SPLITS:

@@ -7,13 +7,15 @@ instances (:func:`segcore.metrics.instances.instance_scores`). The chosen settin
 the mean over images of ``(PQ + AJI) / 2`` — the two instance figures the project reports —
 and ties go to the first grid point. Run it on validation tiles only
 (``python -m segcore tune-instances --split val``), never on a test or evaluation set.
+:func:`combine_tunings` chooses one setting for several sources (``--source``: other labs'
+validation parts), each source weighing the same.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,3 +147,31 @@ def tune_instances(
     table = [_row(pairs, threshold, config, size) for config in grid]
     best = max(range(len(grid)), key=lambda i: (table[i]["score"], -i))
     return InstanceTuning(config=grid[best], table=table, n_images=len(samples))
+
+
+def combine_tunings(tunings: Mapping[str, InstanceTuning]) -> InstanceTuning:
+    """One setting for several sources tuned on the same grid: per grid point, the mean over
+    sources of their ``mean_pq``, ``mean_aji``, ``score`` and ``median_count_error`` (each
+    source weighs the same, whatever its number of images); the best mean score is chosen
+    (ties: the first grid point). Each row also holds ``score_<source>``.
+
+    Raises:
+        ConfigError: no tunings, or tunings on different grids.
+    """
+    if not tunings:
+        raise ConfigError("combine_tunings needs at least one tuning")
+    tables = list(tunings.values())
+    keys = [[(r["min_area_um2"], r["split_depth_um"]) for r in t.table] for t in tables]
+    if any(k != keys[0] for k in keys[1:]):
+        raise ConfigError("combine_tunings: the sources were tuned on different grids")
+    table = []
+    for index, (area, depth) in enumerate(keys[0]):
+        rows = [t.table[index] for t in tables]
+        row = {"min_area_um2": area, "split_depth_um": depth}
+        for name in ("mean_pq", "mean_aji", "score", "median_count_error"):
+            row[name] = math.fsum(r[name] for r in rows) / len(rows)
+        row.update({f"score_{n}": t.table[index]["score"] for n, t in tunings.items()})
+        table.append(row)
+    best = max(range(len(table)), key=lambda i: (table[i]["score"], -i))
+    config = InstanceConfig(min_area_um2=keys[0][best][0], split_depth_um=keys[0][best][1])
+    return InstanceTuning(config=config, table=table, n_images=sum(t.n_images for t in tables))

@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 BEST_METRIC = "val_pooled_dice"
 """The epoch metric that picks the best weights (pooled hard Dice on validation tiles)."""
 
+SOURCES_METRIC = "val_sources_dice"
+"""The epoch metric that picks them when the run has ``validation_sources``: the source rule's
+pooled Dice over the run's validation images and every source's, at their shared threshold
+(:func:`segcore.evaluation.sources.score_sources`)."""
+
 
 class StopTraining(SegcoreError):
     """Raised by the callback when a stop was requested (never escapes ``train``)."""
@@ -46,7 +51,9 @@ def preview_png(images: np.ndarray, masks: np.ndarray, probs: np.ndarray) -> byt
     return encode_png(np.vstack(rows[:-1]))
 
 
-def make_callback(run: RunDir, config: TrainConfig, *, history, best, preview, stop_flag, clock):
+def make_callback(
+    run: RunDir, config: TrainConfig, *, history, best, preview, stop_flag, clock, sources=None
+):
     """The callback for one ``fit``.
 
     Args:
@@ -57,6 +64,10 @@ def make_callback(run: RunDir, config: TrainConfig, *, history, best, preview, s
         preview: ``(images, masks)`` of validation tiles drawn after every epoch, or None.
         stop_flag: ``{"requested": bool}``, set by a SIGTERM handler.
         clock: ``{"start", "steps_per_epoch", "initial_epoch"}`` for the ETA.
+        sources: ``(sources, model_pixel_size)`` — the run's validation images and its
+            ``validation_sources`` as :class:`segcore.evaluation.sources.Source` — scored after
+            every epoch into :data:`SOURCES_METRIC` (which then picks the best epoch, recorded
+            with its threshold), or None.
 
     Returns:
         A ``keras.callbacks.Callback`` with ``best``, ``epoch`` and ``stopped_at`` (the batch
@@ -100,10 +111,20 @@ def make_callback(run: RunDir, config: TrainConfig, *, history, best, preview, s
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             row["epoch_time_s"] = round(time.monotonic() - self._epoch_start, 2)
+            threshold = None
+            if sources is not None:
+                run.write_status(phase="scoring validation sources")
+                choice = score_epoch_sources(self.model, config, *sources)
+                threshold = choice.threshold
+                row[SOURCES_METRIC] = choice.score
+                row["val_sources_threshold"] = choice.threshold
+                row.update({f"val_dice_{name}": dice for name, dice in choice.dice.items()})
             history.append(row)
-            score = row.get(BEST_METRIC)
+            score = row.get(SOURCES_METRIC if sources is not None else BEST_METRIC)
             if score is not None and (self.best is None or score > self.best["val_dice"]):
                 self.best = {"epoch": epoch + 1, "val_dice": score}
+                if threshold is not None:
+                    self.best.update(metric=SOURCES_METRIC, threshold=threshold)
                 save_model_atomic(self.model, run.checkpoints_dir / BEST_FILE)
             write_checkpoint(run, self.model, epoch=epoch + 1, best=self.best, history=history)
             if preview is not None:
@@ -111,7 +132,7 @@ def make_callback(run: RunDir, config: TrainConfig, *, history, best, preview, s
                 write_bytes_atomic(
                     run.preview_path(epoch + 1), preview_png(preview[0], preview[1], probs)
                 )
-            run.write_status(epoch=epoch + 1, batch=0, best=self.best)
+            run.write_status(epoch=epoch + 1, batch=0, best=self.best, phase=None)
             log.info(
                 "epoch %d/%d: %s",
                 epoch + 1,
@@ -120,3 +141,20 @@ def make_callback(run: RunDir, config: TrainConfig, *, history, best, preview, s
             )
 
     return RunCallback()
+
+
+def score_epoch_sources(model, config: TrainConfig, sources, model_pixel_size):
+    """:func:`segcore.evaluation.sources.score_sources` with the run's tiling and rule."""
+    from segcore.evaluation.sources import score_sources
+
+    choice, _ = score_sources(
+        model,
+        sources,
+        config.preprocess_config(),
+        rule=config.source_rule,
+        model_pixel_size=model_pixel_size,
+        tile_size=config.image_size,
+        overlap=config.image_size // 4,
+        batch_size=config.batch_size,
+    )
+    return choice

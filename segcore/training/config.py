@@ -11,6 +11,7 @@ from segcore.configs import JsonConfig
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.data.synthetic_set import SYNTHETIC, SYNTHETIC_COUNT
 from segcore.errors import ConfigError
+from segcore.evaluation.sources import SOURCE_RULES
 from segcore.network.config import ModelConfig
 
 LossName = Literal["bce", "bce+dice"]
@@ -38,6 +39,13 @@ class AugmentConfig(JsonConfig):
             and scale 0.5–1.45 (``docs/quality.md``).
         hed_scale: see ``hed_probability``, defaults to 0.25.
         hed_shift: see ``hed_probability``, defaults to 0.04.
+        raw_crops: cut each crop from the *raw* image rather than the preprocessed one: a
+            square context of ``context`` times the crop's side is cut, its stain jittered
+            (``hed_*``), resampled by the crop's scale, equalised and smoothed with the run's
+            preprocessing as inference does a whole image, and the crop cut from its middle
+            region (the recipe of the v3/v4 defaults); defaults to False (the whole image is
+            preprocessed once and the stain of the preprocessed crop is jittered).
+        context: see ``raw_crops``, at least 1, defaults to 2.
     """
 
     flips: bool = True
@@ -51,6 +59,8 @@ class AugmentConfig(JsonConfig):
     hed_probability: float = 0.0
     hed_scale: float = 0.25
     hed_shift: float = 0.04
+    raw_crops: bool = False
+    context: float = 2.0
 
     def __post_init__(self):
         if not 0 < self.scale_min <= self.scale_max:
@@ -61,6 +71,8 @@ class AugmentConfig(JsonConfig):
             raise ConfigError("AugmentConfig.hed_probability must be in [0, 1]")
         if not (0 <= self.hed_scale < 1 and self.hed_shift >= 0):
             raise ConfigError("AugmentConfig needs 0 <= hed_scale < 1 and hed_shift >= 0")
+        if not self.context >= 1:
+            raise ConfigError("AugmentConfig.context must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,13 @@ class TrainConfig(JsonConfig):
         model: a :class:`~segcore.network.model.ModelConfig` as a dict (``backbone_weights`` here is
             ignored; the field above is used).
         preview_tiles: validation tiles shown in ``previews/epoch_NNN.png``.
+        validation_sources: dataset folders of other labs whose ``val`` part (fixed by their
+            ``split.json``) is scored with the run's own validation split after every epoch
+            (:mod:`segcore.evaluation.sources`); when given, the best epoch and the bundle's
+            threshold are those of the best ``source_rule`` over the sources' pooled Dice
+            instead of the run's validation tiles alone. Their images are never trained on.
+        source_rule: ``"mean"`` (best mean of per-source pooled Dice, the default) or
+            ``"worst"`` (best worst-source pooled Dice).
         init_from: a bundle ref (see :func:`segcore.bundles.loading.load_bundle`) whose weights
             start the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
             this config's ``model``. ``None`` (the default) starts from ``backbone_weights``.
@@ -116,6 +135,8 @@ class TrainConfig(JsonConfig):
     preprocess: dict = field(default_factory=lambda: PreprocessConfig().to_dict())
     model: dict = field(default_factory=lambda: ModelConfig().to_dict())
     preview_tiles: int = 4
+    validation_sources: list = field(default_factory=list)
+    source_rule: str = "mean"
     init_from: str | None = None
     name: str = "segcore-deeplabv3plus"
     licence: str = "unspecified"
@@ -136,6 +157,14 @@ class TrainConfig(JsonConfig):
             )
         if self.crops_per_epoch is not None and self.crops_per_epoch < 1:
             raise ConfigError("crops_per_epoch must be at least 1 (or null)")
+        if self.source_rule not in SOURCE_RULES:
+            raise ConfigError(
+                f"source_rule must be one of {SOURCE_RULES}, got {self.source_rule!r}"
+            )
+        if not isinstance(self.validation_sources, list) or not all(
+            isinstance(path, str) for path in self.validation_sources
+        ):
+            raise ConfigError("validation_sources must be a list of dataset folders")
         if isinstance(self.backbone_weights, str) and self.backbone_weights.lower() == "none":
             object.__setattr__(self, "backbone_weights", None)
         # Validate the nested configs now, not an hour into the run; record every

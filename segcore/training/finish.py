@@ -20,6 +20,7 @@ from segcore.data.datasets import DatasetSplits, SampleSet, dataset_pixel_size
 from segcore.errors import SegcoreError
 from segcore.evaluation.evaluate import evaluate
 from segcore.timestamps import utc_now
+from segcore.training.callback import score_epoch_sources
 from segcore.training.checkpoints import BEST_FILE
 from segcore.training.config import TrainConfig
 from segcore.training.locks import TrainingBusyError
@@ -80,9 +81,15 @@ def finish_run(
     splits: DatasetSplits,
     val_source: SampleSet,
     outcome: dict[str, Any],
+    *,
+    sources=None,
 ) -> None:
     """Evaluates the best weights (``best.keras``, else ``model``), writes the bundle and the
-    ``completed`` status. ``outcome`` is as for :func:`make_card`."""
+    ``completed`` status. ``outcome`` is as for :func:`make_card`.
+
+    The bundle's threshold is the one of best pooled Dice on the validation images, or, with
+    ``sources`` (as for :func:`segcore.training.callback.make_callback`), the one the sources
+    share under ``config.source_rule``; the card then records every source's Dice there."""
     import keras
 
     best_path = run.checkpoints_dir / BEST_FILE
@@ -98,10 +105,23 @@ def finish_run(
         overlap=config.image_size // 4,
         batch_size=config.batch_size,
     )
+    threshold = float(result.best_threshold)
+    if sources is not None:
+        run.write_status(phase="scoring validation sources")
+        choice = score_epoch_sources(model, config, *sources)
+        threshold = choice.threshold
+        outcome = {
+            **outcome,
+            "validation_sources": {
+                "sources": [source.name for source in sources[0]],
+                "note": "validation parts only (split.json); never trained on",
+                **choice.to_dict(),
+            },
+        }
     figures = SplitFigures.from_evaluation(
         result,
         split=VALIDATION,
-        threshold=float(result.best_threshold),
+        threshold=threshold,
         data=config.data,
         command=outcome.get("command") or "",
     )

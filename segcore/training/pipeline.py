@@ -10,9 +10,11 @@ the pipeline is made; the images are kept in memory as ``uint8``. Random crops a
 in TensorFlow, in parallel, every epoch.
 
 Stain jitter in HED space (``AugmentConfig.hed_*``, :func:`hed_transform`) acts on the
-preprocessed crop, the image the model sees. (The script that fine-tuned the v3 default,
-``scripts/experiments/finetune_hed_scale.py``, jittered the raw tissue before equalising it;
-both move the stain the model sees, not by the same amounts.)
+preprocessed crop, the image the model sees — unless ``AugmentConfig.raw_crops``: then the
+images are kept raw and each crop is made in the generator (:func:`raw_context_crop`, the recipe
+that made the v3/v4 defaults): a context around it is cut from the raw tile, stain-jittered,
+resampled by the crop's scale and preprocessed like a whole image at inference, and the crop is
+cut from it; TensorFlow then only flips, rotates and colour-jitters it.
 
 Randomness is keyed by ``(seed, epoch)``: the same seed gives the same crops and augmentations
 whatever the parallelism, and epoch ``k`` can be reproduced on its own (for resuming).
@@ -20,10 +22,12 @@ whatever the parallelism, and epoch ``k`` can be reproduced on its own (for resu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import tensorflow as tf
 from skimage.color import hed_from_rgb, rgb_from_hed
@@ -100,7 +104,13 @@ def make_training_dataset(
         raise ConfigError("the training set is empty")
     if image_size < 16 or image_size % 16 or batch_size < 1:
         raise ConfigError("image_size must be a multiple of 16 and batch_size >= 1")
-    prepared = prepare_samples(samples, config)
+    raw = augment is not None and augment.raw_crops
+    if raw:  # preprocessed crop by crop in the generator; TensorFlow does the rest
+        prepared = [(image, preprocess_mask(mask, config)) for image, mask in load_samples(samples)]
+        in_tf = dataclasses.replace(augment, scale_min=1.0, scale_max=1.0, hed_probability=0.0)
+    else:
+        prepared = prepare_samples(samples, config)
+        in_tf = augment
     images = [pad_to_at_least(img, image_size) for img, _ in prepared]
     masks = [pad_to_at_least(mask, image_size) for _, mask in prepared]
     crops = crops_per_epoch or default_crops_per_epoch([m.shape for m in masks], image_size)
@@ -111,7 +121,14 @@ def make_training_dataset(
         picks = rng.integers(0, len(images), size=crops)
         seeds = rng.integers(0, 2**31 - 1, size=(crops, 2), dtype=np.int64)
         for index, pair in zip(picks, seeds, strict=True):
-            yield images[index], masks[index], pair
+            if raw:
+                crop_rng = np.random.default_rng(pair)
+                image, mask = raw_context_crop(
+                    images[index], masks[index], crop_rng, image_size, augment, config
+                )
+                yield image, mask, pair
+            else:
+                yield images[index], masks[index], pair
 
     dataset = tf.data.Dataset.from_generator(
         generate,
@@ -123,7 +140,7 @@ def make_training_dataset(
     ).apply(tf.data.experimental.assert_cardinality(crops))  # so Keras knows the epoch length
 
     def crop_and_augment(image, mask, pair_seed):
-        return _random_crop_augment(image, mask, pair_seed, image_size, augment)
+        return _random_crop_augment(image, mask, pair_seed, image_size, in_tf)
 
     dataset = (
         dataset.map(crop_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -131,6 +148,49 @@ def make_training_dataset(
         .prefetch(tf.data.AUTOTUNE)
     )
     return TrainingData(dataset, math.ceil(crops / batch_size), crops)
+
+
+def raw_context_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    augment: AugmentConfig,
+    config: PreprocessConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training crop made from the raw image, as the v3/v4 defaults were trained.
+
+    A crop of side ``size / scale`` (scale log-uniform in ``[augment.scale_min,
+    augment.scale_max]``) and a square context of ``augment.context`` times that side around it
+    are drawn; the context's stain is jittered in HED space on ``augment.hed_probability`` of
+    crops, it is resampled so the crop becomes ``size``², preprocessed
+    (:func:`~segcore.data.preprocessing.enhance_image`: equalised over the context, as inference
+    equalises a whole image) and the crop cut out. Returns ``(uint8 RGB (size, size, 3), uint8
+    mask (size, size))``; ``image`` and ``mask`` must be at least ``size`` on each side.
+    """
+    height, width = mask.shape
+    scale = math.exp(rng.uniform(math.log(augment.scale_min), math.log(augment.scale_max)))
+    side = min(round(size / scale), height, width)
+    context = min(round(augment.context * side), height, width)
+    cy, cx = rng.integers(0, height - context + 1), rng.integers(0, width - context + 1)
+    region = image[cy : cy + context, cx : cx + context]
+    if rng.random() < augment.hed_probability:
+        factors = rng.uniform(1 - augment.hed_scale, 1 + augment.hed_scale, 3)
+        shifts = rng.uniform(-augment.hed_shift, augment.hed_shift, 3)
+        region = hed_transform_uint8(region, factors, shifts)
+    y, x = rng.integers(0, context - side + 1), rng.integers(0, context - side + 1)
+    factor = size / side
+    method = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    region = enhance_image(
+        cv2.resize(region, None, fx=factor, fy=factor, interpolation=method), config
+    )
+    region = pad_to_at_least(region, size)
+    top = max(0, min(round(y * factor), region.shape[0] - size))
+    left = max(0, min(round(x * factor), region.shape[1] - size))
+    crop = region[top : top + size, left : left + size]
+    truth = mask[cy + y : cy + y + side, cx + x : cx + x + side]
+    truth = cv2.resize(truth, (size, size), interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(crop), truth
 
 
 def _random_crop_augment(image, mask, seed, size: int, augment: AugmentConfig | None):
@@ -171,6 +231,15 @@ def hed_transform(image, scale, shift):
     stains = stains * scale + shift
     rgb = tf.exp(-tf.tensordot(stains * -_LOG_ADJUST, _RGB_FROM_HED, axes=1))
     return tf.clip_by_value(rgb, 0.0, 1.0)
+
+
+def hed_transform_uint8(image: np.ndarray, scale, shift) -> np.ndarray:
+    """:func:`hed_transform` in NumPy for a uint8 RGB image (rounded back to uint8)."""
+    density = np.log(np.maximum(image.astype(np.float32) / 255.0, 1e-6)) / _LOG_ADJUST
+    stains = np.maximum(density @ hed_from_rgb.astype(np.float32), 0.0)
+    stains = stains * np.float32(scale) + np.float32(shift)
+    rgb = np.exp(-((stains * -_LOG_ADJUST) @ rgb_from_hed.astype(np.float32)))
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _hed_jitter(image, seed, augment: AugmentConfig):

@@ -40,7 +40,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from segcore.data.datasets import DatasetSplits, open_dataset
+from segcore.data.datasets import DatasetSplits, dataset_pixel_size, open_dataset
 from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_synthetic_dataset
 from segcore.errors import ConfigError, DatasetError
 from segcore.timestamps import utc_now
@@ -180,6 +180,7 @@ def _start(run: RunDir, config: TrainConfig) -> None:
             reason=None,
             hint=None,
             traceback=None,
+            phase=None,
             epochs=config.epochs,
         )
     except OSError as exc:
@@ -323,6 +324,7 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
         "steps_per_epoch": train_data.steps_per_epoch,
         "initial_epoch": initial_epoch,
     }
+    sources = _validation_sources(config, splits, val_source)
     callback = make_callback(
         run,
         config,
@@ -331,6 +333,7 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
         preview=preview,
         stop_flag=stop_flag,
         clock=clock,
+        sources=sources,
     )
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -356,7 +359,19 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
         "command": command,
         "history_last": history[-1] if history else None,
     }
-    finish_run(run, config, model, splits, val_source, outcome)
+    finish_run(run, config, model, splits, val_source, outcome, sources=sources)
+
+
+def _validation_sources(config: TrainConfig, splits: DatasetSplits, val_source):
+    """``(sources, model pixel size)`` for :func:`make_callback` when the run has
+    ``validation_sources`` (its own validation images first), else None."""
+    if not config.validation_sources:
+        return None
+    from segcore.evaluation.sources import Source, open_validation_sources
+
+    pixel_size = dataset_pixel_size(splits.root)
+    own = Source(Path(config.data).name, val_source, pixel_size)
+    return [own, *open_validation_sources(config.validation_sources)], pixel_size
 
 
 def _record_stop(run: RunDir, model, callback, history: list[dict]) -> None:
