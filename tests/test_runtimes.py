@@ -456,3 +456,39 @@ def test_cli_runtimes_prepares_the_gate_and_names_autos_choice(
     assert record is not None and {r["runtime"] for r in record["results"]} >= {OPENVINO}
     assert "openvino       pass" in out
     assert out.strip().splitlines()[-1] in {f"auto: {n}" for n in RUNTIMES}
+
+
+def test_an_ir_corrupted_in_place_with_its_mtime_restored_is_never_run(tmp_path, monkeypatch):
+    """Issue 21: same size, same inode, modification time put back — the memo of hashes
+    would not see it, so every load hashes the files in full."""
+    import os
+
+    model = pointwise_model()
+    calls = []
+    real_convert = ovr.convert
+    monkeypatch.setattr(ovr, "convert", lambda m: calls.append(1) or real_convert(m))
+
+    def opened():
+        return open_runtime(model, OPENVINO, model_sha256=SHA, cache_dir=tmp_path)
+
+    batch = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    first = np.asarray(opened()(batch))
+    opened()  # the hashes are now remembered by path, inode, size and mtime
+    assert len(calls) == 1
+    weights = tmp_path / SHA / "openvino-float32" / "model.bin"
+    before = weights.stat()
+    data = weights.read_bytes()
+    where = data.find(np.float32(3.0).tobytes())  # pointwise_model's first weight
+    assert where >= 0
+    with open(weights, "r+b") as handle:  # still a valid IR, with another weight
+        handle.seek(where)
+        handle.write(np.float32(-30.0).tobytes())
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = weights.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert np.allclose(np.asarray(opened()(batch)), first, atol=1e-6)
+    assert len(calls) == 2  # noticed and rebuilt, never run

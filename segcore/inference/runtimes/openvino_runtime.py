@@ -115,14 +115,20 @@ _HASHES: dict[tuple[str, int, int, int], str] = {}
 _HASHES_LOCK = threading.Lock()
 
 
-def _sha256(path: Path) -> str:
-    """The file's SHA-256, remembered for this process while its inode, size and modification
-    time stay the same: the 47 MB IR is checked on every use (the Models page, each ``auto``),
-    and a file rewritten in any way (a rebuild, a corruption) has a new modification time."""
+def _sha256(path: Path, *, fresh: bool = False) -> str:
+    """The file's SHA-256.
+
+    The rule (issue 21): every time an IR is *read from disk to run* (:meth:`IrCache.load`),
+    its files are hashed in full (``fresh``; ~0.1 s for the 47 MB IR, less than reading it
+    into OpenVINO), so a file corrupted in place — same size, modification time restored — is
+    never run. Elsewhere (what the Models page and ``runtimes`` list, the gate record's
+    check) a hash is remembered for this process while the file's inode, size and
+    modification time stay the same; those lookups only describe the cache, and the next load
+    checks again."""
     stat = path.stat()
     key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     with _HASHES_LOCK:
-        known = _HASHES.get(key)
+        known = None if fresh else _HASHES.get(key)
     if known is not None:
         return known
     digest = hashlib.sha256()
@@ -158,9 +164,11 @@ class IrCache:
             versions["nncf"] = nncf_version()
         return versions
 
-    def meta(self) -> dict[str, Any] | None:
+    def meta(self, *, fresh: bool = False) -> dict[str, Any] | None:
         """The folder's ``meta.json`` if the IR is usable as it stands, else ``None``, with
-        the reason logged (missing, other model, other versions, files changed)."""
+        the reason logged (missing, other model, other versions, files changed); ``fresh``
+        hashes the files in full rather than trusting this process's memory (:func:`_sha256`).
+        """
         try:
             meta = json.loads((self.folder / META_FILE).read_text())
         except (OSError, ValueError) as exc:
@@ -178,7 +186,7 @@ class IrCache:
             files = meta.get("files", {})
             for name in IR_FILES:
                 path = self.folder / name
-                if not path.is_file() or _sha256(path) != files.get(name):
+                if not path.is_file() or _sha256(path, fresh=fresh) != files.get(name):
                     problem = f"{name} is missing or differs from the hash in {META_FILE}"
                     break
         if problem:
@@ -190,7 +198,7 @@ class IrCache:
         """The cached ``openvino.Model``, or ``None`` when there is no usable IR."""
         import openvino as ov
 
-        if self.meta() is None:
+        if self.meta(fresh=True) is None:  # what is run is always checked in full
             return None
         try:
             return ov.Core().read_model(str(self.folder / "model.xml"))
