@@ -1,4 +1,5 @@
-"""Plotly figures for the app: threshold curves and training curves (no Streamlit, no TF)."""
+"""Plotly figures for the app: threshold curves, training curves, histograms and reliability
+diagrams (no Streamlit, no TF)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from segcore.analysis.overlays import PALETTE
+from segcore.metrics.calibration import Reliability
 
-__all__ = ["nuclei_histograms", "threshold_figure", "training_figure"]
+__all__ = ["nuclei_histograms", "reliability_figure", "threshold_figure", "training_figure"]
 
 _DICE = PALETTE["false_negative"].hex  # blue
 _JACCARD = PALETTE["false_positive"].hex  # vermillion
@@ -110,4 +112,71 @@ def nuclei_histograms(columns: Mapping[str, Sequence[float]], *, height: int = 3
             col=i,
         )
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.05)
+    return fig
+
+
+def reliability_figure(diagram: Reliability, *, title: str = "", height: int = 360) -> go.Figure:
+    """The reliability diagram: the observed fraction of nucleus pixels against the mean
+    predicted probability of each bin (left axis), the diagonal of perfect calibration, and the
+    pixels per bin as grey bars behind them (right axis, logarithmic).
+
+    Args:
+        diagram: per-bin sums (:func:`segcore.metrics.calibration.reliability`, or an
+            evaluation's ``calibration``); empty bins are left out.
+        title: the figure title.
+        height: pixels.
+    """
+    filled = diagram.counts > 0
+    edges = diagram.edges
+    centres = (edges[:-1] + edges[1:]) / 2
+    share = diagram.counts / max(diagram.n_pixels, 1)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=centres[filled].tolist(),
+            y=diagram.counts[filled].tolist(),
+            width=float(edges[1] - edges[0]) * 0.9,
+            name="pixels in bin",
+            marker={"color": "#bbbbbb"},
+            customdata=(100 * share[filled]).tolist(),
+            hovertemplate="%{y:,d} pixels (%{customdata:.2f} %)<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="perfectly calibrated",
+            line={"color": "#888888", "dash": "dash", "width": 1.5},
+            hoverinfo="skip",
+            yaxis="y2",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=diagram.confidence[filled].tolist(),
+            y=diagram.observed[filled].tolist(),
+            mode="lines+markers",
+            name="observed nucleus fraction",
+            line={"color": _DICE, "width": 2},
+            hovertemplate="predicted %{x:.3f}, observed %{y:.3f}<extra></extra>",
+            yaxis="y2",
+        )
+    )
+    fig.update_layout(
+        title=title or None,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"title": "mean predicted probability (bin)", "range": [0, 1]},
+        yaxis={"title": "pixels", "type": "log", "side": "right", "showgrid": False},
+        yaxis2={
+            "title": "fraction of true nucleus pixels",
+            "range": [0, 1.02],
+            "overlaying": "y",
+            "side": "left",
+        },
+        legend={"orientation": "h", "y": -0.25},
+        barmode="overlay",
+    )
     return fig

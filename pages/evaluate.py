@@ -1,4 +1,5 @@
-"""Evaluate: the active model over a dataset split, with the sweep, a table and the worst images.
+"""Evaluate: the active model over a dataset split, with the sweep, the reliability diagram, a
+table and the worst images.
 
 UI only: ``segcore.evaluation.evaluate.evaluate`` does the work through
 ``appkit.state.split_evaluation``, which keeps results per model, dataset, split and threshold
@@ -52,11 +53,20 @@ if result is None:
         st.stop()
 
 st.subheader(f"{result.n_images} images of the {split_name} split at threshold {threshold:.2f}")
-columns = st.columns(4)
+calibration = result.calibration
+columns = st.columns(5)
 columns[0].metric("Pooled Dice", f"{result.pooled['dice']:.3f}")
 columns[1].metric("Pooled Jaccard", f"{result.pooled['jaccard']:.3f}")
 columns[2].metric("Mean Dice per image", f"{result.mean['dice']:.3f}")
 columns[3].metric("Mean Jaccard per image", f"{result.mean['jaccard']:.3f}")
+columns[4].metric(
+    "Calibration error (ECE)",
+    f"{calibration.ece:.3f}",
+    help=f"Expected calibration error of the probabilities, all pixels pooled: "
+    f"{calibration.n_bins} equal-width bins of predicted probability, the pixel-weighted mean "
+    "gap between a bin's mean probability and its fraction of true nucleus pixels. "
+    "0 is perfectly calibrated; it does not depend on the threshold.",
+)
 objects = result.instances
 columns = st.columns(4)
 columns[0].metric("Nuclei: predicted / true", f"{objects['n_pred']:,d} / {objects['n_true']:,d}")
@@ -71,7 +81,8 @@ st.caption(
 for note in result.notes:
     st.caption(note)
 sweep = result.sweep
-st.plotly_chart(
+left, right = st.columns(2)
+left.plotly_chart(
     charts.threshold_figure(
         sweep.thresholds,
         {"Dice": sweep.pooled.dice, "Jaccard": sweep.pooled.jaccard},
@@ -80,6 +91,13 @@ st.plotly_chart(
         title=f"Pooled Dice and Jaccard vs threshold (best Dice at {result.best_threshold:.2f})",
     ),
     key="eval_curve",
+)
+right.plotly_chart(
+    charts.reliability_figure(
+        calibration,
+        title=f"Reliability over {calibration.n_bins} bins (ECE {calibration.ece:.3f})",
+    ),
+    key="eval_reliability",
 )
 st.dataframe(
     result.per_image,

@@ -14,11 +14,15 @@
   IoU > 0.5, panoptic quality and AJI per image, and for the set
   (:func:`segcore.metrics.instances.combine_instance_scores`);
 * over a grid of thresholds: the pooled and mean-over-images curves of the same four metrics,
-  and the threshold of best pooled Dice.
+  and the threshold of best pooled Dice;
+* calibration: the reliability diagram of the probabilities and the expected calibration error
+  (:mod:`segcore.metrics.calibration`: 10 equal-width bins, pixels pooled over all images).
 
 Only one probability map is in memory at a time: each image's sweep counts
 (:func:`segcore.metrics.sweep.threshold_sweep`, ``(T, 4)`` integers) are kept and combined at
-the end, giving exactly the sweep that one call on all images at once would give.
+the end, giving exactly the sweep that one call on all images at once would give; likewise
+each image's per-bin calibration sums (:class:`~segcore.metrics.calibration.Reliability`) are
+added up.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from segcore.inference.resolution import (
     grid_pixel_size,
     predict_at_pixel_size,
 )
+from segcore.metrics.calibration import Reliability, reliability
 from segcore.metrics.counts import (
     METRIC_NAMES,
     ConfusionCounts,
@@ -137,6 +142,10 @@ class EvaluationResult:
             ``mean_pq``, ``mean_aji``, ``median_count_error``, ...).
         notes: how the ground truth was read, once per distinct note (e.g. binary masks whose
             touching nuclei count as one); empty when every mask holds instance labels.
+        calibration: the reliability diagram of all pixels pooled (per-bin pixels, nucleus
+            pixels and summed probabilities on 10 equal-width bins) with its ``ece``
+            (:class:`~segcore.metrics.calibration.Reliability`); None only for a result made
+            without it.
     """
 
     threshold: float
@@ -147,6 +156,7 @@ class EvaluationResult:
     best_threshold: float
     instances: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    calibration: Reliability | None = None
 
     @property
     def n_images(self) -> int:
@@ -162,9 +172,11 @@ class EvaluationResult:
         """Returns a JSON-serialisable dict (Python numbers and lists, no arrays).
 
         Keys: ``threshold``, ``n_images``, ``per_image``, ``pooled``, ``mean``,
-        ``best_threshold``, ``instances``, ``notes`` and ``sweep`` (``thresholds``; ``pooled``
+        ``best_threshold``, ``instances``, ``notes``, ``sweep`` (``thresholds``; ``pooled``
         and ``mean``, each mapping the four metric names to lists; pooled ``tp``, ``fp``,
-        ``fn``, ``tn``).
+        ``fn``, ``tn``) and ``calibration``
+        (:meth:`~segcore.metrics.calibration.Reliability.to_dict`: ``n_bins``, ``edges``,
+        ``counts``, ``positives``, ``confidence``, ``observed``, ``ece``, ``max_gap``; or None).
         """
         sweep = {
             "thresholds": self.sweep.thresholds.tolist(),
@@ -182,6 +194,7 @@ class EvaluationResult:
             "instances": dict(self.instances),
             "notes": list(self.notes),
             "sweep": sweep,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
 
@@ -253,6 +266,7 @@ def evaluate(
     counts: list[ConfusionCounts] = []
     sweeps: list[SweepResult] = []
     objects: list[InstanceScores] = []
+    calibration = Reliability.empty()
     notes: dict[str, None] = {}
     image_pixel_size = grid_pixel_size(pixel_size, model_pixel_size)
     for index in range(total):
@@ -274,6 +288,7 @@ def evaluate(
         image_counts = confusion_counts(mask, binarize(probs, threshold))
         counts.append(image_counts)
         sweeps.append(threshold_sweep(mask, probs, grid))
+        calibration = calibration + reliability(mask, probs)
         pred_labels = label_instances(probs, threshold, instances, pixel_size=image_pixel_size)
         objects.append(instance_scores(true_labels, pred_labels))
         per_image.append(
@@ -319,4 +334,5 @@ def evaluate(
         best_threshold=sweep.best_threshold("dice", pooled=True),
         instances=combine_instance_scores(objects),
         notes=tuple(notes),
+        calibration=calibration,
     )
