@@ -1,42 +1,56 @@
-"""Train: start a training in the background, watch it live, stop it, use its model.
+"""Train: start a training in the background (fine-tuning the default with its own recipe, or
+from scratch), watch it live, stop it, use its model.
 
-UI only: ``segcore.training.jobs`` runs the training as its own process (it survives reloads and
-closed browsers), started through ``appkit.access`` (the dataset must lie inside a data root; no
-training in viewer mode); this page reads the run folder every two seconds.
+UI only: ``appkit.training`` builds and checks the settings and estimates how long they take,
+``appkit.training_runs`` says which run to show and how its status reads;
+``segcore.training.jobs`` runs the training as its own process (it survives reloads and closed
+browsers), started through ``appkit.access`` (the dataset must lie inside a data root; no
+training in viewer mode). The live part reads the run folder every two seconds and redraws the
+whole page when a run starts, changes state or ends.
 """
 
 import streamlit as st
 
-from appkit import access, charts, navigation, state, widgets
-from segcore.data import samples
+from appkit import access, charts, navigation, state, training, training_runs, widgets
 from segcore.errors import SegcoreError
 from segcore.training import jobs
-from segcore.training.config import TrainConfig
 from segcore.training.devices import training_device_label
 from segcore.training.locks import TrainingBusyError
-from segcore.training.runs import ACTIVE_STATES, RunDir, progress_of
+from segcore.training.runs import RunDir
 
 navigation.page_header()
 st.title("Train")
 widgets.active_model_caption()
 st.caption(f"Trains on: **{training_device_label()}**")
+training_runs.remember_run_state()
 
 running = jobs.running_job()
-defaults = TrainConfig()
 if access.viewer_mode():
     st.info(access.VIEWER_NOTE, icon=":material/visibility:")
-    start = False
 else:
-    with st.form("train_form"):
-        st.markdown("**New training**")
-        data = st.text_input(
-            "Dataset",
-            value=samples.SYNTHETIC,
-            help="'synthetic' for the embedded synthetic set, or a dataset folder. "
-            + access.folder_help(),
-        )
+    st.markdown("**New training**")
+    preset = st.radio("Preset", training.presets(), key=training.PRESET_KEY, horizontal=True)
+    key = training.PRESET_IDS[preset]
+    defaults = training.preset_config(preset)
+    if preset == training.FINE_TUNE:
+        st.caption(training.recipe_summary(defaults))
+    data_default, data_note = training.dataset_default(preset)
+    data = st.text_input(
+        "Dataset",
+        value=data_default,
+        key=f"train_data_{key}",
+        placeholder="data/my-dataset",
+        help="'synthetic' for the embedded synthetic set, or a dataset folder. "
+        + access.folder_help(),
+    )
+    if data_note:
+        st.caption(data_note)
+    if preset == training.FINE_TUNE:
+        epochs = st.number_input("Epochs", 1, 1000, defaults.epochs, key=f"train_epochs_{key}")
+        values = training.FormValues(data=data, epochs=int(epochs))
+    else:
         row = st.columns(4)
-        epochs = row[0].number_input("Epochs", 1, 1000, 10)
+        epochs = row[0].number_input("Epochs", 1, 1000, 10, key=f"train_epochs_{key}")
         batch_size = row[1].number_input("Batch size", 1, 256, defaults.batch_size)
         image_size = row[2].number_input("Image size", 32, 1024, defaults.image_size, step=16)
         lr = row[3].number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.0e")
@@ -56,74 +70,80 @@ else:
             "'none' starts from random weights.",
         )
         augment = row[3].checkbox("Augmentation", value=True)
-        start = st.form_submit_button(
-            "Start training", type="primary", disabled=running is not None
-        )
-if start:
-    try:
-        config = TrainConfig(
-            data=data.strip() or samples.SYNTHETIC,
+        values = training.FormValues(
+            data=data,
             epochs=int(epochs),
             batch_size=int(batch_size),
             image_size=int(image_size),
             lr=float(lr),
+            crops=int(crops),
             loss=loss,
+            backbone=backbone,
             augment=bool(augment),
-            crops_per_epoch=int(crops) or None,
-            backbone_weights=None if backbone == "none" else backbone,
         )
-        run = access.start_training(config)
-    except TrainingBusyError as exc:
-        widgets.show_error(exc, "Not started")
-    except SegcoreError as exc:
-        widgets.show_error(exc, "Invalid training settings")
-    else:
-        st.session_state["watched_run"] = str(run.path)
-        st.toast(f"Started {run.run_id}")
-        st.rerun()
+    draft = training.draft(preset, values)
+    if draft.error:
+        st.warning(f"These settings cannot start: {draft.error}")
+    for note in draft.notes:
+        st.warning(note, icon=":material/info:")
+    if draft.estimate:
+        st.caption(draft.estimate)
+    busy = training_runs.busy_note(running)
+    if busy:
+        st.caption(busy)
+    if st.button("Start training", type="primary", disabled=running is not None):
+        try:
+            run = training.start(preset, values)
+        except TrainingBusyError as exc:
+            widgets.show_error(exc, "Not started")
+        except SegcoreError as exc:
+            widgets.show_error(exc, "Invalid training settings")
+        else:
+            st.toast(f"Started {run.run_id}")
+            st.rerun()
 
 
 @st.fragment(run_every=2)
 def live() -> None:
-    """The running (or last watched) run: progress, curves, preview, log; refreshed every 2 s."""
-    job = jobs.running_job()
-    watched = st.session_state.get("watched_run")
-    run = job if job is not None else (RunDir(watched) if watched else None)
-    if run is None or not run.exists():
-        st.info("No training is running. Start one above; it keeps running if you close the page.")
+    """The running (or watched, or last) run: progress, curves, preview, log; refreshed every
+    2 s. When a run starts, changes state or ends, the whole page is drawn again."""
+    if training_runs.run_state_changed():
+        st.rerun()
+    run, why = training_runs.shown_run()
+    if run is None:
+        st.info("No training has run yet. Start one above; it keeps running if you close the page.")
         return
-    status = run.read_status()
-    state_name = status.get("state")
+    status = training_runs.read_status(run)
     head = st.columns([3, 1], vertical_alignment="center")
-    head[0].markdown(f"**{run.run_id}** — {state_name} on {status.get('device') or '…'}")
-    if state_name in ACTIVE_STATES:
+    head[0].markdown(training_runs.headline(run, status))
+    if why == "latest":
+        st.caption("The most recent run in the runs folder.")
+    if training_runs.is_active(status):
         if not access.viewer_mode() and head[1].button("Stop", key=f"stop_{run.run_id}"):
             access.stop_training(run.path)
             st.toast("Stop requested: the run saves and stops after its current batch.")
-        fraction, text = progress_of(status)
+        fraction, text = training_runs.progress(status)
         st.progress(fraction, text=text)
-    elif state_name == "failed":
-        reason = access.browser_message(f"{status.get('reason')}\n\n{status.get('hint') or ''}")
-        st.error(f"Failed: {reason}")
-    elif state_name == "stopped":
-        st.warning(f"Stopped after epoch {status.get('epoch')}: {status.get('reason') or ''}")
-    elif state_name == "completed":
-        st.success(
-            f"Completed: validation Dice {status.get('val_dice', float('nan')):.3f} at threshold "
-            f"{status.get('threshold', float('nan')):.2f}"
-        )
+    ended = training_runs.outcome(status)
+    if ended is not None:
+        kind, text = ended
+        {"success": st.success, "warning": st.warning, "error": st.error}[kind](text)
     rows = run.read_metrics()
     if rows:
+        named, dice_keys = training_runs.chart_rows(rows, training_runs.image_size_of(run))
         curves = st.columns(2)
         curves[0].plotly_chart(
-            charts.training_figure(rows, ["loss", "val_loss"], title="Loss"),
+            charts.training_figure(named, ["loss", "val_loss"], title="Loss"),
             key=f"loss_{run.run_id}",
         )
         curves[1].plotly_chart(
-            charts.training_figure(
-                rows, ["dice_coef", "val_dice_coef", "val_pooled_dice"], title="Dice"
-            ),
+            charts.training_figure(named, dice_keys, title="Dice per epoch"),
             key=f"dice_{run.run_id}",
+        )
+        st.caption(
+            "Per-epoch figures: soft Dice of the batches, pooled Dice on validation tiles at "
+            "0.5 and, with validation sources, their Dice at their threshold. The run's "
+            "validation Dice is measured once, at the end, on the full-size validation images."
         )
     preview = run.latest_preview()
     if preview is not None:
@@ -140,14 +160,11 @@ if not all_jobs:
     st.caption("No runs yet in this runs folder.")
 for job in all_jobs:
     run = RunDir(job["path"])
-    metrics = job.get("metrics") or {}
-    cells = st.columns([3, 1, 1, 2], vertical_alignment="center")
+    cells = st.columns([3, 2, 1, 2], vertical_alignment="center")
     cells[0].markdown(f"**{job['run_id']}** · {job['state']}")
-    cells[1].markdown(
-        f"val Dice {metrics['val_pooled_dice']:.3f}" if "val_pooled_dice" in metrics else "—"
-    )
+    cells[1].markdown(training_runs.run_figure(job))
     if cells[2].button("Watch", key=f"watch_{job['run_id']}"):
-        st.session_state["watched_run"] = job["path"]
+        training_runs.watch(job["path"])
         st.rerun()
     if (
         run.has_bundle()

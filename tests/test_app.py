@@ -565,6 +565,7 @@ def test_train_page_starts_and_stops_a_tiny_job(tmp_path, isolated_runs, data_ro
     assert any(
         "Trains on" in c.value and ("CPU" in c.value or "GPU" in c.value) for c in at.caption
     )
+    at.radio(key="train_preset").set_value("From scratch").run()  # the page opens on fine-tuning
     at.text_input[0].set_value(str(folder))
     at.number_input[0].set_value(500)  # epochs: far more than the test waits for
     at.number_input[1].set_value(2)  # batch size
