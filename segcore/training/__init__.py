@@ -8,7 +8,9 @@ bookkeeping), :mod:`~segcore.training.checkpoints` (resume checkpoints),
 :mod:`~segcore.training.finish` (the bundle and card at the end), :mod:`~segcore.training.runs`
 (the run folder and its status), :mod:`~segcore.training.jobs` (training as a background
 process), :mod:`~segcore.training.locks` (one training per device) and
-:mod:`~segcore.training.devices` (CPU/GPU choice).
+:mod:`~segcore.training.devices` (CPU/GPU choice), :mod:`~segcore.training.recipes` (the
+repository's recipes, ``scripts/recipes/``) and :mod:`~segcore.training.estimates` (how long
+a run will take, from measured runs).
 
 May import: every package below it (base, data, network, metrics, inference, evaluation,
 bundles). Only ``pipeline`` and the trainer's functions load TensorFlow.
