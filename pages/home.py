@@ -12,7 +12,8 @@ st.caption(f"segcore {segcore.__version__} · DeepLabV3+ on a ResNet50 backbone"
 st.markdown(
     """
 Explore a nucleus segmentation model on H&E tiles: upload an image with its ground-truth mask,
-or pick a sample, then move the threshold and watch Dice and Jaccard follow.
+or pick a sample, then move the threshold and watch Dice and Jaccard follow. Open a whole slide,
+explore any region of it and segment all its tissue into QuPath-ready nuclei.
 """
 )
 left, right = st.columns(2)
@@ -21,6 +22,11 @@ with left:
         "pages/predict.py",
         label="**Predict** — one image, two thresholds, live metrics",
         icon=":material/biotech:",
+    )
+    st.page_link(
+        "pages/slides.py",
+        label="**Slides** — a whole slide: explore a region, segment it all",
+        icon=":material/gallery_thumbnail:",
     )
     st.page_link(
         "pages/evaluate.py",
