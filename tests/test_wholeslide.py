@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage.color import rgb2hed
 
 from devtools.slides import monuseg_mosaic, write_aperio_tiff
@@ -129,9 +130,11 @@ def features_of(out: Path) -> list[dict]:
     return collection["features"]
 
 
-def rasterize(features: list[dict], shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+def rasterize(
+    features: list[dict], shape: tuple[int, int], scale: float = 1.0, exclusive: bool = True
+) -> np.ndarray:
     """The features' polygons as a label image (pixel centres inside), ``scale`` × level 0;
-    asserts that no two nuclei share a pixel."""
+    asserts that no two nuclei share a pixel if ``exclusive`` (else the later one wins)."""
     import shapely
     from shapely import affinity
     from shapely.geometry import shape as to_shape
@@ -145,7 +148,7 @@ def rasterize(features: list[dict], shape: tuple[int, int], scale: float = 1.0) 
         ys, xs = np.mgrid[y0:y1, x0:x1]
         inside = shapely.contains_xy(geometry, xs + 0.5, ys + 0.5)
         window = labels[y0:y1, x0:x1]
-        assert not window[inside].any(), f"nucleus {feature['id']} overlaps another"
+        assert not exclusive or not window[inside].any(), f"nucleus {feature['id']} overlaps"
         window[inside] = int(feature["id"])
     return labels
 
@@ -350,6 +353,144 @@ def test_stitching_with_the_default_model_on_real_tissue(tmp_path, monuseg):
     stitched = rasterize(features_of(tmp_path / "run"), (height, width))
     assert summary["nuclei"] > 150
     assert_same_nuclei(reference, stitched, 0.005)
+
+
+# --------------------------------------------------------------------------------------------
+# The region split into nuclei: the core and what its nuclei reach, the whole box's nuclei
+# --------------------------------------------------------------------------------------------
+
+
+def blobs(seed: int, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Probabilities of nucleus-like blobs: smoothed noise (larger ``sigma``: larger blobs,
+    clusters and long branching objects), rescaled to [0, 1]."""
+    noise = np.random.default_rng(seed).random(shape).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
+    return (smooth - smooth.min()) / (smooth.max() - smooth.min())
+
+
+def kept_nuclei(probabilities, core, instances, whole_box):
+    """:func:`tile_nuclei` of one box ``(0, 0)`` with the core ``(x, y, w, h)``."""
+    from types import SimpleNamespace
+
+    from segcore.slides.grid import GridTile
+    from segcore.wholeslide.tiles import tile_nuclei
+
+    h, w = probabilities.shape
+    tile = GridTile(index=0, row=0, col=0, core=core, box=(0, 0, w, h))
+    grid = SimpleNamespace(pixel_size=0.25, scale=1.0, halo=core[0])
+    image = np.full((h, w, 3), 128, np.uint8)
+    return tile_nuclei(
+        tile,
+        image,
+        probabilities,
+        grid=grid,
+        threshold=0.5,
+        instances=instances,
+        whole_box=whole_box,
+    )
+
+
+@pytest.mark.parametrize("foreground", [0.4, 0.25], ids=["crowded", "sparse"])
+@pytest.mark.parametrize(
+    "instances",
+    [
+        InstanceConfig(),
+        InstanceConfig(split_depth_um=0.0, fill_holes=False),
+        InstanceConfig(split_depth_um=0.5, min_area_um2=2.0),
+    ],
+    ids=["default", "every-maximum-no-filling", "deeper"],
+)
+def test_the_nuclei_region_keeps_the_whole_boxs_nuclei(foreground, instances):
+    """Every nucleus a tile keeps, split over :func:`nuclei_region` only, is the one split over
+    the whole box: same pixels, measurements, outline and order; the region grows with the
+    objects that cross the core's border (crowded: often to the whole box) and is smaller than
+    the box when they are sparser."""
+    from segcore.wholeslide.nuclei_region import nuclei_region
+
+    shape, core = (301, 333), (61, 47, 200, 190)  # odd sizes and an odd corner
+    kept, smaller = 0, 0
+    for seed, sigma in enumerate([2.0, 3.0, 4.0, 6.0]):  # small blobs to long clusters
+        probabilities = blobs(seed, shape, sigma)
+        threshold = np.quantile(probabilities, 1 - foreground)
+        probabilities = np.clip(probabilities - threshold + 0.5, 0, 1).astype(np.float32)
+        whole = kept_nuclei(probabilities, core, instances, whole_box=True)
+        part = kept_nuclei(probabilities, core, instances, whole_box=False)
+        assert part.records == whole.records and part.edge_nuclei == whole.edge_nuclei
+        kept += len(whole.records)
+        x0, y0, x1, y1 = nuclei_region(probabilities, 0.5, instances.fill_holes, (61, 47, 261, 237))
+        assert x0 <= 61 and y0 <= 47 and x1 >= 261 and y1 >= 237 and x0 % 2 == y0 % 2 == 0
+        smaller += (x1 - x0) * (y1 - y0) < shape[0] * shape[1]
+    assert kept >= 15
+    assert foreground > 0.3 or smaller >= 3
+    assert foreground < 0.3 or smaller < 4  # crowded: some object crosses far
+
+
+def test_an_object_crossing_the_core_reaches_as_far_as_it_goes():
+    """A long object from the core to the box's right edge takes the region there (and the
+    nucleus it holds stays whole); a ring beside the core, whose hole reaches into the region,
+    is taken whole, so its hole is filled as over the whole box."""
+    from segcore.wholeslide.nuclei_region import CONTEXT_PIXELS, nuclei_region
+
+    probabilities = np.zeros((200, 300), np.float32)
+    core = (50, 50, 150, 150)  # x0, y0, x1, y1
+    probabilities[60:70, 40:60] = 1  # crosses the left border: 10 px out
+    assert nuclei_region(probabilities, 0.5, True, core) == (24, 44, 150, 150)
+    probabilities[100:108, 120:300] = 1  # from the core to the right edge
+    assert nuclei_region(probabilities, 0.5, True, core)[2] == 300
+    probabilities[100:108, 120:300] = 0
+    ring = np.zeros((200, 300), np.uint8)
+    cv2.circle(ring, (190, 150), 20, 1, thickness=3)  # x 170..210, not meeting the core
+    probabilities[60:70, 138:160] = 1  # a nucleus crossing the right border: to x = 160
+    probabilities = np.maximum(probabilities, ring.astype(np.float32))
+    hole = np.flatnonzero((ndimage.binary_fill_holes(ring) > ring).any(axis=0))
+    assert hole[0] < 160 + CONTEXT_PIXELS < hole[-1]  # the hole reaches into the region
+    assert nuclei_region(probabilities, 0.5, True, core)[2] >= hole[-1] + 2  # and all of it
+    assert nuclei_region(probabilities, 0.5, False, core)[2] == 160 + CONTEXT_PIXELS
+    instances = InstanceConfig()
+    whole = kept_nuclei(probabilities, (50, 50, 100, 100), instances, whole_box=True)
+    part = kept_nuclei(probabilities, (50, 50, 100, 100), instances, whole_box=False)
+    assert part.records == whole.records and len(whole.records) == 2
+
+
+@pytest.mark.slow
+def test_real_tissue_gives_the_same_outputs_from_the_region_as_from_the_whole_box(
+    tmp_path, monuseg, monkeypatch
+):
+    """On a slide of real MoNuSeg tissue, splitting only each tile's
+    :func:`nuclei_region` gives the bytes of splitting its whole box: every nucleus, its
+    outline, measurements and id, none lost or duplicated across tile borders."""
+    import functools
+
+    from segcore.wholeslide import nuclei_region as region_module
+    from segcore.wholeslide import pipeline, tiles
+
+    mosaic = monuseg_mosaic(monuseg, rows=2, cols=2, crop=400, margin=48)
+    path = write_aperio_tiff(tmp_path / "mosaic.svs", mosaic.rgb)
+    config = SlideRunConfig(core_size=224, halo=96, chunk_tiles=4)
+    fractions = []
+    real_region = region_module.nuclei_region
+
+    def measured(probabilities, *args):
+        x0, y0, x1, y1 = real_region(probabilities, *args)
+        fractions.append((x1 - x0) * (y1 - y0) / probabilities.size)
+        return x0, y0, x1, y1
+
+    monkeypatch.setattr(tiles, "nuclei_region", measured)
+    summary = run(path, tmp_path / "region", config)
+    whole_box = functools.partial(tiles.tile_nuclei, whole_box=True)
+    monkeypatch.setattr(pipeline, "tile_nuclei", whole_box)
+    whole = run(path, tmp_path / "whole", config)
+    assert summary["tiles"] == whole["tiles"] == len(fractions) >= 16
+    assert summary["nuclei"] == whole["nuclei"] > 150
+    assert output_bytes(tmp_path / "region") == output_bytes(tmp_path / "whole")
+    assert np.median(fractions) < 0.75  # boxes of 416² for cores of 224²: the region is smaller
+    # and the stitched nuclei are those of one run over the whole image, each once (but for
+    # a cluster wider than the halo; outlines have no holes: one nucleus wrapped around
+    # another is drawn over it)
+    features = features_of(tmp_path / "region")
+    reference = reference_labels(mosaic.rgb, stand_in_bundle(), HematoxylinModel(), 0.25)
+    assert abs(len(features) - len(np.unique(reference)) + 1) <= 0.005 * len(features)
+    assert_same_nuclei(reference, rasterize(features, reference.shape, exclusive=False), 0.005)
 
 
 # --------------------------------------------------------------------------------------------

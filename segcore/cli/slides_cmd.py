@@ -296,8 +296,24 @@ def _segment(name: str, out: Path, job: dict[str, Any], stop) -> dict[str, Any]:
     return result
 
 
+def _slide_model(ref: str, runtime: str, quiet: bool):
+    """``(bundle, model)``: the gated runtime from the cache without TensorFlow when there is
+    one (:func:`segcore.wholeslide.model.open_slide_model`), else as ``predict`` opens it."""
+    from segcore.wholeslide.model import open_slide_model
+
+    opened = []
+
+    def opener(bundle, requested):
+        opened.append(True)
+        return runtime_model(bundle, requested, quiet)
+
+    bundle, model = open_slide_model(ref, runtime, opener=opener)
+    if not opened and not quiet:
+        print(f"runtime: {model.describe()}", file=sys.stderr)
+    return bundle, model
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from segcore.bundles.loading import load_bundle
     from segcore.wholeslide.config import SlideRunConfig
     from segcore.wholeslide.job_runner import stop_on_signals
 
@@ -315,8 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in args.slides:
         _check_slide(name, pixel_size, region)
     outs = _out_folders(args)
-    bundle = load_bundle(args.model)
-    model = runtime_model(bundle, args.runtime, quiet)
+    bundle, model = _slide_model(args.model, args.runtime, quiet)
     job = {"quiet": quiet, "run": {"bundle": bundle, "model": model, "config": config}}
     try:
         with stop_on_signals(signal.SIGINT, signal.SIGTERM) as stop:

@@ -3,7 +3,10 @@ borders, the run folder's outputs, and the run as a background job.
 
 Owns: :mod:`~segcore.wholeslide.config` (``SlideRunConfig``), :mod:`~segcore.wholeslide.tiles`
 (one tile's pixels on the work grid, and its nuclei, kept by the tile whose core holds their
-centroid), :mod:`~segcore.wholeslide.segment` (``segment_slide``: the run, resumable chunks,
+centroid) with :mod:`~segcore.wholeslide.nuclei_region` (the part of a tile's box split into
+nuclei: its core and what their objects reach), :mod:`~segcore.wholeslide.model` (the model
+a run predicts with: the gated runtime from the cache without TensorFlow when there is one),
+:mod:`~segcore.wholeslide.segment` (``segment_slide``: the run, resumable chunks,
 the summary), :mod:`~segcore.wholeslide.pipeline` (the streamed part: read-ahead thread,
 model, nuclei thread), :mod:`~segcore.wholeslide.runfolder` (``run.json``: whether a run may
 continue in a folder), :mod:`~segcore.wholeslide.outputs` (atomic files, part files, the

@@ -172,17 +172,16 @@ def segment_job(
     progress: Callable[[dict], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    """The job's work: loads the bundle and opens its runtime, then segments the slide into the
-    job folder (:func:`segcore.wholeslide.segment.segment_slide`). Returns its summary."""
-    from segcore.bundles.loading import load_bundle
-    from segcore.bundles.runtime_cache import open_bundle_runtime
+    """The job's work: opens the bundle's runtime (without TensorFlow when a gated one is
+    cached: :func:`segcore.wholeslide.model.open_slide_model`), then segments the slide into
+    the job folder (:func:`segcore.wholeslide.segment.segment_slide`). Returns its summary."""
     from segcore.wholeslide.config import SlideRunConfig
+    from segcore.wholeslide.model import open_slide_model
     from segcore.wholeslide.segment import segment_slide
 
     config = SlideRunConfig.from_dict(spec["config"])
     progress({"phase": "loading the model"})
-    bundle = load_bundle(spec["model"])
-    model = open_bundle_runtime(bundle, config.runtime, report=log.info)
+    bundle, model = open_slide_model(spec["model"], config.runtime, report=log.info)
     return segment_slide(
         spec["slide"],
         job.path,
