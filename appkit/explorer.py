@@ -15,10 +15,15 @@ NO_TRUTH = "No ground truth: upload its mask to see Dice, Jaccard, precision and
 """What the fourth picture says when the image has no ground truth (Predict's wording)."""
 
 
-def image_views(analysis, bundle, pixel_size: float, *, no_truth: str = NO_TRUTH) -> None:
+def image_views(analysis, bundle, pixel_size, *, no_truth: str = NO_TRUTH) -> None:
     """The caption (size, pixel size, time, model, runtime), the stain and display notes, and
-    the four pictures: original, model input, probabilities, ground truth (or ``no_truth``)."""
+    the four pictures: original, model input, probabilities, ground truth (or ``no_truth``).
+    ``pixel_size`` is the one chosen (µm/px); for ``"auto"`` the caption gives the estimated
+    one and says what was estimated (:attr:`ImageAnalysis.scale
+    <segcore.analysis.analyse.ImageAnalysis.scale>`)."""
     height, width = analysis.shape
+    if analysis.scale is not None:
+        pixel_size = analysis.pixel_size
     st.caption(
         f"**{analysis.name}** — {width}×{height} px at {pixel_size:g} µm/px, predicted in "
         f"{analysis.seconds:.2f} s by {bundle.card.name} (trained at "
@@ -26,6 +31,8 @@ def image_views(analysis, bundle, pixel_size: float, *, no_truth: str = NO_TRUTH
         f"{', runtime ' + analysis.runtime if analysis.runtime else ''}). Probabilities are "
         "cached: the sliders below never re-run the model."
     )
+    if analysis.scale is not None:
+        st.caption(f"Auto: {analysis.scale.describe()}.")
     if analysis.stain_note:
         st.warning(analysis.stain_note, icon=":material/palette:")
     if analysis.display_note:

@@ -335,7 +335,11 @@ def progress_bar(text: str) -> Iterator[Callable[[float, str], None]]:
 
 
 def analysis_for(
-    bundle, key: tuple, name: str, load: Callable[[], tuple], pixel_size: float | None = None
+    bundle,
+    key: tuple,
+    name: str,
+    load: Callable[[], tuple],
+    pixel_size: float | str | None = None,
 ):
     """The stored analysis of ``key`` for this model, else one made now with a progress bar
     (and stored), under this session's ``name``.
@@ -349,7 +353,8 @@ def analysis_for(
         key: identifies the image (its content digest, or its sample description).
         name: the image's name in this session, for captions, CSV rows and download names.
         load: returns ``(image, truth_or_None)``; called only when nothing is stored.
-        pixel_size: the image's µm per pixel (``None``: the model's); part of the key.
+        pixel_size: the image's µm per pixel (``None``: the model's; ``"auto"``: estimated
+            from its nuclei, :mod:`segcore.inference.scale`); part of the key.
 
     Raises:
         SegcoreError: ``load`` or the prediction failed (nothing is stored).
@@ -382,6 +387,7 @@ def analysis_for(
             pixel_size=pixel_size,
             model_pixel_size=bundle.pixel_size,
             instances=bundle.instances,
+            threshold=bundle.threshold,
         )
         # stored before the slot is given up: a session waiting for it then finds the result
         store.put(full_key, analysis.named(""))  # content only: no session's name is kept
@@ -411,7 +417,7 @@ def source_pixel_size(splits: DatasetSplits) -> float | None:
         return None
 
 
-def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | None = None):
+def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | str | None = None):
     """:func:`analysis_for` one sample of a :class:`~segcore.data.datasets.SampleSet`, by id."""
     index = sample_set.ids.index(sample_id)
     key = ("sample", sample_set.describe(index))

@@ -224,14 +224,52 @@ def source_picker(source: str):
 
 MAGNIFICATIONS = {"40× (0.25 µm/px)": 0.25, "20× (0.5 µm/px)": 0.5}
 CUSTOM_PIXEL_SIZE = "Custom µm/px"
+AUTO_PIXEL_SIZE = "Auto (from the nuclei)"
 
 
-def magnification(key: str, detected: float | None, *, note: str = "") -> float:
-    """The image's pixel size, in µm: 40×, 20× or a custom value, with ``detected`` (from the
-    file or the dataset) pre-selected; keyed per image so each starts from its own. ``note``
-    (why a value the file records is not used) is shown under the choice. The custom box takes
-    the one range of pixel sizes (:data:`segcore.data.images.PIXEL_SIZE_RANGE`); a ``detected``
-    value outside it is not used (and said so)."""
+def magnification_options(*, auto: bool) -> list[str]:
+    """The choices of :func:`magnification`: Auto first when offered, 40×, 20×, custom."""
+    return [*([AUTO_PIXEL_SIZE] if auto else []), *MAGNIFICATIONS, CUSTOM_PIXEL_SIZE]
+
+
+def default_magnification(options: list[str], detected: float | None, *, image: bool = True) -> str:
+    """The choice pre-selected for an image whose file or dataset records ``detected`` µm/px
+    (None: nothing usable): the magnification within 10 % of it, else custom. With nothing
+    detected: for an ``image`` (an upload), Auto where offered and
+    :data:`~segcore.inference.scale.PIXEL_SIZE_WHEN_UNKNOWN` is auto, as ``predict`` does; for
+    a dataset's sample (``image=False``), 40× — the model's, as ``evaluate`` and the Evaluate
+    page score it."""
+    from segcore.inference.scale import PIXEL_SIZE_WHEN_UNKNOWN, is_auto
+
+    if detected is None:
+        if image and AUTO_PIXEL_SIZE in options and is_auto(PIXEL_SIZE_WHEN_UNKNOWN):
+            return AUTO_PIXEL_SIZE
+        return next(iter(MAGNIFICATIONS))
+    near = [name for name, v in MAGNIFICATIONS.items() if abs(v - detected) <= 0.1 * v]
+    return near[0] if near else CUSTOM_PIXEL_SIZE
+
+
+def chosen_pixel_size(choice: str) -> float | str | None:
+    """What a choice of :func:`magnification` means: µm per pixel, ``"auto"``
+    (:data:`segcore.inference.scale.AUTO`) for Auto, None for custom (the number box says)."""
+    from segcore.inference.scale import AUTO
+
+    if choice == AUTO_PIXEL_SIZE:
+        return AUTO
+    return MAGNIFICATIONS.get(choice)
+
+
+def magnification(
+    key: str, detected: float | None, *, note: str = "", auto: bool = False, image: bool = True
+):
+    """The image's pixel size, in µm: 40×, 20× or a custom value — or, with ``auto``, the
+    choice "Auto", returned as ``"auto"`` (estimated from the nuclei when predicted:
+    :mod:`segcore.inference.scale`) — with ``detected`` (from the file or the dataset)
+    pre-selected (:func:`default_magnification`; ``image``: an upload, not a dataset's sample);
+    keyed per image so each starts from its own.
+    ``note`` (why a value the file records is not used) is shown under the choice. The custom
+    box takes the one range of pixel sizes (:data:`segcore.data.images.PIXEL_SIZE_RANGE`); a
+    ``detected`` value outside it is not used (and said so)."""
     from segcore.data.images import (
         MAX_PIXEL_SIZE,
         MIN_PIXEL_SIZE,
@@ -242,11 +280,8 @@ def magnification(key: str, detected: float | None, *, note: str = "") -> float:
     if detected is not None and not in_pixel_size_range(detected):
         note = note or f"The recorded {detected:.4g} µm/px is outside {PIXEL_SIZE_RANGE}: not used."
         detected = None
-    options = [*MAGNIFICATIONS, CUSTOM_PIXEL_SIZE]
-    index = 0
-    if detected is not None:
-        near = [i for i, v in enumerate(MAGNIFICATIONS.values()) if abs(v - detected) <= 0.1 * v]
-        index = near[0] if near else len(MAGNIFICATIONS)
+    options = magnification_options(auto=auto)
+    index = options.index(default_magnification(options, detected, image=image))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     choice = left.radio(
         "Magnification",
@@ -256,12 +291,17 @@ def magnification(key: str, detected: float | None, *, note: str = "") -> float:
         key=f"magnification_{key}",
         help="The image is resampled to the model's pixel size before prediction and the "
         "result back, so a 20× scan is seen as the model learned nuclei at 40×."
+        + (
+            " Auto estimates it from the nuclei's size on a first pass (40× or 20×)."
+            if auto
+            else ""
+        )
         + (f" Detected: {detected:g} µm/px." if detected is not None else " None detected."),
     )
     if note:
         left.caption(note)
     if choice != CUSTOM_PIXEL_SIZE:
-        return MAGNIFICATIONS[choice]
+        return chosen_pixel_size(choice)
     return float(
         right.number_input(
             "µm per pixel",

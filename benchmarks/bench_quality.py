@@ -10,6 +10,9 @@ full size and scored at the model's card threshold; pixel counts are summed over
 * ``monuseg-test@20x→40x`` — the half-size tiles predicted with their pixel size given (0.5
   µm/px, as ``--pixel-size 0.5`` does): resampled ×2 to the model's 0.25 µm/px and the
   probabilities back to the half-size grid;
+* ``monuseg-test@20x (auto)`` — the half-size tiles given *as is*, with no pixel size anywhere:
+  what ``predict`` and the app do then (``--pixel-size auto``,
+  :func:`segcore.inference.scale.predict_auto`: the pixel size estimated from the nuclei);
 * ``pannuke-breast``, ``tnbc``, ``cryonuseg``, ``consep`` — evaluation-only sets from other labs,
   scored on their **test parts** (``split.json``; their validation parts are for choosing
   settings: ``python -m segcore choose-threshold``).
@@ -48,8 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segcore.bundles.loading import load_bundle
 from segcore.bundles.runtime_cache import open_bundle_runtime
 from segcore.data.images import read_image, read_mask_array
+from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.instances import label_instances
 from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
+from segcore.inference.scale import predict_auto
 from segcore.metrics.counts import ConfusionCounts, confusion_counts
 from segcore.metrics.instances import combine_instance_scores, instance_scores
 from segcore.metrics.labels import ground_truth_instances
@@ -59,6 +64,7 @@ ROWS = [
     ("monuseg-test", "monuseg/test", None, None),
     ("monuseg-test@20x", "monuseg/test", "half", None),
     ("monuseg-test@20x→40x", "monuseg/test", "half-resampled", None),
+    ("monuseg-test@20x (auto)", "monuseg/test", "half-auto", None),
     ("pannuke-breast test", "pannuke-breast", None, "test"),
     ("tnbc test", "tnbc", None, "test"),
     ("cryonuseg test", "cryonuseg", None, "test"),
@@ -85,17 +91,30 @@ def pairs(folder: Path, part: str | None = None) -> list[tuple[Path, Path]]:
     return [(image, folder / "masks" / f"{image.stem}.png") for image in images]
 
 
-def probabilities(bundle, image: np.ndarray, mode: str | None) -> np.ndarray:
-    """The bundle's probabilities for ``image``; for ``half-resampled``, seen at the model's
-    pixel size (the half-size image is 0.5 µm/px), as ``--pixel-size 0.5`` does."""
+def probabilities(bundle, image: np.ndarray, mode: str | None) -> tuple[np.ndarray, float]:
+    """The bundle's probabilities for ``image`` and the pixel size they are taken to be at
+    (for splitting nuclei): for ``half-resampled``, seen at the model's pixel size (the
+    half-size image is 0.5 µm/px), as ``--pixel-size 0.5`` does; for ``half-auto``, at the
+    pixel size estimated from the nuclei (the classical baseline has none: as is)."""
+    model_size = bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE
+    if mode == "half-auto" and not isinstance(bundle.model, ClassicalBaseline):
+        probs, estimate = predict_auto(
+            bundle.model,
+            image,
+            bundle.preprocess,
+            threshold=bundle.threshold,
+            model_pixel_size=bundle.pixel_size,
+        )
+        return probs, estimate.pixel_size
     pixel_size = 0.5 if mode == "half-resampled" else None
-    return predict_at_pixel_size(
+    probs = predict_at_pixel_size(
         bundle.model,
         image,
         bundle.preprocess,
         pixel_size=pixel_size,
         model_pixel_size=bundle.pixel_size,
     )
+    return probs, pixel_size or model_size
 
 
 def score_row(bundles: dict, files: list, mode: str | None) -> tuple[dict, dict]:
@@ -105,16 +124,14 @@ def score_row(bundles: dict, files: list, mode: str | None) -> tuple[dict, dict]
     for image_path, mask_path in files:
         image = read_image(image_path)
         truth, _ = ground_truth_instances(read_mask_array(mask_path), name=mask_path.name)
-        pixel_size = DEFAULT_MODEL_PIXEL_SIZE
         if mode is not None:  # half size: ≈0.5 µm/px
             height, width = truth.shape
             size = (width // 2, height // 2)
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             truth = cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST)
-            pixel_size = 0.5 if mode == "half-resampled" else DEFAULT_MODEL_PIXEL_SIZE
         mask = (truth > 0).astype(np.uint8)
         for name, bundle in bundles.items():
-            prob = probabilities(bundle, image, mode)
+            prob, pixel_size = probabilities(bundle, image, mode)
             counts[name] = counts[name] + confusion_counts(mask, prob >= bundle.threshold)
             split = bundle.instances
             labels = label_instances(prob, bundle.threshold, split, pixel_size=pixel_size)

@@ -59,7 +59,9 @@ if mode == "Sample":
                     on_click=state.choose_sample,
                     args=(rid,),
                 )
-    pixel_size = widgets.magnification(f"sample_{sample_id}", state.source_pixel_size(splits))
+    pixel_size = widgets.magnification(
+        f"sample_{sample_id}", state.source_pixel_size(splits), auto=True, image=False
+    )
     try:
         analysis = state.sample_analysis(bundle, sample_set, sample_id, pixel_size)
     except SegcoreError as exc:
@@ -91,7 +93,7 @@ else:
     mask_bytes = mask_file.getvalue() if mask_file is not None else None
     key = ("upload", digest(image_bytes), digest(mask_bytes) if mask_bytes else "")
     recorded = state.upload_pixel_size(image_bytes)
-    pixel_size = widgets.magnification(key[1], recorded.value, note=recorded.note)
+    pixel_size = widgets.magnification(key[1], recorded.value, note=recorded.note, auto=True)
     try:
         analysis = state.analysis_for(
             bundle,

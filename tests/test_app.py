@@ -172,7 +172,10 @@ def test_magnification_control_predicts_at_the_chosen_pixel_size(reference):
     at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
     at.run()
     control = next(r for r in at.radio if r.label == "Magnification")
-    assert control.value.startswith("40×")  # a PNG records no pixel size: the model's
+    assert control.value.startswith("Auto")  # a PNG records no pixel size: estimated
+    assert any("pixel size estimated from the nuclei: 0.25 µm/px" in c.value for c in at.caption)
+    a = next(s for s in at.slider if s.label == "Threshold A").value
+    assert readouts(at)["Dice"][0] == f"{dice_of(truth, probabilities >= a):.3f}"  # as is
     control.set_value("20× (0.5 µm/px)").run()
     assert_clean(at)
     assert any("at 0.5 µm/px" in c.value for c in at.caption)
@@ -293,7 +296,7 @@ def test_a_file_pixel_size_outside_the_range_is_reported_and_not_used():
     assert_clean(at)
     assert any("0.005 µm/px, outside [0.01, 10] µm/px: not used" in c.value for c in at.caption)
     [radio] = [r for r in at.radio if r.label == "Magnification"]
-    assert radio.value.startswith("40×")
+    assert radio.value.startswith("Auto")  # nothing usable recorded
     radio.set_value("Custom µm/px").run()
     assert_clean(at)
     [box] = [n for n in at.number_input if n.label == "µm per pixel"]

@@ -180,9 +180,9 @@ def test_magnification_control_resamples_a_20x_upload(server, page, monuseg, tmp
     inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
     inputs.nth(0).set_input_files(str(tmp_path / "crop20x.png"))
     inputs.nth(1).set_input_files(str(tmp_path / "crop20x_mask.png"))
-    page.wait_for_function(
+    page.wait_for_function(  # a PNG records no pixel size: Auto estimates it
         "() => document.body.innerText.includes('crop20x.png') "
-        "&& document.body.innerText.includes('at 0.25 µm/px')",
+        "&& document.body.innerText.includes('pixel size estimated from the nuclei')",
         timeout=180_000,
     )
     browser.wait_for_app(page)

@@ -49,6 +49,7 @@ from segcore.inference.resolution import (
     resampled_size,
 )
 from segcore.inference.runtimes.base import RuntimeModel
+from segcore.inference.scale import ScaleEstimate, is_auto, predict_auto
 from segcore.metrics.counts import check_threshold
 
 __all__ = [
@@ -168,6 +169,9 @@ class ImageAnalysis:
         display_note: what was done to show it (a caption), or ``None``.
         stain_note: why the image does not look like H&E
             (:func:`~segcore.analysis.checks.stain_notice`), or ``None``.
+        scale: what was estimated of the image's pixel size when it was asked for ``"auto"``
+            (:class:`~segcore.inference.scale.ScaleEstimate`: its ``describe()`` is the
+            caption), else ``None``.
     """
 
     name: str
@@ -180,6 +184,7 @@ class ImageAnalysis:
     display_image: np.ndarray | None = None
     display_note: str | None = None
     stain_note: str | None = None
+    scale: ScaleEstimate | None = None
     _baseline: _Once = dataclasses.field(default_factory=_Once, repr=False)
     _nuclei: _Last = dataclasses.field(default_factory=_Last, repr=False)
 
@@ -226,7 +231,8 @@ class ImageAnalysis:
 
     @property
     def pixel_size(self) -> float:
-        """µm per pixel of the image (the given one, else the model's)."""
+        """µm per pixel of the image (the given one, the estimated one for ``"auto"``, else the
+        model's)."""
         return self.explorer.pixel_size
 
     @property
@@ -358,9 +364,10 @@ def analyse_image(
     model_name: str = "",
     tile_size: int = 256,
     progress: ProgressCallback | None = None,
-    pixel_size: float | None = None,
+    pixel_size: float | str | None = None,
     model_pixel_size: float | None = None,
     instances: InstanceConfig | None = None,
+    threshold: float = 0.5,
 ) -> ImageAnalysis:
     """Predicts one image of any size and keeps what exploring it needs.
 
@@ -383,10 +390,15 @@ def analyse_image(
         model_name: the model's name for CSV rows.
         tile_size: tile side for tiled inference (the bundle's input size), default 256.
         progress: ``progress(done, total)`` after each batch of tiles.
-        pixel_size: the image's µm per pixel; ``None`` means the model's.
+        pixel_size: the image's µm per pixel; ``None`` means the model's;
+            :data:`~segcore.inference.scale.AUTO` estimates it from the nuclei of a first pass
+            at the model's (:func:`segcore.inference.scale.predict_auto`), recorded in
+            :attr:`ImageAnalysis.scale`.
         model_pixel_size: the model's µm per pixel (its card's); ``None`` means 0.25.
         instances: how the mask becomes nuclei (the bundle's setting), defaults to
             ``InstanceConfig()``.
+        threshold: the threshold the nuclei are measured at for ``"auto"`` (the bundle's),
+            default 0.5; nothing else depends on it (the explorer re-thresholds).
 
     Raises:
         InvalidImageError: bad image, the mask's size differs from the image's, or the
@@ -396,9 +408,13 @@ def analyse_image(
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
     height, width = np.asarray(image).shape[:2]  # the resampled size too, before any work
-    resampled = resampled_size(
-        height, width, pixel_size=pixel_size, model_pixel_size=model_pixel_size
-    )
+    auto = is_auto(pixel_size)
+    resampled = None
+    if not auto:
+        resampled = resampled_size(
+            height, width, pixel_size=pixel_size, model_pixel_size=model_pixel_size
+        )
+    scale = None
     start = time.perf_counter()
     model_input = enhance_image(image, preprocess)  # once: shown, and what the model sees
     if resampled is None:  # at the model's pixel size: predict the enhanced image as it is
@@ -410,6 +426,18 @@ def analyse_image(
             progress=progress,
             already_enhanced=True,
         )
+        if auto:  # that was the first pass: estimate, and predict again unless it is the model's
+            probabilities, scale = predict_auto(
+                model,
+                image,
+                preprocess,
+                threshold=threshold,
+                model_pixel_size=model_pixel_size,
+                first=probabilities,
+                tile_size=tile_size,
+                progress=progress,
+            )
+            pixel_size = scale.pixel_size
     else:
         probabilities = predict_at_pixel_size(
             model,
@@ -438,4 +466,5 @@ def analyse_image(
         display_image=None if display_note is None else display,
         display_note=display_note,
         stain_note=stain_notice(display),
+        scale=scale,
     )

@@ -127,6 +127,7 @@ class SegmentWorker:
         from segcore.analysis.image_files import write_instance_files, write_probability_files
         from segcore.data.images import read_image
         from segcore.inference.resolution import image_pixel_size, predict_at_pixel_size
+        from segcore.inference.scale import PIXEL_SIZE_WHEN_UNKNOWN, is_auto, predict_auto
         from segcore.wholeslide.outputs import SUMMARY_FILE, write_json
 
         started = time.perf_counter()
@@ -135,23 +136,42 @@ class SegmentWorker:
         folder.mkdir(parents=True, exist_ok=True)
         image = read_image(path)
         pixel_size = self.pixel_size if self.pixel_size is not None else image_pixel_size(path)
+        if pixel_size is None:  # nothing says: as ``predict`` does (auto)
+            pixel_size = PIXEL_SIZE_WHEN_UNKNOWN
         bundle = self.bundle
         threshold = bundle.threshold if self.config.threshold is None else self.config.threshold
-        probs = predict_at_pixel_size(
-            self.model,
-            image,
-            bundle.preprocess,
-            pixel_size=pixel_size,
-            model_pixel_size=bundle.pixel_size,
-            tile_size=bundle.input_size,
-            overlap=IMAGE_OVERLAP,
-            batch_size=IMAGE_BATCH,
-        )
+        tiling = {
+            "tile_size": bundle.input_size,
+            "overlap": IMAGE_OVERLAP,
+            "batch_size": IMAGE_BATCH,
+        }
+        estimate = None
+        if is_auto(pixel_size):  # measured at the bundle's threshold, as ``predict`` does
+            probs, estimate = predict_auto(
+                self.model,
+                image,
+                bundle.preprocess,
+                threshold=bundle.threshold,
+                model_pixel_size=bundle.pixel_size,
+                **tiling,
+            )
+            pixel_size = estimate.pixel_size
+        else:
+            probs = predict_at_pixel_size(
+                self.model,
+                image,
+                bundle.preprocess,
+                pixel_size=pixel_size,
+                model_pixel_size=bundle.pixel_size,
+                **tiling,
+            )
         write_probability_files(folder, stem, probs, threshold)
         nuclei = write_instance_files(folder, stem, probs, image, bundle, threshold, pixel_size)
         summary = image_summary(
             identity, bundle, self.model, image.shape, pixel_size, threshold, nuclei
         )
+        if estimate is not None:
+            summary["pixel_size_estimate"] = estimate.describe()
         summary["seconds"] = round(time.perf_counter() - started, 3)
         summary["input"]["path"] = str(path)
         write_json(folder / SUMMARY_FILE, summary)

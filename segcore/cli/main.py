@@ -111,12 +111,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segcore.bundles.loading import load_bundle
     from segcore.data.datasets import dataset_pixel_size, open_dataset
     from segcore.evaluation.evaluate import evaluate
+    from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
+    from segcore.inference.scale import estimate_samples, is_auto
 
     pixel_size = _given_pixel_size(args)
     bundle = load_bundle(args.model)
     splits = open_dataset(args.data, seed=args.seed)
     samples = splits.split(args.split)
-    if pixel_size is None:
+    if pixel_size is None:  # a score is of a stated scale: auto only when asked for
         pixel_size = dataset_pixel_size(args.data)
     threshold = bundle.threshold if args.threshold is None else args.threshold
 
@@ -125,6 +127,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"[{done}/{total}] {sample_id}", file=sys.stderr)
 
     model = runtime_model(bundle, args.runtime, args.quiet)
+    estimate = None
+    if is_auto(pixel_size) and len(samples) == 0:
+        pixel_size = None  # evaluate says the split is empty
+    elif is_auto(pixel_size):  # one estimate for the split (one scanner), printed
+        estimate = estimate_samples(
+            model,
+            samples,
+            bundle.preprocess,
+            threshold=bundle.threshold,  # what the estimator is calibrated at
+            model_pixel_size=bundle.pixel_size,
+            tile_size=args.tile_size or bundle.input_size,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            progress=lambda done, total, sample_id: progress(done, total, f"{sample_id} (scale)"),
+        )
+        print(estimate.describe())
+        native = estimate.pixel_size == (bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE)
+        pixel_size = None if native else estimate.pixel_size  # native: recorded as such
     result = evaluate(
         model,
         samples,
@@ -170,6 +190,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "data": str(args.data),
             "split": args.split,
             "pixel_size": pixel_size,
+            **({"pixel_size_estimate": estimate.describe()} if estimate is not None else {}),
             **result.to_dict(),
         }
         write_json_atomic(args.json, data)
@@ -197,13 +218,32 @@ def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) 
     print(f"recorded the {figures.key} figures in {folder / CARD_FILE}")
 
 
-def _given_pixel_size(args: argparse.Namespace) -> float | None:
-    """``--pixel-size``, checked before any model is loaded (None when not given)."""
+def _given_pixel_size(args: argparse.Namespace) -> float | str | None:
+    """``--pixel-size``, checked before any model is loaded (None when not given,
+    :data:`~segcore.inference.scale.AUTO` for ``auto``)."""
     from segcore.inference.resolution import check_pixel_size
+    from segcore.inference.scale import AUTO, is_auto
 
     if args.pixel_size is None:
         return None
+    if is_auto(args.pixel_size):
+        return AUTO
     return check_pixel_size(args.pixel_size, what="--pixel-size")
+
+
+def _pixel_size_arg(text: str) -> float | str:
+    """``--pixel-size`` as typed: ``auto`` or a number (its range is checked by
+    :func:`_given_pixel_size`, which names the flag)."""
+    from segcore.inference.scale import AUTO, is_auto
+
+    if is_auto(text):
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 'auto' or a number of µm per pixel"
+        ) from None
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -286,7 +326,7 @@ def _add_train(commands) -> None:
     tr.set_defaults(func=_cmd_train)
 
 
-def _add_inference_args(sub) -> None:
+def _add_inference_args(sub, *, auto: bool = False) -> None:
     sub.add_argument(
         "--model",
         default="default",
@@ -306,19 +346,31 @@ def _add_inference_args(sub) -> None:
     sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")
     sub.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
     sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
+    if not auto:
+        sub.add_argument(
+            "--pixel-size",
+            type=float,
+            metavar="UM",
+            help="µm per pixel of the images (40x ≈ 0.25, 20x ≈ 0.5); they are resampled to "
+            "the model's and the outputs back. Default: the dataset's dataset.json, else the "
+            "model's",
+        )
+        return
     sub.add_argument(
         "--pixel-size",
-        type=float,
-        metavar="UM",
+        type=_pixel_size_arg,
+        metavar="UM|auto",
         help="µm per pixel of the images (40x ≈ 0.25, 20x ≈ 0.5); they are resampled to the "
-        "model's and the outputs back. Default: predict, the image's own metadata (TIFF "
-        "resolution, OME); evaluate, the dataset's dataset.json; else the model's",
+        "model's and the outputs back; 'auto' estimates it from the nuclei (a first pass at "
+        "the model's pixel size, read as 40x or 20x). Default: predict, the image's own "
+        "metadata (TIFF resolution, OME), else auto; evaluate, the dataset's dataset.json, "
+        "else the model's",
     )
 
 
 def _add_evaluate_predict_push(commands) -> None:
     ev = commands.add_parser("evaluate", help="score a bundle on a dataset split")
-    _add_inference_args(ev)
+    _add_inference_args(ev, auto=True)
     ev.add_argument("--data", required=True, help="dataset folder (any supported layout)")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
@@ -331,7 +383,7 @@ def _add_evaluate_predict_push(commands) -> None:
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
-    _add_inference_args(pr)
+    _add_inference_args(pr, auto=True)
     pr.add_argument("--out", required=True, help="output folder (made if missing; checked first)")
     pr.add_argument(
         "--instances",

@@ -35,7 +35,9 @@ class PredictJob:
         model: what predicts (a runtime model, or the classical baseline).
         out: the output folder (checked writable).
         threshold: the mask threshold.
-        pixel_size: ``--pixel-size``, or ``None`` to read each image's own metadata.
+        pixel_size: ``--pixel-size`` (a number, or :data:`~segcore.inference.scale.AUTO`: each
+            image's estimated from its nuclei), or ``None`` to read each image's own metadata,
+            and where it records none, :data:`~segcore.inference.scale.PIXEL_SIZE_WHEN_UNKNOWN`.
         tile_size, overlap, batch_size: tiling (``tile_size`` ``None``: the bundle's).
         instances: also write the nuclei files.
         quiet: no progress bars.
@@ -45,7 +47,7 @@ class PredictJob:
     model: Any
     out: Path
     threshold: float
-    pixel_size: float | None
+    pixel_size: float | str | None
     tile_size: int | None
     overlap: int
     batch_size: int
@@ -91,6 +93,30 @@ def _write(job: PredictJob, name: str, image: np.ndarray, probs: np.ndarray, pix
     return 0
 
 
+def _predict_auto(job: PredictJob, image: np.ndarray, label: str, tiling: dict):
+    """Auto for one image (``--pixel-size auto``, or no pixel size anywhere): the first pass
+    (at the model's pixel size) with its own progress bar, then
+    :func:`~segcore.inference.scale.predict_auto`, whose second pass (only when the estimate is
+    not the model's) has another. The nuclei are measured at the bundle's threshold (what the
+    estimator was calibrated with), whatever ``--threshold``."""
+    from segcore.inference.predict import predict_probabilities
+    from segcore.inference.scale import predict_auto
+
+    first = predict_probabilities(
+        job.model, image, job.bundle.preprocess, progress=Progress(label, job.quiet), **tiling
+    )
+    return predict_auto(
+        job.model,
+        image,
+        job.bundle.preprocess,
+        threshold=job.bundle.threshold,
+        model_pixel_size=job.bundle.pixel_size,
+        first=first,
+        progress=Progress(f"{label} at the estimated pixel size", job.quiet),
+        **tiling,
+    )
+
+
 def predict_files(job: PredictJob, names: list[str]) -> int:
     """Predicts every file of ``names`` and writes its outputs (see the module docstring).
 
@@ -98,6 +124,7 @@ def predict_files(job: PredictJob, names: list[str]) -> int:
         How many files failed (each reported on stderr).
     """
     from segcore.inference.resolution import predict_at_pixel_size
+    from segcore.inference.scale import PIXEL_SIZE_WHEN_UNKNOWN, is_auto
 
     failures = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="segcore-predict") as pool:
@@ -115,18 +142,29 @@ def predict_files(job: PredictJob, names: list[str]) -> int:
                 failures += 1
                 continue
             pixel_size = job.pixel_size if job.pixel_size is not None else own_pixel_size
+            if pixel_size is None:
+                pixel_size = PIXEL_SIZE_WHEN_UNKNOWN
+            tiling = {
+                "tile_size": job.tile_size or job.bundle.input_size,
+                "overlap": job.overlap,
+                "batch_size": job.batch_size,
+            }
+            label = f"{name} ({image.shape[1]}×{image.shape[0]})"
             try:
-                probs = predict_at_pixel_size(
-                    job.model,
-                    image,
-                    job.bundle.preprocess,
-                    pixel_size=pixel_size,
-                    model_pixel_size=job.bundle.pixel_size,
-                    tile_size=job.tile_size or job.bundle.input_size,
-                    overlap=job.overlap,
-                    batch_size=job.batch_size,
-                    progress=Progress(f"{name} ({image.shape[1]}×{image.shape[0]})", job.quiet),
-                )
+                if is_auto(pixel_size):
+                    probs, estimate = _predict_auto(job, image, label, tiling)
+                    log.info("%s: %s", name, estimate.describe())
+                    pixel_size = estimate.pixel_size
+                else:
+                    probs = predict_at_pixel_size(
+                        job.model,
+                        image,
+                        job.bundle.preprocess,
+                        pixel_size=pixel_size,
+                        model_pixel_size=job.bundle.pixel_size,
+                        progress=Progress(label, job.quiet),
+                        **tiling,
+                    )
             except SegcoreError as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
                 failures += 1

@@ -5,7 +5,9 @@ A model sees nuclei at the scale it was trained on (MoNuSeg: 40×, ≈ 0.25 µm/
 (≈ 0.5 µm/px) shows the same nuclei at half the size; resampling it ×2 first lets the model
 see them as it learned them. Where the pixel size comes from, in order:
 the caller (``--pixel-size``), the image's own metadata (:func:`image_pixel_size`: TIFF
-resolution tags, OME-XML ``PhysicalSizeX``), else the model's (no resampling). Every pixel size
+resolution tags, OME-XML ``PhysicalSizeX``), else an estimate from the image's nuclei
+(:mod:`segcore.inference.scale`, ``auto``; it falls back to the model's pixel size, no
+resampling, when it finds too few nuclei). Every pixel size
 lies in :data:`PIXEL_SIZE_RANGE` (:data:`MIN_PIXEL_SIZE` to :data:`MAX_PIXEL_SIZE`, defined in
 :mod:`segcore.data.images` so that dataset descriptions share it).
 """
