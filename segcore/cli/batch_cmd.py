@@ -30,7 +30,7 @@ def add_batch(commands) -> None:
     """Registers ``batch``."""
     batch = commands.add_parser(
         "batch",
-        help="segment many slides and images on a Ray cluster (a local one by default)",
+        help="segment many slides and images on a Ray cluster",
         description="Segments slides (split into regions shared by the workers) and images on "
         "a pool of Ray workers, each holding the model once; a re-run skips what is finished. "
         "The input paths must be readable at the same path on every worker (a shared file "
@@ -55,8 +55,8 @@ def add_batch(commands) -> None:
         "--runtime",
         default=default_runtime(),
         choices=CHOICES,
-        help="what runs the network (see `predict --help`); name one on a cluster of mixed "
-        "CPUs. Default: $SEGCORE_RUNTIME, else auto",
+        help="what runs the network (see 'python -m segcore predict --help'); name one on a "
+        "cluster of mixed CPUs. Default: $SEGCORE_RUNTIME, else auto",
     )
     batch.add_argument("--pixel-size", metavar="UM", help="µm per pixel (slides: level 0)")
     batch.add_argument("--model", default="default", help="bundle (default: weights/default)")

@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,20 +24,51 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 class Progress:
-    """A console progress bar (Keras' Progbar) driven by ``done, total`` callbacks."""
+    """A tile progress bar on stderr driven by ``done, total`` callbacks: redrawn in place on a
+    terminal; otherwise one plain line when finished (and one at most every
+    :attr:`EVERY_S` seconds before), so a log holds no control characters. Nothing when
+    ``quiet``.
 
-    def __init__(self, label: str, quiet: bool):
-        self.label, self.quiet, self.bar = label, quiet, None
+    Args:
+        label: what is being predicted, at the start of the line.
+        quiet: draw nothing.
+        stream: where to draw, defaults to ``sys.stderr``.
+    """
+
+    EVERY_S = 30.0
+    WIDTH = 30
+
+    def __init__(self, label: str, quiet: bool, stream=None):
+        self.label, self.quiet = label, quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.start = self.last = time.monotonic()
+        self.finished = False
 
     def __call__(self, done: int, total: int, *_ignored) -> None:
-        if self.quiet:
+        if self.quiet or self.finished or total <= 0:
             return
-        import keras
+        now = time.monotonic()
+        self.finished = done >= total
+        elapsed = now - self.start
+        filled = self.WIDTH * min(done, total) // total
+        line = f"{self.label} [{'=' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} tiles"
+        if self.finished:
+            line += f" in {elapsed:.1f} s"
+        elif done > 0:
+            line += f", ETA {elapsed * (total - done) / done:.0f} s"
+        if _isatty(self.stream):
+            end = "\n" if self.finished else ""
+            print(f"\r{line}\x1b[K", end=end, file=self.stream, flush=True)
+        elif self.finished or now - self.last >= self.EVERY_S:
+            self.last = now
+            print(line, file=self.stream, flush=True)
 
-        if self.bar is None:
-            print(self.label, file=sys.stderr)
-            self.bar = keras.utils.Progbar(total, unit_name="tile")
-        self.bar.update(done)
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 def output_folder(path: str | os.PathLike, *, flag: str = "--out") -> Path:

@@ -10,7 +10,11 @@ Commands:
     choose-threshold  choose one threshold on the validation parts of many sources.
     slide   whole-slide images: ``info``, ``run`` (segment), ``resume`` (a background job).
     batch   many slides and images on a Ray cluster (a local one by default).
+    runtimes  the runtimes on this CPU, their accuracy gate, ``auto``'s choice.
     push    publish a model bundle to the Hugging Face Hub.
+
+What ``--help`` shows a user is :data:`DESCRIPTION`, :data:`EPILOG` and each command's own
+``help``/``description`` (plain text: no reST roles or markup).
 
 Errors of type :class:`~segcore.errors.SegcoreError` are printed as one line on stderr with exit
 status 2; anything else is a bug and keeps its traceback.
@@ -152,8 +156,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         threshold=threshold,
         tile_size=args.tile_size or bundle.input_size,
         overlap=args.overlap,
-        batch_size=args.batch_size,
-        progress=progress,
+        batch_size=args.batch_size,  # each image is logged ("evaluated ... (i/n)"): no bar
         pixel_size=pixel_size,
         model_pixel_size=bundle.pixel_size,
         instances=bundle.instances,
@@ -280,7 +283,12 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _add_synth(commands) -> None:
     from segcore.data.synthetic_set import SYNTHETIC_COUNT
 
-    synth = commands.add_parser("synth", help="write a synthetic H&E nuclei dataset")
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic H&E nuclei dataset",
+        description="Write a synthetic H&E-like nuclei dataset (images/ and masks/ folders) to "
+        "try training and evaluation without real data.",
+    )
     synth.add_argument("--out", required=True, help="folder to create (images/ and masks/ inside)")
     synth.add_argument(
         "--count",
@@ -296,14 +304,18 @@ def _add_synth(commands) -> None:
 def _add_train(commands) -> None:
     tr = commands.add_parser(
         "train",
-        help="train DeepLabV3+ (or --resume a run)",
-        description="Train DeepLabV3+ in runs/<id>/ (config, status, metrics, previews, "
-        "checkpoints, bundle). Flags override --config, which overrides the defaults.",
+        help="train a model (or --resume a run); ends in a bundle",
+        description="Train DeepLabV3+ in a run folder, runs/<id>/ (config, status, metrics, "
+        "previews, checkpoints, train.log), ending with a model bundle in runs/<id>/bundle that "
+        "--model takes. Flags override --config, which overrides the defaults. Progress goes to "
+        "stderr: a bar on a terminal, one line per epoch otherwise.",
     )
     tr.add_argument("--data", help="dataset folder, or 'synthetic' (default)")
     tr.add_argument("--epochs", type=int, help="number of epochs (default 40)")
     tr.add_argument("--batch-size", type=int, help="crops per batch (default 8)")
-    tr.add_argument("--image-size", type=int, help="training crop side, multiple of 16 (256)")
+    tr.add_argument(
+        "--image-size", type=int, help="training crop side, multiple of 16 (default 256)"
+    )
     tr.add_argument("--lr", type=float, help="initial learning rate of Adam (default 1e-3)")
     tr.add_argument("--loss", choices=("bce", "bce+dice"), help="loss (default bce)")
     tr.add_argument(
@@ -313,7 +325,11 @@ def _add_train(commands) -> None:
         help="random flips, rotations, scale and colour jitter (default on)",
     )
     tr.add_argument("--backbone-weights", help="imagenet, none (default) or a ResNet50 .h5 path")
-    tr.add_argument("--crops-per-epoch", type=int, help="random crops per epoch")
+    tr.add_argument(
+        "--crops-per-epoch",
+        type=int,
+        help="random crops per epoch (default: each training image once)",
+    )
     tr.add_argument(
         "--init-from", help="start from this bundle's weights (fine-tuning; same architecture)"
     )
@@ -321,16 +337,16 @@ def _add_train(commands) -> None:
     tr.add_argument("--name", help="name recorded in the bundle's card")
     tr.add_argument("--licence", help="licence of the weights (that of the training data)")
     tr.add_argument("--run-dir", help="run folder (default runs/<new id>)")
-    tr.add_argument("--config", help="JSON file with any TrainConfig fields")
+    tr.add_argument("--config", help="JSON file of training settings (a run's config.json)")
     tr.add_argument("--resume", metavar="RUN", help="resume the run in this folder")
     tr.set_defaults(func=_cmd_train)
 
 
-def _add_inference_args(sub, *, auto: bool = False) -> None:
+def _add_inference_args(sub, *, auto: bool = False, pixel_default: str = "") -> None:
     sub.add_argument(
         "--model",
         default="default",
-        help="bundle: a folder, a name under weights/, or hf://org/name@rev "
+        help="the model: a bundle folder, a name under weights/, or hf://org/name@rev "
         "(default: weights/default); 'baseline' for the classical hematoxylin + Otsu reference",
     )
     sub.add_argument(
@@ -342,9 +358,11 @@ def _add_inference_args(sub, *, auto: bool = False) -> None:
         "passed the accuracy gate on this CPU (the first use converts and checks, once per "
         "model). Default: $SEGCORE_RUNTIME, else auto",
     )
-    sub.add_argument("--threshold", type=float, help="default: the bundle's threshold")
-    sub.add_argument("--tile-size", type=int, help="default: the bundle's input size")
-    sub.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
+    sub.add_argument(
+        "--threshold", type=float, help="mask threshold on the probability (default: the model's)"
+    )
+    sub.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model's)")
+    sub.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
     sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
     if not auto:
         sub.add_argument(
@@ -362,17 +380,27 @@ def _add_inference_args(sub, *, auto: bool = False) -> None:
         metavar="UM|auto",
         help="µm per pixel of the images (40x ≈ 0.25, 20x ≈ 0.5); they are resampled to the "
         "model's and the outputs back; 'auto' estimates it from the nuclei (a first pass at "
-        "the model's pixel size, read as 40x or 20x). Default: predict, the image's own "
-        "metadata (TIFF resolution, OME), else auto; evaluate, the dataset's dataset.json, "
-        "else the model's",
+        f"the model's pixel size, read as 40x or 20x). Default: {pixel_default}",
     )
 
 
-def _add_evaluate_predict_push(commands) -> None:
-    ev = commands.add_parser("evaluate", help="score a bundle on a dataset split")
-    _add_inference_args(ev, auto=True)
+def _add_evaluate(commands) -> None:
+    ev = commands.add_parser(
+        "evaluate",
+        help="score a model on a dataset split (Dice, PQ, AJI)",
+        description="Score a model on one split of a dataset: per-image and pooled Dice, "
+        "Jaccard, precision and recall at the model's threshold, a threshold sweep, and the "
+        "nuclei as objects (PQ, AJI, detection F1, counts). The tables go to stdout, progress "
+        "to stderr.",
+    )
+    _add_inference_args(ev, auto=True, pixel_default="the dataset's dataset.json, else the model's")
     ev.add_argument("--data", required=True, help="dataset folder (any supported layout)")
-    ev.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ev.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="the split to score (default test)",
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
     ev.add_argument("--json", help="also write the full result (per image, sweep) to this file")
     ev.add_argument(
@@ -382,8 +410,18 @@ def _add_evaluate_predict_push(commands) -> None:
     )
     ev.set_defaults(func=_cmd_evaluate)
 
-    pr = commands.add_parser("predict", help="write <stem>_prob.png and <stem>_mask.png")
-    _add_inference_args(pr, auto=True)
+
+def _add_predict(commands) -> None:
+    pr = commands.add_parser(
+        "predict",
+        help="segment images: probability, mask and nuclei files",
+        description="Segment image files of any size (overlapping tiles, blended). For each "
+        "image, writes <stem>_prob.png (probability × 255) and <stem>_mask.png (0/255) into "
+        "--out; --instances adds the nuclei. A progress bar per image goes to stderr.",
+    )
+    _add_inference_args(
+        pr, auto=True, pixel_default="the image's own metadata (TIFF resolution, OME), else auto"
+    )
     pr.add_argument("--out", required=True, help="output folder (made if missing; checked first)")
     pr.add_argument(
         "--instances",
@@ -399,7 +437,14 @@ def _add_evaluate_predict_push(commands) -> None:
     )
     pr.set_defaults(func=_cmd_predict)
 
-    pu = commands.add_parser("push", help="publish a bundle to the Hugging Face Hub")
+
+def _add_push(commands) -> None:
+    pu = commands.add_parser(
+        "push",
+        help="publish a model bundle to the Hugging Face Hub",
+        description="Upload a model bundle folder to a model repository on the Hugging Face "
+        "Hub; the printed hf://org/name@commit loads exactly that version.",
+    )
     pu.add_argument("bundle", help="bundle folder")
     pu.add_argument("--repo", required=True, help="org/name of the model repository")
     pu.add_argument("--revision", help="branch to push to (default main)")
@@ -407,19 +452,58 @@ def _add_evaluate_predict_push(commands) -> None:
     pu.set_defaults(func=_cmd_push)
 
 
+DESCRIPTION = """\
+Segment cell nuclei in H&E-stained microscopy images with a DeepLabV3+ network:
+predict masks and nuclei for image tiles and whole slides, evaluate a model on
+a dataset, or train one."""
+
+EPILOG = """\
+examples:
+  python -m segcore predict --out predictions/ tile1.png tile2.tif
+  python -m segcore predict --instances --out predictions/ tile1.png
+  python -m segcore evaluate --data samples --split test
+  python -m segcore slide run case.svs --out slides/case
+  python -m segcore train --data my-dataset --epochs 40
+
+'python -m segcore COMMAND --help' lists a command's options; README.md
+("Command line") explains every command and its outputs.
+
+Errors in the input end with one line "error: ..." and exit status 2.
+TensorFlow's start-up messages are hidden; SEGCORE_DEBUG=1 shows them all."""
+
+
+class _TopHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and epilog as written; each command's help on its name's line."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            self._action_max_length += 2  # the commands are indented once more than counted
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser for every ``python -m segcore`` command."""
-    parser = argparse.ArgumentParser(prog="python -m segcore", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m segcore",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_TopHelpFormatter,
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_synth(commands)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
+    # In the order a user meets them: segmenting first, then training and model upkeep.
+    _add_predict(commands)
+    _add_evaluate(commands)
+    add_slides(commands)
+    add_batch(commands)
     _add_train(commands)
-    _add_evaluate_predict_push(commands)
+    _add_synth(commands)
     add_tune_instances(commands, _add_inference_args)
     add_choose_threshold(commands, _add_inference_args)
     add_runtimes(commands)
-    add_slides(commands)
-    add_batch(commands)
+    _add_push(commands)
     return parser
 
 

@@ -118,14 +118,19 @@ def add_tune_instances(commands, add_inference_args) -> None:
     """Registers ``tune-instances``."""
     tune = commands.add_parser(
         "tune-instances",
-        help="choose the nucleus split and size settings on validation tiles",
+        help="choose how masks are split into nuclei (val tiles)",
         description="Predicts each image of a split once, splits the mask into nuclei with a "
         "grid of minimum areas and split depths, and reports PQ and AJI for each; the best "
         "mean (PQ + AJI) / 2 is chosen. Use validation tiles only.",
     )
     add_inference_args(tune)
     tune.add_argument("--data", required=True, help="dataset folder (any supported layout)")
-    tune.add_argument("--split", default="val", choices=("train", "val", "test"))
+    tune.add_argument(
+        "--split",
+        default="val",
+        choices=("train", "val", "test"),
+        help="the split to tune on (default val)",
+    )
     tune.add_argument("--seed", type=int, default=0, help="seed of splits made here (default 0)")
     tune.add_argument(
         "--source",

@@ -15,8 +15,11 @@ def add_runtimes(commands) -> None:
     """Registers ``runtimes``."""
     sub = commands.add_parser(
         "runtimes",
-        help="list the runtimes, the accuracy gate's figures and auto's choice on this CPU",
-        description=__doc__.split("\n")[0],
+        help="list the runtimes, their accuracy checks, auto's pick",
+        description="What can run the network on this CPU: each runtime (keras; OpenVINO "
+        "float32, bf16 and int8) and whether it can run here, the accuracy check of the "
+        "converted model against keras, and the runtime --runtime auto picks. --prepare "
+        "converts and checks now, so later commands and the app find everything ready.",
     )
     sub.add_argument("--model", default="default", help="bundle (default: weights/default)")
     sub.add_argument(

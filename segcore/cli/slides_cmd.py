@@ -37,9 +37,10 @@ def add_slides(commands) -> None:
     """Registers ``slide`` with its actions ``info``, ``run`` and ``resume``."""
     slide = commands.add_parser(
         "slide",
-        help="whole-slide images: info, run (segment), resume (a background job)",
+        help="whole-slide images: info, run (segment), resume",
         description="Whole-slide images: their facts (info), their segmentation into nuclei "
-        "(run) and the background job's process (resume).",
+        "(run) and a background job's process (resume). 'python -m segcore slide ACTION --help' "
+        "lists an action's options.",
     )
     actions = slide.add_subparsers(dest="slide_action", required=True, metavar="ACTION")
     pixel_help = (
@@ -60,7 +61,8 @@ def add_slides(commands) -> None:
         "--runtime",
         default=default_runtime(),
         choices=CHOICES,
-        help="what runs the network (see `predict --help`). Default: $SEGCORE_RUNTIME, else auto",
+        help="what runs the network (see 'python -m segcore predict --help'). Default: "
+        "$SEGCORE_RUNTIME, else auto",
     )
     run.add_argument("--pixel-size", metavar="UM", help=pixel_help)
     run.add_argument("--model", default="default", help="bundle (default: weights/default)")
@@ -70,7 +72,9 @@ def add_slides(commands) -> None:
     )
     run.set_defaults(func=cmd_run)
 
-    resume = actions.add_parser("resume", help="run a slide job (what a background job runs)")
+    resume = actions.add_parser(
+        "resume", help="run or resume a slide job's folder (what the app's jobs run)"
+    )
     resume.add_argument("job_dir", metavar="JOB_DIR", help="the job folder (runs/slides/<id>)")
     resume.set_defaults(func=cmd_resume)
 

@@ -87,7 +87,7 @@ def add_choose_threshold(commands, add_inference_args) -> None:
     """Registers ``choose-threshold``."""
     sub = commands.add_parser(
         "choose-threshold",
-        help="choose one threshold on the validation parts of many sources",
+        help="choose one mask threshold for several labs' data",
         description="Sweeps thresholds on --data's val split and on the val part (split.json) "
         "of every --source, and chooses the threshold of the best mean (or worst) per-source "
         "pooled Dice. Validation parts only: never a test part.",
@@ -102,7 +102,13 @@ def add_choose_threshold(commands, add_inference_args) -> None:
         metavar="DIR",
         help="another lab's set with a split.json (repeat the flag)",
     )
-    sub.add_argument("--rule", default="mean", choices=("mean", "worst"), help="default mean")
+    sub.add_argument(
+        "--rule",
+        default="mean",
+        choices=("mean", "worst"),
+        help="mean: the best mean of the sources' Dice (default); worst: the best "
+        "worst-source Dice",
+    )
     sub.add_argument(
         "--update-card",
         action="store_true",
