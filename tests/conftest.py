@@ -72,3 +72,86 @@ def tiny_config(data, run_dir, **overrides):
     )
     values.update(overrides)
     return TrainConfig(**values)
+
+
+# --- no server path in the browser ------------------------------------------------------------
+
+SERVER_PATHS = tuple(
+    dict.fromkeys(str(path) for path in (REPO, REPO.resolve(), MONUSEG.resolve()) if path.is_dir())
+)
+"""Absolute folders no browser may be shown: the repository (and its data roots: ``samples/``,
+``data/``) and the real MoNuSeg tiles. Browser messages name files relative to them
+(:func:`appkit.access.browser_message`); the server log keeps the full path."""
+
+HIDDEN_FIELDS = {"stack_trace"}
+"""Proto fields a browser is not shown: tracebacks stay in the server log
+(``client.showErrorDetails = "none"`` in ``.streamlit/config.toml``)."""
+
+
+def proto_texts(message, skip=HIDDEN_FIELDS):
+    """Every string (and bytes value) of a protobuf message, nested messages included."""
+    for field, value in message.ListFields():
+        if field.name in skip:
+            continue
+        values = value if field.is_repeated else [value]
+        if field.type == field.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                values = [entry for pair in value.items() for entry in pair]
+                yield from (v for v in values if isinstance(v, str | bytes))
+                values = [v for v in values if hasattr(v, "ListFields")]
+            for item in values:
+                yield from proto_texts(item, skip)
+        elif field.type in (field.TYPE_STRING, field.TYPE_BYTES):
+            yield from values
+
+
+def server_paths_shown(at) -> list[str]:
+    """Lines of what ``at``'s last run drew (every element and block: text, labels, help,
+    options, defaults, tables' bytes) that hold one of :data:`SERVER_PATHS`."""
+    found = []
+    for node in at._tree:
+        proto = getattr(node, "proto", None)
+        if proto is None or not hasattr(proto, "ListFields"):
+            continue
+        for text in proto_texts(proto):
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            found += [
+                f"{getattr(node, 'type', type(node).__name__)}: {line.strip()[:300]}"
+                for line in text.splitlines()
+                if any(path in line for path in SERVER_PATHS)
+            ]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_server_path_in_the_browser(request, monkeypatch):
+    """Fails a test whose Streamlit pages (any ``AppTest``, any of its runs) showed the
+    repository's absolute path, or MoNuSeg's, in anything a browser draws; a test that asks
+    for :func:`server_paths_allowed` (one that checks this very check) is left alone."""
+    import sys
+
+    testing = sys.modules.get("streamlit.testing.v1.app_test")
+    if testing is None or "server_paths_allowed" in request.fixturenames:
+        yield  # this test module does not use AppTest, or the test opts out
+        return
+    shown: list[str] = []
+    real_run = testing.AppTest._run
+
+    def run_and_look(self, *args, **kwargs):
+        result = real_run(self, *args, **kwargs)
+        shown.extend(line for line in server_paths_shown(result) if line not in shown)
+        return result
+
+    monkeypatch.setattr(testing.AppTest, "_run", run_and_look)
+    yield
+    if shown:
+        pytest.fail(
+            "a page showed a server path to the browser:\n" + "\n".join(shown[:20]),
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def server_paths_allowed():
+    """Asked for by a test whose pages may show server paths (the test of the check itself)."""

@@ -231,3 +231,44 @@ def test_train_refuses_an_unwritable_run_folder_in_one_line(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "a-file/run: cannot write the run folder (Not a directory)" in err
+
+
+def evaluation_only_dataset(folder):
+    """A pairs folder whose split.json fixes only val and test parts: nothing to train on."""
+    from tests.conftest import make_pairs_dataset
+
+    make_pairs_dataset(folder, n=2, size=32)
+    (folder / "split.json").write_text(json.dumps({"val": ["img_000"], "test": ["img_001"]}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ("missing", "missing: dataset folder not found"),
+        ("empty", "empty: no supported dataset layout found"),
+        ("evalonly", "evalonly: no training samples found"),
+    ],
+)
+def test_train_refuses_a_missing_or_empty_dataset_before_making_a_run(
+    tmp_path, capsys, monkeypatch, dataset, message
+):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(runs))
+    (tmp_path / "empty").mkdir()
+    evaluation_only_dataset(tmp_path / "evalonly")
+    assert main(["train", "--data", str(tmp_path / dataset), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith(".")]
+
+
+def test_train_names_the_field_of_a_config_value_of_the_wrong_type(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(tmp_path / "runs"))
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"epochs": "many"}))
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {config}: TrainConfig.epochs must be an integer, got 'many'\n"
+    assert not (tmp_path / "runs").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import threading
 import time
 import urllib.parse
@@ -217,6 +218,54 @@ def test_offline_and_not_cached_fails_quickly_with_advice(hub, monkeypatch):
     message = str(info.value)
     assert "HF_HUB_OFFLINE" in message and "local bundle" in message and REPO_ID in message
     assert hub.requests == []
+
+
+def refused_endpoint() -> str:
+    """A Hub URL on 127.0.0.1 where nothing listens: every connection is refused at once, as
+    with no network (no test needs a real one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_an_unreachable_hub_fails_at_once_in_one_message(hf_env, monkeypatch, capfd):
+    monkeypatch.setenv("HF_ENDPOINT", refused_endpoint())
+    start = time.monotonic()
+    with pytest.raises(BundleError) as info:
+        download_bundle(REPO_ID, "main")
+    assert time.monotonic() - start < 5  # huggingface_hub alone retries for ~24 s
+    message = str(info.value)
+    assert "could not be reached" in message and "Connection refused" in message
+    assert "HF_HUB_OFFLINE" not in message  # it is not set: no advice to unset it
+    assert capfd.readouterr().err == ""  # none of huggingface_hub's warnings per retry
+
+
+def test_an_unreachable_hub_uses_the_cache_at_once(hub, hf_env, capfd):
+    online = download_bundle(REPO_ID, "main")
+    hub.stop()  # its port now refuses connections; HF_HUB_OFFLINE is not set
+    capfd.readouterr()
+    start = time.monotonic()
+    assert download_bundle(REPO_ID, "main") == online  # via the cached refs/main
+    assert download_bundle(REPO_ID, COMMIT) == online
+    assert time.monotonic() - start < 5
+    assert capfd.readouterr().err == ""
+
+
+def test_an_unreachable_hub_is_one_line_from_the_command_line(hf_env, tmp_path, monkeypatch, capfd):
+    from segcore.cli import main
+    from tests.conftest import write_png
+
+    monkeypatch.setenv("HF_ENDPOINT", refused_endpoint())
+    image = write_png(tmp_path / "tile.png", np.zeros((32, 32, 3), np.uint8))
+    start = time.monotonic()
+    status = main(
+        ["predict", "--model", f"hf://{REPO_ID}@main", "--out", str(tmp_path), str(image)]
+    )
+    assert time.monotonic() - start < 5
+    err = capfd.readouterr().err
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"hf://{REPO_ID}@main: card.json is not in the Hugging Face cache" in err
 
 
 def test_wrong_bytes_from_server_fail_the_sha256_check(hub, hf_env):

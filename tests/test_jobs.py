@@ -269,6 +269,42 @@ def test_invalid_run_ids(runs_dir, fake):
         resume_training(runs_dir / "missing", command=fake)
 
 
+def test_a_missing_or_empty_dataset_is_refused_before_anything_starts(runs_dir, fake, tmp_path):
+    from segcore.errors import DatasetError
+    from tests.conftest import make_pairs_dataset
+
+    (tmp_path / "empty").mkdir()
+    evalonly = make_pairs_dataset(tmp_path / "evalonly", n=2, size=32)
+    (evalonly / "split.json").write_text('{"val": ["img_000"], "test": ["img_001"]}')
+    for name, message in [
+        ("missing", "missing: dataset folder not found"),
+        ("empty", "empty: no supported dataset layout found"),
+        ("evalonly", "evalonly: no training samples found"),
+    ]:
+        with pytest.raises(DatasetError, match=message):
+            start_training(
+                {"epochs": 1, "data": str(tmp_path / name)},
+                runs_dir=runs_dir,
+                run_id=f"run-{name}",
+                command=fake,
+                device_key="cpu",
+            )
+    assert list_runs(runs_dir) == [] and running_job(runs_dir) is None
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # not even a lock file
+    with pytest.raises(ConfigError, match=r"TrainConfig\.epochs must be an integer"):
+        start_training({"data": str(evalonly), "epochs": "many"}, runs_dir=runs_dir, command=fake)
+    # a dataset with training images starts (the synthetic set is not opened here)
+    make_pairs_dataset(tmp_path / "good", n=4, size=32)
+    run = start_training(
+        {"data": str(tmp_path / "good"), "epochs": 1},
+        runs_dir=runs_dir,
+        command=fake,
+        device_key="cpu",
+    )
+    wait_for_state(run, ("running",), timeout=20)
+    assert stop_training(run.path, wait=True, timeout=20)["state"] == "stopped"
+
+
 def test_default_command_is_the_segcore_cli(tmp_path):
     run = RunDir(tmp_path / "run-a")
     assert train_arguments(run) == [

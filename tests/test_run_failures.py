@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,118 @@ def test_a_background_start_that_cannot_write_leaves_nothing(tmp_path, fsync_fai
             start(runs, "r")
         assert not (runs / "r").exists()
         assert DeviceLock(runs / ".lock-cpu.json").holder() is None
+
+
+# --- a killed process's status ----------------------------------------------------------------
+
+
+@pytest.fixture
+def sleeper():
+    """A child process to stand for a trainer; killed (and reaped) at the end if still alive."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def running_in(run: RunDir, proc: subprocess.Popen) -> dict:
+    from segcore.training.runs import process_start_time
+
+    deadline = time.monotonic() + 10
+    while process_start_time(proc.pid) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return run.write_status(
+        state="running", pid=proc.pid, pid_started=process_start_time(proc.pid), ended_at=None
+    )
+
+
+def test_a_killed_runs_status_file_says_failed_on_the_next_look(run, sleeper):
+    written = running_in(run, sleeper)
+    assert run.read_status() == written  # alive: nothing is changed
+    assert json.loads(run.status_path.read_text()) == written
+    sleeper.kill()
+    sleeper.wait()
+    status = run.read_status()
+    assert status["state"] == "failed" and f"pid {sleeper.pid}" in status["reason"]
+    assert "probably killed" in status["reason"] and "--resume" in status["hint"]
+    on_disk = json.loads(run.status_path.read_text())
+    assert on_disk == status  # the file says so itself now, with the reason
+    assert on_disk["found_dead_at"] and on_disk["ended_at"] == written["updated_at"]
+    assert run.read_status() == on_disk  # later looks change nothing
+    assert json.loads(run.status_path.read_text()) == on_disk
+    assert leftovers(run.path) == []
+
+
+def test_a_status_written_meanwhile_is_not_overwritten(run, sleeper):
+    """A resume writes a fresh status between the reader's first look and its correction: the
+    correction, re-checked under the status lock, leaves it alone."""
+    from segcore.training.runs import process_start_time
+
+    running_in(run, sleeper)
+    sleeper.kill()
+    sleeper.wait()
+    fresh = {"state": "queued", "pid": os.getpid(), "pid_started": process_start_time(os.getpid())}
+
+    class Racing(RunDir):
+        raced = False
+
+        def status_guard(self):
+            if not self.raced:
+                self.raced = True
+                RunDir(self.path).write_status(**fresh)  # the resume, just before the lock
+            return super().status_guard()
+
+    status = Racing(run.path).read_status()
+    assert {key: status[key] for key in fresh} == fresh
+    on_disk = json.loads(run.status_path.read_text())
+    assert {key: on_disk[key] for key in fresh} == fresh and "found_dead_at" not in on_disk
+
+
+def test_status_writes_wait_for_the_status_lock(run):
+    import threading
+
+    done = threading.Event()
+    with run.status_guard():
+        writer = threading.Thread(target=lambda: (run.write_status(epoch=1), done.set()))
+        writer.start()
+        assert not done.wait(0.3)  # held off while the lock is held
+    assert done.wait(5)
+    writer.join()
+    assert run.read_status_raw()["epoch"] == 1
+
+
+def test_a_read_only_runs_folder_still_reads_failed(run, sleeper, monkeypatch):
+    import tempfile
+
+    written = running_in(run, sleeper)
+    sleeper.kill()
+    sleeper.wait()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # root ignores permissions: refuse like EROFS
+        if dir is not None and Path(dir) == run.path:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    for _ in range(2):
+        status = run.read_status()
+        assert status["state"] == "failed" and "probably killed" in status["reason"]
+    assert json.loads(run.status_path.read_text()) == written  # unchanged, and no error
+    assert leftovers(run.path) == []
+
+
+def test_the_reaper_says_how_a_process_ended_after_a_reader_found_it_gone(run):
+    from segcore.training.background import _reap
+
+    exits_3 = "import time, sys; time.sleep(0.5); sys.exit(3)"
+    proc = subprocess.Popen([sys.executable, "-c", exits_3])
+    running_in(run, proc)
+    while proc.poll() is None:  # its end, as _reap's wait will see it
+        time.sleep(0.05)
+    assert run.read_status()["found_dead_at"]  # a reader came first
+    _reap(proc, run)
+    status = json.loads(run.status_path.read_text())
+    assert status["state"] == "failed" and "exited with status 3" in status["reason"]
+    assert status["found_dead_at"] is None

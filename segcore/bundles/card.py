@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from segcore.configs import JsonConfig, jsonable
+from segcore.configs import JsonConfig, check_field_types, jsonable
 from segcore.data.images import PIXEL_SIZE_RANGE, in_pixel_size_range
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.errors import ConfigError
@@ -406,6 +406,7 @@ class ModelCard(JsonConfig):
             raise ConfigError(f"a model card must be a JSON object, got {type(data).__name__}")
         if "name" not in data:
             raise ConfigError("a model card needs a 'name'")
+        check_field_types(cls, {"format_version": data.get("format_version", 1)})
         if data.get("format_version", 1) < 2:
             try:
                 data = _migrate_v1(data)
@@ -414,6 +415,7 @@ class ModelCard(JsonConfig):
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {key: value for key, value in data.items() if key in known}
         kwargs.setdefault("versions", {})
+        check_field_types(cls, kwargs)
         extra = {key: value for key, value in data.items() if key not in known}
         if "extra" in data and isinstance(data["extra"], dict):
             # a card serialised with asdict() instead of to_dict(): unpack rather than nest

@@ -17,6 +17,14 @@ them later would otherwise have no effect):
 * ``HF_HUB_OFFLINE=1``: use only cached files; nothing is requested from the network.
 * ``HF_ENDPOINT``: the Hub (or mirror) to download from.
 * ``HF_HUB_CACHE``, else ``HF_HOME``/hub: the cache folder.
+* ``HF_HUB_ETAG_TIMEOUT``: seconds to wait for the Hub's first answer, defaults to 10.
+
+Without a network, huggingface_hub retries each request with a growing wait (about 24 s and a
+warning per try) before it falls back to the cache. So :func:`download_bundle` first asks the
+Hub once, with no retry (:func:`hub_unreachable`); when no answer comes, it takes the files from
+the cache alone, as in offline mode, or fails at once with one message that says why.
+huggingface_hub's own warnings are kept out of the output while a bundle downloads: the error
+says what went wrong, once.
 
 Example:
     >>> folder = download_bundle("my-org/nuclei-deeplabv3plus", revision="0123abcd...")
@@ -26,11 +34,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +101,81 @@ def hub_endpoint() -> str | None:
     return endpoint.rstrip("/") if endpoint else None
 
 
-def _unavailable(repo_id: str, revision: str, filename: str, cache: Path, why: str) -> BundleError:
+DEFAULT_PROBE_TIMEOUT_S = 10.0
+"""Seconds :func:`hub_unreachable` waits for an answer (``HF_HUB_ETAG_TIMEOUT`` overrides it:
+huggingface_hub's own wait for a file's metadata)."""
+
+
+def probe_timeout() -> float:
+    """``HF_HUB_ETAG_TIMEOUT`` from the environment now (seconds), else
+    :data:`DEFAULT_PROBE_TIMEOUT_S`."""
+    try:
+        value = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or DEFAULT_PROBE_TIMEOUT_S)
+    except ValueError:
+        return DEFAULT_PROBE_TIMEOUT_S
+    return value if value > 0 else DEFAULT_PROBE_TIMEOUT_S
+
+
+def hub_unreachable(
+    repo_id: str, filename: str, revision: str, endpoint: str | None, timeout: float | None = None
+) -> str | None:
+    """Asks the Hub once for ``filename``'s headers, without retries; returns why no answer
+    came (``"ConnectError: [Errno 111] Connection refused"``), or None when one did (any HTTP
+    status: a missing repository or a login it needs is for the download itself to report).
+
+    Goes through huggingface_hub's own HTTP client, so its proxies and client settings apply.
+
+    Args:
+        repo_id: ``"org/name"``.
+        filename: a file of the repository.
+        revision: the revision asked for.
+        endpoint: the Hub URL, None for huggingface_hub's default.
+        timeout: seconds to wait, defaults to :func:`probe_timeout`.
+    """
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import get_session
+
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+    try:
+        get_session().head(url, timeout=timeout or probe_timeout(), follow_redirects=False)
+    except Exception as exc:  # any failure to get an answer: unreachable
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_level = logging.NOTSET
+
+
+@contextlib.contextmanager
+def quiet_hub_logging() -> Iterator[None]:
+    """Within the block, huggingface_hub logs errors only: no warning per retry (the caller
+    reports the outcome once). Nested and concurrent blocks restore the level set before the
+    first of them."""
+    global _quiet_users, _quiet_level
+    hub_logger = logging.getLogger("huggingface_hub")
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_level = hub_logger.level
+            hub_logger.setLevel(max(logging.ERROR, _quiet_level))
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                hub_logger.setLevel(_quiet_level)
+
+
+def _unavailable(
+    repo_id: str, revision: str, filename: str, cache: Path, why: str, offline: bool = True
+) -> BundleError:
+    retry = "connect to the network and retry" + (" (unset HF_HUB_OFFLINE)" if offline else "")
     return BundleError(
         f"hf://{repo_id}@{revision}: {filename} is not in the Hugging Face cache ({cache}) and "
-        f"{why}. Either connect to the network and retry (unset HF_HUB_OFFLINE), or download it "
+        f"{why}. Either {retry}, or download it "
         f"beforehand on a connected machine (hf download {repo_id} {MODEL_FILE} {CARD_FILE} "
         f"--revision {revision}, then copy the cache), or load a local bundle folder instead"
     )
@@ -108,7 +190,10 @@ def _download(
     endpoint: str | None,
     token: str | bool | None,
     offline: bool,
+    unreachable: str | None = None,
 ) -> Path:
+    """One file of the repository, from the cache or the Hub; with ``unreachable`` (why the
+    Hub gave no answer) from the cache only, as when ``offline``."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -123,27 +208,31 @@ def _download(
 
     where = f"hf://{repo_id}@{revision}"
     try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                repo_type="model",
-                cache_dir=cache_dir,
-                endpoint=endpoint,
-                token=token,
-                local_files_only=offline,
-                library_name="segcore",
-                library_version=__version__,
+        with quiet_hub_logging():
+            return Path(
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=revision,
+                    repo_type="model",
+                    cache_dir=cache_dir,
+                    endpoint=endpoint,
+                    token=token,
+                    local_files_only=offline or unreachable is not None,
+                    etag_timeout=probe_timeout(),
+                    library_name="segcore",
+                    library_version=__version__,
+                )
             )
-        )
     except LocalEntryNotFoundError as exc:
-        why = (
-            "offline mode is on (HF_HUB_OFFLINE)"
-            if offline
-            else f"the Hub ({endpoint or 'huggingface.co'}) could not be reached ({exc})"
-        )
-        raise _unavailable(repo_id, revision, filename, cache_dir, why) from exc
+        if offline:
+            why = "offline mode is on (HF_HUB_OFFLINE)"
+        else:
+            why = (
+                f"the Hub ({endpoint or 'huggingface.co'}) could not be reached "
+                f"({unreachable or exc})"
+            )
+        raise _unavailable(repo_id, revision, filename, cache_dir, why, offline) from exc
     except GatedRepoError as exc:
         raise BundleError(
             f"{where}: the repository is gated; accept its conditions on the Hub and pass a "
@@ -204,16 +293,24 @@ def download_bundle(
 
     Raises:
         BundleError: offline (``HF_HUB_OFFLINE=1``) and not cached, the Hub unreachable and
-            not cached, repository/revision/file not found, an invalid card, or a SHA-256
-            mismatch (the bad file is then removed from the cache, so a retry downloads it
-            again).
+            not cached (after one try of at most ``HF_HUB_ETAG_TIMEOUT`` seconds, default 10,
+            not huggingface_hub's retries), repository/revision/file not found, an invalid
+            card, or a SHA-256 mismatch (the bad file is then removed from the cache, so a
+            retry downloads it again).
     """
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
+    endpoint = endpoint or hub_endpoint()
+    offline = hub_offline()
+    # One question without retries first: with no network, the cache alone, at once.
+    unreachable = None if offline else hub_unreachable(repo_id, CARD_FILE, revision, endpoint)
+    if unreachable is not None:
+        log.debug("the Hub (%s) gave no answer (%s): cache only", endpoint, unreachable)
     options = {
         "cache_dir": cache,
-        "endpoint": endpoint or hub_endpoint(),
+        "endpoint": endpoint,
         "token": token,
-        "offline": hub_offline(),
+        "offline": offline,
+        "unreachable": unreachable,
     }
     card_path = _download(repo_id, CARD_FILE, revision, **options)
     commit = card_path.parent.name

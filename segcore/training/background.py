@@ -54,19 +54,35 @@ def _how_it_ended(returncode: int) -> str:
 def _reap(proc: subprocess.Popen, run: RunDir) -> None:
     """Waits for ``proc``; records a final state if it ended without one (daemon thread)."""
     returncode = proc.wait()
+
+    def unreported(status: dict) -> bool:
+        """Still this process's and active, or marked failed by a reader that found it gone
+        (:meth:`RunDir.read_status`) before this thread could say how it ended."""
+        if status.get("pid") != proc.pid:
+            return False
+        return status.get("state") in ACTIVE_STATES or (
+            status.get("state") == "failed" and bool(status.get("found_dead_at"))
+        )
+
     try:
-        status = run.read_status_raw()
-        if status.get("pid") != proc.pid or status.get("state") not in ACTIVE_STATES:
-            return
         if returncode == -signal.SIGTERM and run.stop_requested():
-            run.write_status(state="stopped", reason="stopped on request", ended_at=utc_now())
+            run.update_status_if(
+                unreported,
+                state="stopped",
+                reason="stopped on request",
+                hint=None,
+                ended_at=utc_now(),
+                found_dead_at=None,
+            )
         else:
-            run.write_status(
+            run.update_status_if(
+                unreported,
                 state="failed",
                 reason=f"the {run.process_label} (pid {proc.pid}) {_how_it_ended(returncode)} "
                 "without reporting",
                 hint=f"see {run.log_path}; resume it with: {run.resume_command()}",
                 ended_at=utc_now(),
+                found_dead_at=None,
             )
     except Exception:  # a daemon thread must not die noisily; the dead pid still shows
         log.exception("%s: could not record the end of the run", run.path)

@@ -5,14 +5,18 @@ augmentation of training crops, :class:`AugmentConfig`. No TensorFlow import.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from segcore.configs import JsonConfig
 from segcore.data.preprocessing import PreprocessConfig
 from segcore.data.synthetic_set import SYNTHETIC, SYNTHETIC_COUNT
-from segcore.errors import ConfigError
+from segcore.errors import ConfigError, DatasetError
 from segcore.evaluation.sources import SOURCE_RULES
 from segcore.network.config import ModelConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from segcore.data.datasets import DatasetSplits
 
 LossName = Literal["bce", "bce+dice"]
 
@@ -173,6 +177,32 @@ class TrainConfig(JsonConfig):
         self.model_config()
         augmentation = AugmentConfig.from_dict(self.augmentation).to_dict()
         object.__setattr__(self, "augmentation", augmentation)
+
+    def open_folder(self) -> DatasetSplits:
+        """Opens ``data`` as a dataset folder (not the synthetic set) and checks that it holds
+        training samples: done before a run's folder is made (``train``, the background
+        launcher), so a missing or empty dataset is refused without leaving a run behind.
+
+        Returns:
+            The dataset's splits (``val_fraction``, ``test_fraction`` and ``seed`` applied).
+
+        Raises:
+            DatasetError: the folder is missing, matches no layout, has unreadable files, or
+                holds no training samples (e.g. a folder whose ``split.json`` fixes only val and
+                test parts: it is for evaluation only).
+        """
+        from segcore.data.datasets import open_dataset
+
+        root = Path(self.data)
+        splits = open_dataset(
+            root, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed
+        )
+        if not len(splits.train):
+            raise DatasetError(
+                f"{root}: no training samples found (no train/ split; a folder whose split.json "
+                "fixes only val and test parts is for evaluation only)"
+            )
+        return splits
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing as a :class:`PreprocessConfig`."""

@@ -93,6 +93,27 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def check_dataset(config: Mapping[str, Any]) -> None:
+    """Refuses a training whose dataset folder would fail at once, as ``train`` does before it
+    makes a run folder (:meth:`~segcore.training.config.TrainConfig.open_folder`).
+
+    Only a config naming a dataset folder is read as a
+    :class:`~segcore.training.config.TrainConfig`; the synthetic set (the default) needs no
+    check here, and leaves the config as it is for the trainer (or the ``command`` given
+    instead of it) to read.
+
+    Raises:
+        ConfigError: the config is not a valid ``TrainConfig``.
+        DatasetError: the folder is missing, unreadable or holds no training samples.
+    """
+    from segcore.data.synthetic_set import SYNTHETIC
+    from segcore.training.config import TrainConfig
+
+    if config.get("data", SYNTHETIC) == SYNTHETIC:
+        return
+    TrainConfig.from_dict(dict(config)).open_folder()
+
+
 def _child_env(run: RunDir, lock: DeviceLock, env: Mapping[str, str] | None) -> dict[str, str]:
     child_env = job_env(env)
     child_env["SEGCORE_RUNS_DIR"] = str(run.path.parent)
@@ -194,13 +215,17 @@ def start_training(
 
     Raises:
         TrainingBusyError: another training holds the device (nothing is created).
-        ConfigError: ``run_id`` is not a plain folder name or that run already exists.
+        ConfigError: ``run_id`` is not a plain folder name or that run already exists, or the
+            config of a dataset folder is invalid.
+        DatasetError: the dataset folder is missing, unreadable or holds no training samples
+            (:func:`check_dataset`; nothing is created, no process spawned).
         RunError: the runs folder cannot be written (nothing is left behind).
     """
     runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
     run = RunDir(runs_dir / check_run_id(run_id or new_run_id()))
     if run.exists():
         raise ConfigError(f"{run.path}: a run already exists here; resume it or pick another id")
+    check_dataset(config)
     lock = DeviceLock(lock_path(runs_dir, device_key or devices.default_lock_key()))
 
     def prepare() -> None:

@@ -21,13 +21,19 @@ deletes it to make room for that last ``status.json`` (:meth:`RunDir.release_res
 that ran out of space reads ``failed`` with the reason ``disk full``, not "probably killed".
 
 A status that says ``running`` (or ``queued``) while its process is gone is reported as
-``failed`` by :meth:`RunDir.read_status`, so a killed run never looks alive.
+``failed`` by :meth:`RunDir.read_status`, so a killed run never looks alive; the first read that
+finds it so also writes that ``failed`` status, with its reason and ``found_dead_at``, so the
+file itself says so from then on (a read-only runs folder keeps its file; the read still says
+``failed``). Every status write takes an ``flock`` on the run folder (:meth:`RunDir.status_guard`)
+around its read-merge-write, and that correction re-reads and re-checks the process under it, so
+it never overwrites a status a live process (or a resume) has just written.
 
 This module has no TensorFlow or Streamlit dependency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -36,9 +42,15 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: status writes go unguarded
+    fcntl = None  # type: ignore[assignment]
 
 import psutil
 
@@ -72,6 +84,7 @@ STATUS_FIELDS = {
     "hint": "what to try after a failure, or null",
     "traceback": "the Python traceback of a failure, or null",
     "bundle": "path of the final bundle, or null",
+    "found_dead_at": "ISO time a reader found the process gone and wrote 'failed', or null",
 }
 
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
@@ -227,29 +240,109 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as exc:
             raise RunError(f"{self.status_path}: unreadable status file ({exc})") from exc
 
-    def read_status(self) -> dict[str, Any]:
-        """Returns the status, reporting an active state whose process is gone as ``failed``."""
-        status = self.read_status_raw()
+    @staticmethod
+    def process_gone(status: dict[str, Any]) -> bool:
+        """Whether ``status`` is active (``queued``/``running`` with a pid) but its process no
+        longer runs (or its pid now belongs to another process)."""
         active = status.get("state") in ACTIVE_STATES and status.get("pid")
-        if active and not process_alive(status.get("pid"), status.get("pid_started")):
-            status = {
-                **status,
-                "state": "failed",
-                "reason": status.get("reason")
-                or f"the {self.process_label} (pid {status.get('pid')}) ended without "
-                "reporting: it was probably killed (e.g. out of memory or kill -9)",
-                "hint": f"resume it with: {self.resume_command()}",
-            }
+        return bool(active) and not process_alive(status.get("pid"), status.get("pid_started"))
+
+    def _as_found_dead(self, status: dict[str, Any]) -> dict[str, Any]:
+        """``status`` (active, its process gone) as the ``failed`` status it stands for."""
+        return {
+            **status,
+            "state": "failed",
+            "reason": status.get("reason")
+            or f"the {self.process_label} (pid {status.get('pid')}) ended without "
+            "reporting: it was probably killed (e.g. out of memory or kill -9)",
+            "hint": f"resume it with: {self.resume_command()}",
+            # when it was last seen alive: the end lies between that and found_dead_at
+            "ended_at": status.get("ended_at") or status.get("updated_at"),
+        }
+
+    def read_status(self) -> dict[str, Any]:
+        """Returns the status, reporting an active state whose process is gone as ``failed``.
+
+        The first read that finds the process gone also records that ``failed`` status in
+        status.json (with ``found_dead_at``), under :meth:`status_guard` and only if the file
+        still says the same after a second look, so a status that a live process or a resume
+        has written meanwhile is left alone. If the folder cannot be written (read-only, disk
+        full) the file stays as it was and the read reports ``failed`` all the same.
+        """
+        for _ in range(3):  # a status that changes meanwhile is looked at again
+            status = self.read_status_raw()
+            if not self.process_gone(status):
+                return status
+            found = self._as_found_dead(status)
+            try:
+                written = self.update_status_if(
+                    lambda current, seen=status: current == seen and self.process_gone(current),
+                    **{key: found[key] for key in ("state", "reason", "hint", "ended_at")},
+                    found_dead_at=utc_now(),
+                )
+            except (OSError, RunError) as exc:  # read-only or full: report it all the same
+                log.debug("%s: could not record that its process is gone (%s)", self.path, exc)
+                return found
+            if written is not None:
+                return written
+        return found
+
+    @contextlib.contextmanager
+    def status_guard(self) -> Iterator[bool]:
+        """Holds an exclusive ``flock`` on the run folder within the block, so status writes
+        (a read-merge-write each) and the correction of :meth:`read_status` do not interleave,
+        between threads and processes alike. Nothing else is locked while it is held (it is the
+        innermost lock), and it is not re-entrant: do not write the status through
+        :meth:`write_status` inside it.
+
+        Yields:
+            Whether the folder exists (False: nothing was locked; a missing run folder).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            yield False
+            return
+        try:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):  # a file system without flock: unguarded
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _merge_status(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """Writes status.json as the current one with ``updates`` (the caller holds the
+        guard); returns it."""
+        status = {"run_id": self.run_id, **self.read_status_raw(), **updates}
+        status["updated_at"] = utc_now()
+        write_json_atomic(self.status_path, status)
         return status
 
     def write_status(self, **updates: Any) -> dict[str, Any]:
         """Merges ``updates`` into status.json (atomically) and returns the new status."""
         if "state" in updates and updates["state"] not in STATES:
             raise ValueError(f"unknown run state {updates['state']!r}")
-        status = {"run_id": self.run_id, **self.read_status_raw(), **updates}
-        status["updated_at"] = utc_now()
-        write_json_atomic(self.status_path, status)
-        return status
+        with self.status_guard():
+            return self._merge_status(updates)
+
+    def update_status_if(
+        self, condition: Callable[[dict[str, Any]], bool], **updates: Any
+    ) -> dict[str, Any] | None:
+        """Merges ``updates`` into status.json only if ``condition`` holds for the status read
+        under :meth:`status_guard` (a compare-and-set); returns the new status, or None when
+        the condition failed or the run folder is gone (nothing is written then).
+
+        Raises:
+            OSError: the status could not be written.
+            RunError: the status file is unreadable.
+        """
+        if "state" in updates and updates["state"] not in STATES:
+            raise ValueError(f"unknown run state {updates['state']!r}")
+        with self.status_guard() as present:
+            if not present or not condition(self.read_status_raw()):
+                return None
+            return self._merge_status(updates)
 
     def write_final_status(self, **fields: Any) -> bool:
         """Writes the status a run ends with, never raising ``OSError``: if the disk is too full

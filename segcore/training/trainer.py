@@ -20,8 +20,10 @@
 * an exception marks the run ``failed`` with the reason, a hint and the traceback
   (:func:`segcore.training.finish.record_failure`). A full disk reads ``disk full``: failed
   writes remove their partial files, and ``.reserve`` makes room for that status;
-* the device lock is taken before the run folder is made, so a run refused because the device
-  is busy, or whose folder cannot be written, leaves nothing behind;
+* a dataset folder is opened and checked (it holds training samples) first, then the device
+  lock is taken before the run folder is made, so a run refused because its dataset is missing
+  or empty, because the device is busy, or because its folder cannot be written, leaves
+  nothing behind;
 * at the end (:mod:`segcore.training.finish`), the best epoch's weights are evaluated on the
   full-size validation images, the threshold that maximises validation Dice is chosen, and a
   bundle (:mod:`segcore.bundles.store`) is written to ``<run>/bundle``.
@@ -42,7 +44,7 @@ from pathlib import Path
 
 from segcore.data.datasets import DatasetSplits, dataset_pixel_size, open_dataset
 from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_synthetic_dataset
-from segcore.errors import ConfigError, DatasetError
+from segcore.errors import ConfigError
 from segcore.timestamps import utc_now
 from segcore.training import devices
 from segcore.training.callback import StopTraining, make_callback
@@ -66,21 +68,17 @@ log = logging.getLogger(__name__)
 
 
 def _open_data(config: TrainConfig) -> DatasetSplits:
-    if config.data == SYNTHETIC:
-        root = ensure_synthetic_dataset(
-            DEFAULT_SYNTHETIC_DIR, count=config.synthetic_count, size=256, seed=0
-        )
-    else:
-        root = Path(config.data)
-    splits = open_dataset(
+    if config.data != SYNTHETIC:
+        return config.open_folder()
+    root = ensure_synthetic_dataset(
+        DEFAULT_SYNTHETIC_DIR, count=config.synthetic_count, size=256, seed=0
+    )
+    return open_dataset(
         root,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
-    if not len(splits.train):
-        raise DatasetError(f"{root}: no training samples found (no train/ split)")
-    return splits
 
 
 def _log_to_run(run: RunDir) -> logging.Handler | None:
@@ -207,11 +205,14 @@ def train(
         runs_dir: parent folder of new runs and home of the device locks; defaults to
             :func:`segcore.training.runs.default_runs_dir` (``$SEGCORE_RUNS_DIR`` or ``runs/``).
         command: the command line to record in the bundle's card.
-        verbose: Keras ``fit`` verbosity (``"auto"``: a progress bar on a terminal, one line
-            per epoch otherwise).
+        verbose: Keras ``fit`` verbosity, written to stderr (``"auto"``: Keras' progress bar
+            when stderr is a terminal or in a notebook, else none: the ``segcore`` logger's
+            line per epoch is the progress).
 
     Raises:
         ConfigError: invalid config or a resume without checkpoint.
+        DatasetError: a new run's dataset folder is missing, unreadable or holds no training
+            samples (nothing is written).
         TrainingBusyError: another training holds this device (nothing is written).
         RunError: the runs or run folder cannot be written (no half-made run is left), or the
             disk filled up (the run is marked ``failed``, reason ``disk full``, and resumes
@@ -231,6 +232,12 @@ def train(
             config = replace(config, run_dir=str(run_dir))
         config, run = _new_run(config, runs_dir)
 
+    splits = None
+    if not resume and config.data != SYNTHETIC and not run.exists():
+        # A dataset folder is opened before the lock and the run folder, so a missing or empty
+        # one is refused with nothing left behind (a queued run's folder exists already: the
+        # launcher checked its dataset, and a failure now is recorded in the run).
+        splits = config.open_folder()
     handler = None
     stop_flag = {"requested": False}
     # The same key the web server uses (no TensorFlow needed), so both see one lock.
@@ -244,7 +251,15 @@ def train(
                 run.create(config.to_dict())
             handler = _log_to_run(run)
             _start(run, config)
-            _run(run, config, resume=resume, stop_flag=stop_flag, command=command, verbose=verbose)
+            _run(
+                run,
+                config,
+                resume=resume,
+                stop_flag=stop_flag,
+                command=command,
+                verbose=verbose,
+                splits=splits,
+            )
     finally:
         if locked:
             lock.release(run.run_id)
@@ -301,12 +316,22 @@ def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int):
     return train_data, val_source, val_data, preview
 
 
-def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbose) -> None:
+def _run(
+    run: RunDir,
+    config: TrainConfig,
+    *,
+    resume,
+    stop_flag,
+    command,
+    verbose,
+    splits: DatasetSplits | None = None,
+) -> None:
     import keras
 
     start_time = time.monotonic()
     strategy, device = _choose_devices(run)
-    splits = _open_data(config)
+    if splits is None:
+        splits = _open_data(config)
     state = checkpoint_state(run) if resume else None
     if resume and state is None:
         raise ConfigError(f"{run.path}: nothing to resume (no checkpoint yet); start it again")
@@ -335,10 +360,12 @@ def _run(run: RunDir, config: TrainConfig, *, resume, stop_flag, command, verbos
         clock=clock,
         sources=sources,
     )
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose == "auto":  # one progress: Keras' live bar, or the callback's line per epoch
+        verbose = 1 if sys.stderr.isatty() or "ipykernel" in sys.modules else 0
     if initial_epoch < config.epochs:
-        with contextlib.suppress(StopTraining):  # raised by the callback on a stop request
+        # StopTraining: raised by the callback on a stop request. Keras prints its bar on
+        # stdout: it goes to stderr, with the other progress, and stdout keeps the results.
+        with contextlib.suppress(StopTraining), contextlib.redirect_stdout(sys.stderr):
             model.fit(
                 train_data.dataset,
                 validation_data=val_data,
