@@ -198,7 +198,7 @@ def test_two_sessions_uploading_the_same_image_predict_it_once(monkeypatch):
     bundle = types.SimpleNamespace(
         path=None, card=types.SimpleNamespace(name="stand-in", model_sha256="ab" * 32),
         model=model, preprocess=PreprocessConfig(), input_size=256, pixel_size=None,
-        instances=None,
+        instances=None, threshold=0.5,
     )  # fmt: skip
     monkeypatch.setattr(state, "predicting_model", lambda _bundle: model)
     image = np.full((64, 64, 3), 200, np.uint8)
