@@ -268,10 +268,10 @@ def test_stop_request_file(tiny_data, tmp_path, monkeypatch):
 def test_an_exception_marks_the_run_failed(tiny_data, tmp_path, monkeypatch):
     import segcore.training.trainer as training
 
-    def boom(config):
+    def boom(run):  # inside the run, after its folder exists
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(training, "_open_data", boom)
+    monkeypatch.setattr(training, "_choose_devices", boom)
     run_dir = tmp_path / "runs" / "boom"
     with pytest.raises(RuntimeError, match="disk on fire"):
         train(tiny_config(tiny_data, run_dir), runs_dir=tmp_path / "runs")
