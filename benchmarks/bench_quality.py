@@ -53,8 +53,8 @@ from segcore.bundles.runtime_cache import open_bundle_runtime
 from segcore.data.images import read_image, read_mask_array
 from segcore.inference.classical import ClassicalBaseline
 from segcore.inference.instances import label_instances
-from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE, predict_at_pixel_size
-from segcore.inference.scale import predict_auto
+from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
+from segcore.inference.scale import AUTO, predict_at_given_pixel_size
 from segcore.metrics.counts import ConfusionCounts, confusion_counts
 from segcore.metrics.instances import combine_instance_scores, instance_scores
 from segcore.metrics.labels import ground_truth_instances
@@ -96,25 +96,19 @@ def probabilities(bundle, image: np.ndarray, mode: str | None) -> tuple[np.ndarr
     (for splitting nuclei): for ``half-resampled``, seen at the model's pixel size (the
     half-size image is 0.5 µm/px), as ``--pixel-size 0.5`` does; for ``half-auto``, at the
     pixel size estimated from the nuclei (the classical baseline has none: as is)."""
-    model_size = bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE
     if mode == "half-auto" and not isinstance(bundle.model, ClassicalBaseline):
-        probs, estimate = predict_auto(
-            bundle.model,
-            image,
-            bundle.preprocess,
-            threshold=bundle.threshold,
-            model_pixel_size=bundle.pixel_size,
-        )
-        return probs, estimate.pixel_size
-    pixel_size = 0.5 if mode == "half-resampled" else None
-    probs = predict_at_pixel_size(
+        pixel_size = AUTO
+    else:
+        pixel_size = 0.5 if mode == "half-resampled" else None
+    probs, used, _ = predict_at_given_pixel_size(
         bundle.model,
         image,
         bundle.preprocess,
         pixel_size=pixel_size,
+        threshold=bundle.threshold,
         model_pixel_size=bundle.pixel_size,
     )
-    return probs, pixel_size or model_size
+    return probs, used or bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE
 
 
 def score_row(bundles: dict, files: list, mode: str | None) -> tuple[dict, dict]:

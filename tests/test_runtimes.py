@@ -175,15 +175,22 @@ def test_openvino_float32_matches_keras_within_the_gate_on_the_real_architecture
         assert np.abs(got - want).max() <= gating.MAX_ABS_DIFF_FLOAT32
 
 
-def test_the_converted_model_is_built_once_and_checked_before_use(tmp_path, monkeypatch):
+def counting_conversions(cache_dir, monkeypatch):
+    """``(opened, calls)``: ``opened()`` opens :func:`pointwise_model`'s OpenVINO runtime with
+    its cache in ``cache_dir``; ``calls`` grows by one for each conversion (a (re)build)."""
     model = pointwise_model()
     calls = []
     real_convert = ovr.convert
     monkeypatch.setattr(ovr, "convert", lambda m: calls.append(1) or real_convert(m))
 
     def opened():
-        return open_runtime(model, OPENVINO, model_sha256=SHA, cache_dir=tmp_path)
+        return open_runtime(model, OPENVINO, model_sha256=SHA, cache_dir=cache_dir)
 
+    return opened, calls
+
+
+def test_the_converted_model_is_built_once_and_checked_before_use(tmp_path, monkeypatch):
+    opened, calls = counting_conversions(tmp_path, monkeypatch)
     batch = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
     first = np.asarray(opened()(batch))
     assert len(calls) == 1
@@ -463,14 +470,7 @@ def test_an_ir_corrupted_in_place_with_its_mtime_restored_is_never_run(tmp_path,
     would not see it, so every load hashes the files in full."""
     import os
 
-    model = pointwise_model()
-    calls = []
-    real_convert = ovr.convert
-    monkeypatch.setattr(ovr, "convert", lambda m: calls.append(1) or real_convert(m))
-
-    def opened():
-        return open_runtime(model, OPENVINO, model_sha256=SHA, cache_dir=tmp_path)
-
+    opened, calls = counting_conversions(tmp_path, monkeypatch)
     batch = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
     first = np.asarray(opened()(batch))
     opened()  # the hashes are now remembered by path, inode, size and mtime

@@ -126,8 +126,8 @@ class SegmentWorker:
         """
         from segcore.analysis.image_files import write_instance_files, write_probability_files
         from segcore.data.images import read_image
-        from segcore.inference.resolution import image_pixel_size, predict_at_pixel_size
-        from segcore.inference.scale import PIXEL_SIZE_WHEN_UNKNOWN, is_auto, predict_auto
+        from segcore.inference.resolution import image_pixel_size
+        from segcore.inference.scale import PIXEL_SIZE_WHEN_UNKNOWN, predict_at_given_pixel_size
         from segcore.wholeslide.outputs import SUMMARY_FILE, write_json
 
         started = time.perf_counter()
@@ -145,26 +145,16 @@ class SegmentWorker:
             "overlap": IMAGE_OVERLAP,
             "batch_size": IMAGE_BATCH,
         }
-        estimate = None
-        if is_auto(pixel_size):  # measured at the bundle's threshold, as ``predict`` does
-            probs, estimate = predict_auto(
-                self.model,
-                image,
-                bundle.preprocess,
-                threshold=bundle.threshold,
-                model_pixel_size=bundle.pixel_size,
-                **tiling,
-            )
-            pixel_size = estimate.pixel_size
-        else:
-            probs = predict_at_pixel_size(
-                self.model,
-                image,
-                bundle.preprocess,
-                pixel_size=pixel_size,
-                model_pixel_size=bundle.pixel_size,
-                **tiling,
-            )
+        # auto measures the nuclei at the bundle's threshold, as ``predict`` does
+        probs, pixel_size, estimate = predict_at_given_pixel_size(
+            self.model,
+            image,
+            bundle.preprocess,
+            pixel_size=pixel_size,
+            threshold=bundle.threshold,
+            model_pixel_size=bundle.pixel_size,
+            **tiling,
+        )
         write_probability_files(folder, stem, probs, threshold)
         nuclei = write_instance_files(folder, stem, probs, image, bundle, threshold, pixel_size)
         summary = image_summary(

@@ -30,10 +30,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segcore.atomic import write_json_atomic
+from segcore.atomic import write_json_atomic, write_text_atomic
 from segcore.bundles.card import CARD_FILE, ModelCard
 from segcore.errors import BundleError, ConfigError
 from segcore.paths import REPO_ROOT
@@ -66,6 +67,24 @@ def file_sha256(path: str | os.PathLike) -> str:
 def is_bundle(folder: str | os.PathLike) -> bool:
     """True if ``folder`` holds both bundle files (contents are checked when it is loaded)."""
     return all((Path(folder) / name).is_file() for name in BUNDLE_FILES)
+
+
+def update_card(folder: str | os.PathLike, change: Callable[[ModelCard], ModelCard]) -> Path:
+    """Rewrites a bundle's ``card.json`` (atomically) as ``change`` makes it from the current
+    card; returns the card's path. The model file is not touched: ``model_sha256`` holds.
+
+    Raises:
+        BundleError: the card cannot be read (as :func:`read_card`).
+    """
+    path = Path(folder) / CARD_FILE
+    write_text_atomic(path, change(read_card(folder)).to_json())
+    return path
+
+
+def with_training_record(card: ModelCard, key: str, record: dict, **fields) -> ModelCard:
+    """``card`` with ``record`` under ``training[key]`` and the other ``fields`` replaced (how
+    a command that re-chooses a setting records what it chose and how)."""
+    return dataclasses.replace(card, training={**card.training, key: record}, **fields)
 
 
 def read_card(folder: str | os.PathLike) -> ModelCard:

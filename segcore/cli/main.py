@@ -204,11 +204,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) -> None:
     """Records the evaluation's figures in the bundle card under ``metrics[<split>]`` (the val
     split under ``"validation"``, the key training writes)."""
-    from segcore.atomic import write_text_atomic
-    from segcore.bundles.card import CARD_FILE, VALIDATION, SplitFigures
-    from segcore.bundles.store import read_card
+    from segcore.bundles.card import VALIDATION, SplitFigures
+    from segcore.bundles.store import update_card
 
-    card = read_card(folder)
     figures = SplitFigures.from_evaluation(
         result,
         split=VALIDATION if args.split == "val" else args.split,
@@ -217,8 +215,8 @@ def _record_in_card(folder, args: argparse.Namespace, result, threshold: float) 
         pixel_size=args.pixel_size,
         command=command_line(args.argv),
     )
-    write_text_atomic(folder / CARD_FILE, card.with_figures(figures).to_json())
-    print(f"recorded the {figures.key} figures in {folder / CARD_FILE}")
+    path = update_card(folder, lambda card: card.with_figures(figures))
+    print(f"recorded the {figures.key} figures in {path}")
 
 
 def _given_pixel_size(args: argparse.Namespace) -> float | str | None:

@@ -87,13 +87,8 @@ def _progress(done: int, total: int, sample_id: str) -> None:
 def _record(folder: Path, args: argparse.Namespace, tuning) -> None:
     """Writes the chosen setting into the card's ``instances`` and how it was chosen into
     ``training["instances_tuning"]``."""
-    import dataclasses
+    from segcore.bundles.store import update_card, with_training_record
 
-    from segcore.atomic import write_text_atomic
-    from segcore.bundles.card import CARD_FILE
-    from segcore.bundles.store import read_card
-
-    card = read_card(folder)
     best = tuning.best
     record = {
         "command": command_line(args.argv),
@@ -105,13 +100,13 @@ def _record(folder: Path, args: argparse.Namespace, tuning) -> None:
         + (", then mean over sources" if args.source else ""),
         **{key: round(best[key], 4) for key in ("mean_pq", "mean_aji", "median_count_error")},
     }
-    card = dataclasses.replace(
-        card,
-        instances=tuning.config.to_dict(),
-        training={**card.training, "instances_tuning": record},
+    path = update_card(
+        folder,
+        lambda card: with_training_record(
+            card, "instances_tuning", record, instances=tuning.config.to_dict()
+        ),
     )
-    write_text_atomic(folder / CARD_FILE, card.to_json())
-    print(f"recorded the instance settings in {folder / CARD_FILE}")
+    print(f"recorded the instance settings in {path}")
 
 
 def add_tune_instances(commands, add_inference_args) -> None:

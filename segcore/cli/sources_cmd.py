@@ -10,7 +10,6 @@ threshold and the whole choice in the bundle's card.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from segcore.cli.common import command_line, runtime_model
@@ -63,24 +62,21 @@ def cmd_choose_threshold(args: argparse.Namespace) -> int:
 
 
 def _record(folder: Path, args: argparse.Namespace, choice, sources) -> None:
-    from segcore.atomic import write_text_atomic
-    from segcore.bundles.card import CARD_FILE
-    from segcore.bundles.store import read_card
+    from segcore.bundles.store import update_card, with_training_record
 
-    card = read_card(folder)
     record = {
         "command": command_line(args.argv),
         "sources": {s.name: {"images": len(s.samples)} for s in sources},
         "parts": "validation only (the training set's val split; split.json's val parts)",
         **choice.to_dict(),
     }
-    card = dataclasses.replace(
-        card,
-        threshold=choice.threshold,
-        training={**card.training, "threshold_choice": record},
+    path = update_card(
+        folder,
+        lambda card: with_training_record(
+            card, "threshold_choice", record, threshold=choice.threshold
+        ),
     )
-    write_text_atomic(folder / CARD_FILE, card.to_json())
-    print(f"recorded threshold {choice.threshold:.2f} in {folder / CARD_FILE}")
+    print(f"recorded threshold {choice.threshold:.2f} in {path}")
 
 
 def add_choose_threshold(commands, add_inference_args) -> None:

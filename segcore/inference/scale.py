@@ -337,6 +337,42 @@ def predict_auto(
     return probabilities, estimate
 
 
+def predict_at_given_pixel_size(
+    model: Any,
+    image: np.ndarray,
+    preprocess: PreprocessConfig,
+    *,
+    pixel_size: float | str | None,
+    threshold: float,
+    model_pixel_size: float | None,
+    **tiling: Any,
+) -> tuple[np.ndarray, float, ScaleEstimate | None]:
+    """The probabilities of ``image`` at a pixel size that is given (µm/px), unknown (None: as
+    it is, at the model's) or :data:`AUTO` (:func:`predict_auto`, nuclei measured at
+    ``threshold``). Returns ``(probabilities, the pixel size they are taken to be at — the
+    estimate's for auto, else ``pixel_size`` as given, None for the model's — and the estimate
+    or None)``: what ``batch`` and the quality benchmark each need."""
+    if is_auto(pixel_size):
+        probabilities, estimate = predict_auto(
+            model,
+            image,
+            preprocess,
+            threshold=threshold,
+            model_pixel_size=model_pixel_size,
+            **tiling,
+        )
+        return probabilities, estimate.pixel_size, estimate
+    probabilities = predict_at_pixel_size(
+        model,
+        image,
+        preprocess,
+        pixel_size=pixel_size,
+        model_pixel_size=model_pixel_size,
+        **tiling,
+    )
+    return probabilities, pixel_size, None
+
+
 def estimate_samples(
     model: Any,
     samples: Any,
