@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from segcore.data.annotations import annotation_labels, is_annotation_file
 from segcore.data.images import DEFAULT_MAX_PIXELS, read_image, read_mask_array
 from segcore.errors import InvalidImageError
 
@@ -40,23 +41,29 @@ def read_upload(
         image_bytes: the image file's bytes (PNG, JPEG, TIFF, BMP).
         image_name: its file name, used in error messages.
         mask_bytes: the mask file's bytes, or ``None``; binary, 0/255, palette, instance
-            labels or a colour rendering (any nonzero pixel is nucleus).
+            labels or a colour rendering (any nonzero pixel is nucleus), or a QuPath GeoJSON
+            export of the image's objects when ``mask_name`` ends in ``.geojson`` or ``.json``
+            (rasterised at the image's size: :mod:`segcore.data.annotations`).
         mask_name: its file name.
         max_pixels: the largest accepted image.
 
     Returns:
         ``(image, mask)``: ``uint8`` RGB ``(H, W, 3)`` and the mask as stored (``(H, W)`` values
-        or labels, or an ``(H, W, 3/4)`` rendering; read it with
-        :func:`segcore.metrics.labels.ground_truth_instances`), or ``None``.
+        or labels, ``int32`` instance labels from a GeoJSON, or an ``(H, W, 3/4)``
+        rendering; read it with :func:`segcore.metrics.labels.ground_truth_instances`), or
+        ``None``.
 
     Raises:
-        InvalidImageError: a file is empty, not an image, corrupt or too large, or the mask's
-            size differs from the image's (the message names the file).
+        InvalidImageError: a file is empty, not an image, corrupt or too large, the mask's
+            size differs from the image's, or a GeoJSON mask is not usable (not GeoJSON, no
+            outlines, outlines beyond this image); the message names the file.
     """
     image = read_image(image_bytes, name=image_name, max_pixels=max_pixels)
     if mask_bytes is None:
         return image, None
     mask_label = mask_name or "mask"
+    if mask_name and is_annotation_file(mask_name):
+        return image, annotation_labels(mask_bytes, image.shape[:2], name=mask_label)
     mask = read_mask_array(mask_bytes, name=mask_label, max_pixels=max_pixels)
     if mask.shape[:2] != image.shape[:2]:
         raise InvalidImageError(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segcore.data.annotations import ANNOTATION_SUFFIX, annotation_labels
 from segcore.data.images import (
     DEFAULT_MAX_PIXELS,
     PIXEL_SIZE_RANGE,
@@ -84,7 +85,7 @@ class SampleSet(Sequence):
 
 
 class FileSampleSet(SampleSet):
-    """Samples stored as image and mask files.
+    """Samples stored as image and mask files (a mask may be a QuPath GeoJSON export).
 
     Args:
         pairs: the files, in order.
@@ -101,8 +102,12 @@ class FileSampleSet(SampleSet):
         return image, to_binary_mask(truth, name=str(self.pairs[index].mask))
 
     def load_truth(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, mask as stored)``; a GeoJSON mask (``.geojson``) is rasterised at the
+        image's size into ``int32`` instance labels (:mod:`~segcore.data.annotations`)."""
         pair = self.pairs[index]
         image = read_image(pair.image, max_pixels=self.max_pixels)
+        if pair.mask.suffix.lower() == ANNOTATION_SUFFIX:
+            return image, annotation_labels(pair.mask, image.shape[:2])
         truth = read_mask_array(pair.mask, max_pixels=self.max_pixels)
         check_same_size(image, truth, name=f"{pair.image} / {pair.mask.name}")
         return image, truth

@@ -7,7 +7,9 @@ Supported layouts (detected by :func:`detect_layout`, opened by
     ``images/`` and ``masks/`` side by side, paired by file stem (the PanNuke-derived
     "nuclei-256" layout). PNG, JPEG, TIFF and BMP are read. A mask may carry a suffix after the
     image's stem (``_mask``, ``-mask``, ``_masks``, ``_label``, ``_labels``, ``_gt``, ``-gt``,
-    ``_seg``): ``a.png`` pairs with ``a_mask.png``.
+    ``_seg``): ``a.png`` pairs with ``a_mask.png``. A mask may also be a QuPath GeoJSON export
+    of the image's objects, ``a.geojson`` or ``a_mask.geojson``, rasterised at the image's size
+    when loaded (:mod:`~segcore.data.annotations`).
 ``presplit``
     ``train/``, ``val/`` and ``test/`` (any of them; at least one), each holding the ``pairs``
     layout (``../shared/data/monuseg`` is one, with no ``val/``; the repository's ``samples/``
@@ -31,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from segcore.data.annotations import ANNOTATION_SUFFIX, MAX_GEOJSON_BYTES
 from segcore.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_shape
 from segcore.errors import DatasetError, InvalidImageError
 
@@ -56,11 +59,11 @@ def _strip_mask_suffix(stem: str) -> str:
     return stem
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
     )
 
 
@@ -73,7 +76,9 @@ def pair_files(
         folder: a folder with ``images/`` and ``masks/`` inside.
         max_pixels: images above this pixel count are reported as problems.
         check: also read every file's header (cheap; no pixel decoding) to report unreadable
-            files and image/mask size mismatches.
+            files and image/mask size mismatches. A GeoJSON mask is only checked to be
+            non-empty and under :data:`~segcore.data.annotations.MAX_GEOJSON_BYTES`: its
+            objects are checked against the image's size when it is rasterised.
 
     Returns:
         ``(pairs, problems)``: the pairs sorted by id, and ``(path, problem)`` for every
@@ -89,7 +94,7 @@ def pair_files(
         images[path.stem] = path
     masks: dict[str, Path] = {}
     orphans: list[Path] = []
-    for path in _image_files(masks_dir):
+    for path in _image_files(masks_dir, (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX)):
         stem = path.stem if path.stem in images else _strip_mask_suffix(path.stem)
         if stem not in images:
             orphans.append(path)
@@ -121,7 +126,11 @@ def _check_headers(
 ) -> tuple[list[FilePair], list[tuple[str, str]]]:
     def check(pair: FilePair) -> list[tuple[str, str]]:
         found, shapes = [], {}
-        for path in (pair.image, pair.mask):
+        paths = [pair.image, pair.mask]
+        if pair.mask.suffix.lower() == ANNOTATION_SUFFIX:
+            paths.pop()
+            found += _check_annotation_file(pair.mask)
+        for path in paths:
             try:
                 shapes[path] = image_shape(path)
             except InvalidImageError as exc:
@@ -141,6 +150,19 @@ def _check_headers(
         results = list(pool.map(check, pairs))
     good = [pair for pair, found in zip(pairs, results, strict=True) if not found]
     return good, [problem for found in results for problem in found]
+
+
+def _check_annotation_file(path: Path) -> list[tuple[str, str]]:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return [(str(path), f"cannot be read ({exc.strerror or exc})")]
+    if size == 0:
+        return [(str(path), "the file is empty: no objects to use as ground truth")]
+    if size > MAX_GEOJSON_BYTES:
+        limit = MAX_GEOJSON_BYTES / 1e6
+        return [(str(path), f"{size / 1e6:.0f} MB is over the {limit:.0f} MB GeoJSON limit")]
+    return []
 
 
 def find_one(root: Path, name: str, max_depth: int = SEARCH_DEPTH) -> Path | None:
