@@ -5,6 +5,8 @@ Owns: :mod:`~segcore.data.images` (decoding, size limits, array conventions),
 binarisation), :mod:`~segcore.data.tiling` (tile positions, padding),
 :mod:`~segcore.data.layouts` (folder layouts, finding and pairing image and mask files),
 :mod:`~segcore.data.datasets` (sample sets, ``open_dataset``, splits, loading samples),
+:mod:`~segcore.data.annotations` (QuPath GeoJSON outlines rasterised into instance labels),
+:mod:`~segcore.data.zip_import` (a dataset folder unpacked safely from an uploaded zip),
 :mod:`~segcore.data.synthetic` (one synthetic H&E tile: tissue, stains, acquisition) with
 :mod:`~segcore.data.synthetic_nuclei` (its nuclei), :mod:`~segcore.data.synthetic_set` (the
 synthetic set on disk, its name ``SYNTHETIC`` and default size ``SYNTHETIC_COUNT``) and
