@@ -1,10 +1,12 @@
 """The Train page's form: presets, the config built from the form, the validation sources a
 browser may use, the time estimate, and starting the run.
 
-* **Presets.** :data:`FINE_TUNE` is the recipe that made the shipped default
-  (``scripts/recipes/default.json``, :mod:`segcore.training.recipes`) with the dataset and the
-  epochs from the form; :data:`FROM_SCRATCH` is the plain :class:`TrainConfig` with every
-  field on the form (:func:`build_config`).
+* **Presets.** :data:`ADAPT` is the short recipe that adapts a model to a lab's own tiles
+  (``scripts/recipes/adapt.json``) and :data:`FINE_TUNE` the recipe that made the shipped
+  default (``scripts/recipes/default.json``, :mod:`segcore.training.recipes`), each with the
+  dataset, the epochs and the bundle to start from (:func:`start_choices`) from the form;
+  :data:`FROM_SCRATCH` is the plain :class:`TrainConfig` with every field on the form
+  (:func:`build_config`).
 * **Validation sources** of a recipe are kept only where their folder exists inside the app's
   data roots (:mod:`segcore.data.roots`, the rule of every folder the browser reaches), is not
   the dataset trained on and does not share its name; each one left out gets a note
@@ -24,6 +26,7 @@ from pathlib import Path
 import streamlit as st
 
 from appkit import access, training_runs
+from segcore.analysis import catalog
 from segcore.data import roots, samples
 from segcore.errors import ConfigError, DatasetError, SegcoreError
 from segcore.paths import REPO_ROOT
@@ -31,12 +34,16 @@ from segcore.training import estimates, recipes
 from segcore.training.config import AugmentConfig, TrainConfig
 from segcore.training.runs import RunDir
 
-FINE_TUNE = "Fine-tune the default (the recipe that made it)"
-"""The preset that fine-tunes the default bundle with its own recipe."""
+ADAPT = "Adapt a model to your tiles (short)"
+"""The preset that fine-tunes a bundle on a lab's own tiles on a short schedule."""
+FINE_TUNE = "Fine-tune (the default's full recipe)"
+"""The preset that fine-tunes a bundle with the recipe that made the default."""
 FROM_SCRATCH = "From scratch"
 """The preset of plain settings, every field on the form."""
-PRESET_IDS = {FINE_TUNE: "fine_tune", FROM_SCRATCH: "scratch"}
+PRESET_IDS = {ADAPT: "adapt", FINE_TUNE: "fine_tune", FROM_SCRATCH: "scratch"}
 """A short id per preset, for widget keys."""
+RECIPE_PRESETS = {ADAPT: recipes.ADAPT_RECIPE, FINE_TUNE: recipes.DEFAULT_RECIPE}
+"""The presets that are recipes, by the recipe's name."""
 
 PRESET_KEY = "train_preset"
 """``st.session_state`` key of the preset radio."""
@@ -52,6 +59,7 @@ class FormValues:
         batch_size, image_size, lr, loss, augment: as :class:`TrainConfig`'s.
         crops: crops per epoch; 0 draws one per training image (``crops_per_epoch=None``).
         backbone: ``"none"`` or ``"imagenet"``.
+        start_from: the bundle ref a recipe preset starts from (``None``: the recipe's).
     """
 
     data: str
@@ -63,6 +71,7 @@ class FormValues:
     loss: str | None = None
     backbone: str | None = None
     augment: bool | None = None
+    start_from: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +87,10 @@ class Draft:
 
 # --- presets ----------------------------------------------------------------------------------
 def presets() -> list[str]:
-    """The presets on offer: :data:`FINE_TUNE` (when the default recipe is there) and
-    :data:`FROM_SCRATCH`."""
-    has_recipe = recipes.DEFAULT_RECIPE in recipes.list_recipes()
-    return [FINE_TUNE, FROM_SCRATCH] if has_recipe else [FROM_SCRATCH]
+    """The presets on offer: :data:`ADAPT` and :data:`FINE_TUNE` (each when its recipe is
+    there), then :data:`FROM_SCRATCH`."""
+    there = set(recipes.list_recipes())
+    return [p for p, name in RECIPE_PRESETS.items() if name in there] + [FROM_SCRATCH]
 
 
 def preset_config(preset: str) -> TrainConfig:
@@ -90,9 +99,20 @@ def preset_config(preset: str) -> TrainConfig:
     Raises:
         ConfigError: the recipe cannot be read.
     """
-    if preset == FINE_TUNE:
-        return recipes.read_recipe(recipes.DEFAULT_RECIPE)
+    if preset in RECIPE_PRESETS:
+        return recipes.read_recipe(RECIPE_PRESETS[preset])
     return TrainConfig()
+
+
+def start_choices() -> dict[str, str]:
+    """The bundles a recipe preset may start from, ref → label: the active model first, then
+    every other bundle of the catalog (``weights/`` and completed runs)."""
+    active = catalog.active_ref()
+    choices = {active: f"The active model ({catalog.describe_ref(active)})"}
+    for entry in catalog.available_bundles():
+        if not any(catalog.same_bundle(entry.ref, ref) for ref in choices):
+            choices[entry.ref] = f"{entry.card.name} ({catalog.describe_ref(entry.ref)})"
+    return choices
 
 
 def _browser_folder(path: str) -> str | None:
@@ -113,10 +133,12 @@ def _recipe_name(path: str) -> str:
 
 def dataset_default(preset: str) -> tuple[str, str | None]:
     """The dataset box's first value for ``preset`` and a note when the recipe's own dataset
-    is not one the browser may open."""
-    if preset != FINE_TUNE:
+    is not one the browser may open (a recipe that names none leaves the box empty)."""
+    if preset not in RECIPE_PRESETS:
         return samples.SYNTHETIC, None
     data = preset_config(preset).data
+    if not data:
+        return "", None
     if data.lower() in (samples.SYNTHETIC, samples.BUILT_IN):
         return data, None
     name = _browser_folder(data)
@@ -165,7 +187,7 @@ def build_config(preset: str, values: FormValues, *, need_data: bool = True) -> 
     """The :class:`TrainConfig` of ``preset`` with the form's ``values``.
 
     Args:
-        preset: :data:`FINE_TUNE` or :data:`FROM_SCRATCH`.
+        preset: :data:`ADAPT`, :data:`FINE_TUNE` or :data:`FROM_SCRATCH`.
         values: the form's values.
         need_data: refuse a fine-tune without a dataset (False keeps the recipe's, for
             showing what the form holds before a dataset is typed).
@@ -174,15 +196,21 @@ def build_config(preset: str, values: FormValues, *, need_data: bool = True) -> 
         ConfigError: an invalid value, or no dataset given to fine-tune on.
     """
     data = values.data.strip()
-    if preset == FINE_TUNE:
+    if preset in RECIPE_PRESETS:
+        recipe = preset_config(preset)
         if not data and not need_data:
-            data = preset_config(preset).data
+            data = recipe.data
         elif not data:
             raise ConfigError(
                 "Give the dataset to fine-tune on: a folder inside one of the data roots "
                 f"({roots.describe_roots(access.data_roots())})."
             )
-        return dataclasses.replace(preset_config(preset), data=data, epochs=int(values.epochs))
+        return dataclasses.replace(
+            recipe,
+            data=data,
+            epochs=int(values.epochs),
+            init_from=values.start_from or recipe.init_from,
+        )
     defaults = TrainConfig()
 
     def value(name, form_value):

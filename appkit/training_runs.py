@@ -12,6 +12,8 @@ status reads.
   full-size validation images at the bundle's threshold, once completed — and the per-epoch
   figures under names of their own (*tile Dice*, *sources Dice*). A stopped run reads as one
   sentence (:func:`stopped_text`).
+* **Before and after** (:func:`comparison_rows`): a fine-tuning's starting model and new model
+  on the run's validation images, as a table.
 """
 
 from __future__ import annotations
@@ -192,6 +194,53 @@ def outcome(status: dict[str, Any]) -> tuple[str, str] | None:
         reason = access.browser_message(f"{status.get('reason')}\n\n{status.get('hint') or ''}")
         return "error", f"Failed: {reason.strip()}"
     return None
+
+
+def comparison_columns() -> dict[str, Any]:
+    """``st.dataframe`` column settings of :func:`comparison_rows`: fixed decimals."""
+    number = st.column_config.NumberColumn
+    return {
+        "threshold": number("Threshold", format="%.2f"),
+        "pooled Dice": number("Pooled Dice", format="%.3f"),
+        "PQ": number("PQ", format="%.3f"),
+    }
+
+
+def comparison_rows(comparison: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """A fine-tuning's before/after (:func:`segcore.training.comparison.compare_models`, in the
+    status and the card) as table rows — the starting model, the new one and the change —
+    or None when there is none."""
+    if not isinstance(comparison, dict):
+        return None
+    before, after = comparison.get("before"), comparison.get("after")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+
+    def row(label: str, figures: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "": label,
+            "model": figures.get("model", ""),
+            "threshold": _number(figures.get("threshold")),
+            "pooled Dice": _number(figures.get("dice")),
+            "PQ": _number(figures.get("pq")),
+        }
+
+    rows = [row("before", before), row("after", after)]
+    change = {"": "change", "model": "", "threshold": None}
+    for column in ("pooled Dice", "PQ"):
+        a, b = rows[1][column], rows[0][column]
+        change[column] = None if a is None or b is None else round(a - b, 4)
+    return [*rows, change]
+
+
+def comparison_caption(comparison: dict[str, Any]) -> str:
+    """What the before/after table was measured on."""
+    images = comparison.get("images")
+    split = comparison.get("split", "val")
+    return (
+        f"The starting model and the new one on this run's {images} {split} images (never "
+        "trained on), each at its own threshold, nuclei made the same way."
+    )
 
 
 def run_figure(job: dict[str, Any]) -> str:

@@ -11,7 +11,16 @@ whole page when a run starts, changes state or ends.
 
 import streamlit as st
 
-from appkit import access, charts, navigation, state, training, training_runs, widgets
+from appkit import (
+    access,
+    charts,
+    dataset_upload,
+    navigation,
+    state,
+    training,
+    training_runs,
+    widgets,
+)
 from segcore.errors import SegcoreError
 from segcore.training import jobs
 from segcore.training.devices import training_device_label
@@ -25,6 +34,11 @@ st.caption(f"Trains on: **{training_device_label()}**")
 training_runs.remember_run_state()
 
 running = jobs.running_job()
+with st.expander(
+    "Add a dataset folder from a zip", key=dataset_upload.SECTION_KEY, on_change="rerun"
+) as upload_section:
+    if upload_section.open:  # drawn only when open
+        dataset_upload.render()
 if access.viewer_mode():
     st.info(access.VIEWER_NOTE, icon=":material/visibility:")
 else:
@@ -32,7 +46,7 @@ else:
     preset = st.radio("Preset", training.presets(), key=training.PRESET_KEY, horizontal=True)
     key = training.PRESET_IDS[preset]
     defaults = training.preset_config(preset)
-    if preset == training.FINE_TUNE:
+    if preset in training.RECIPE_PRESETS:
         st.caption(training.recipe_summary(defaults))
     data_default, data_note = training.dataset_default(preset)
     data = st.text_input(
@@ -45,9 +59,19 @@ else:
     )
     if data_note:
         st.caption(data_note)
-    if preset == training.FINE_TUNE:
-        epochs = st.number_input("Epochs", 1, 1000, defaults.epochs, key=f"train_epochs_{key}")
-        values = training.FormValues(data=data, epochs=int(epochs))
+    if preset in training.RECIPE_PRESETS:
+        choices = training.start_choices()
+        row = st.columns([3, 1], vertical_alignment="bottom")
+        start_from = row[0].selectbox(
+            "Start from",
+            list(choices),
+            format_func=choices.get,
+            key=f"train_start_{key}",
+            help="The bundle whose weights the run starts from; the page compares it with the "
+            "new model on your validation tiles when the run ends.",
+        )
+        epochs = row[1].number_input("Epochs", 1, 1000, defaults.epochs, key=f"train_epochs_{key}")
+        values = training.FormValues(data=data, epochs=int(epochs), start_from=start_from)
     else:
         row = st.columns(4)
         epochs = row[0].number_input("Epochs", 1, 1000, 10, key=f"train_epochs_{key}")
@@ -128,6 +152,11 @@ def live() -> None:
     if ended is not None:
         kind, text = ended
         {"success": st.success, "warning": st.warning, "error": st.error}[kind](text)
+        rows = training_runs.comparison_rows(status.get("comparison"))
+        if rows:
+            st.markdown("**Before and after**")
+            st.dataframe(rows, hide_index=True, column_config=training_runs.comparison_columns())
+            st.caption(training_runs.comparison_caption(status["comparison"]))
     rows = run.read_metrics()
     if rows:
         named, dice_keys = training_runs.chart_rows(rows, training_runs.image_size_of(run))

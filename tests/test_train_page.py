@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from appkit import training, training_runs
+from segcore.analysis import catalog
 from segcore.bundles.store import BUNDLE_FILES
 from segcore.data import roots, samples
 from segcore.errors import ConfigError, DatasetError
@@ -168,6 +169,10 @@ def test_fine_tune_keeps_the_recipe_and_takes_the_dataset_and_epochs():
     assert {**config.to_dict(), "data": recipe.data, "epochs": recipe.epochs} == recipe.to_dict()
     with pytest.raises(ConfigError, match="Give the dataset to fine-tune on"):
         training.build_config(training.FINE_TUNE, training.FormValues(data=" ", epochs=3))
+    chosen = training.build_config(
+        training.FINE_TUNE, training.FormValues("data/lab", 3, start_from="runs/r1/bundle")
+    )
+    assert chosen.init_from == "runs/r1/bundle"
     scratch = training.build_config(
         training.FROM_SCRATCH,
         training.FormValues("", 5, 4, 128, 1e-3, 0, "bce", "none", True),
@@ -278,6 +283,47 @@ def train_page() -> AppTest:
     return at.switch_page("pages/train.py").run()
 
 
+def test_adapt_is_the_short_recipe_from_the_chosen_bundle_on_your_tiles():
+    adapt, default = recipes.read_recipe("adapt"), recipes.read_recipe("default")
+    assert adapt.data == "" and adapt.init_from == "default" and not adapt.validation_sources
+    # The default's augmentation and preprocessing on a schedule a tenth as long.
+    assert adapt.augmentation == default.augmentation and adapt.preprocess == default.preprocess
+    assert adapt.epochs * adapt.crops_per_epoch * 4 <= default.epochs * default.crops_per_epoch
+    config = training.build_config(
+        training.ADAPT, training.FormValues(" data/lab ", 2, start_from="weights/other")
+    )
+    assert (config.data, config.epochs, config.init_from) == ("data/lab", 2, "weights/other")
+    assert {**config.to_dict(), "data": "", "epochs": adapt.epochs, "init_from": "default"} == (
+        adapt.to_dict()
+    )
+    with pytest.raises(ConfigError, match="Give the dataset to fine-tune on"):
+        training.build_config(training.ADAPT, training.FormValues(data="", epochs=2))
+    # Shown before a dataset is typed: valid, with no dataset; refused when started.
+    assert (
+        training.build_config(training.ADAPT, training.FormValues("", 2), need_data=False).data
+        == ""
+    )
+    with pytest.raises(DatasetError, match="names no dataset"):
+        training.build_config(
+            training.ADAPT, training.FormValues("", 2), need_data=False
+        ).open_folder()
+
+
+def test_comparison_rows_read_the_before_and_after():
+    comparison = {
+        "split": "val",
+        "images": 2,
+        "before": {"model": "a", "threshold": 0.46, "dice": 0.78, "pq": 0.55},
+        "after": {"model": "b", "threshold": 0.5, "dice": 0.81, "pq": None},
+    }
+    rows = training_runs.comparison_rows(comparison)
+    assert [r[""] for r in rows] == ["before", "after", "change"]
+    assert rows[2]["pooled Dice"] == pytest.approx(0.03) and rows[2]["PQ"] is None
+    assert "2 val images" in training_runs.comparison_caption(comparison)
+    assert training_runs.comparison_rows(None) is None
+    assert training_runs.comparison_rows({"before": {}}) is None
+
+
 def texts(at: AppTest) -> str:
     elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.success, *at.error]
     return "\n".join(str(e.value) for e in elements)
@@ -288,12 +334,15 @@ def clean(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def test_the_page_opens_on_the_fine_tune_preset():
+def test_the_page_opens_on_the_adapt_preset():
     at = train_page()
     clean(at)
-    assert at.radio(key=training.PRESET_KEY).value == training.FINE_TUNE
+    assert at.radio(key=training.PRESET_KEY).value == training.ADAPT
     assert [n.label for n in at.number_input] == ["Epochs"]
-    assert at.number_input[0].value == recipes.read_recipe().epochs
+    assert at.number_input[0].value == recipes.read_recipe("adapt").epochs
+    start = at.selectbox(key="train_start_adapt")
+    assert start.label == "Start from" and start.value == catalog.active_ref()
+    assert start.options[0].startswith("The active model")
     page = texts(at)
     assert "The recipe starts from the **default** bundle" in page
     assert "unknown until a training has completed on this machine" in page
@@ -304,7 +353,10 @@ def test_the_page_opens_on_the_fine_tune_preset():
     assert at.text_input[0].value == "synthetic"
 
 
-def test_the_fine_tune_preset_starts_the_recipe_on_the_given_dataset(tmp_path, runs, monkeypatch):
+@pytest.mark.parametrize("preset", [training.FINE_TUNE, training.ADAPT])
+def test_a_recipe_preset_starts_the_recipe_on_the_given_dataset(
+    preset, tmp_path, runs, monkeypatch
+):
     folder = make_pairs_dataset(tmp_path / "lab" / "pairs", n=8, size=64)
     monkeypatch.setenv(roots.DATA_ROOTS_ENV, f"lab={tmp_path / 'lab'}")
     if (SHARED / "tnbc").is_dir():
@@ -317,14 +369,17 @@ def test_the_fine_tune_preset_starts_the_recipe_on_the_given_dataset(tmp_path, r
 
     monkeypatch.setattr(jobs, "start_training", fake_start)
     at = train_page()
+    at.radio(key=training.PRESET_KEY).set_value(preset).run()
     at.text_input[0].set_value("lab/pairs")
     at.number_input[0].set_value(2)
     at.button[0].click().run()
     clean(at)
     [config] = started
-    recipe = recipes.read_recipe()
+    recipe = recipes.read_recipe(training.RECIPE_PRESETS[preset])
     assert config["data"] == str(folder.resolve()) and config["epochs"] == 2
-    assert config["init_from"] == "default" and config["augmentation"] == recipe.augmentation
+    assert config["init_from"] == catalog.active_ref()  # the "Start from" box's first choice
+    assert config["augmentation"] == recipe.augmentation
+    assert config["crops_per_epoch"] == recipe.crops_per_epoch
     expected = [p for p in recipe.validation_sources if Path(p).is_dir()]
     if not (SHARED / "tnbc").is_dir():
         expected = []
@@ -402,6 +457,7 @@ def test_a_new_browser_sees_the_last_run_and_a_stop_reads_as_one_fact(runs):
 def test_the_form_estimates_from_the_last_measured_run(runs):
     completed(runs, "run-a", epoch_time=60.0, augmentation={"raw_crops": True})
     at = train_page()
+    at.radio(key=training.PRESET_KEY).set_value(training.FINE_TUNE).run()
     clean(at)
     epochs = recipes.read_recipe().epochs
     minutes = round((epochs * 600 * 0.1 + epochs * 50) / 60)

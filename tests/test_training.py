@@ -18,6 +18,7 @@ import pytest
 from segcore.bundles.loading import load_bundle
 from segcore.data.synthetic_set import generate_dataset
 from segcore.errors import ConfigError
+from segcore.evaluation.evaluate import evaluate
 from segcore.training.config import TrainConfig
 from segcore.training.runs import RunDir, wait_for_state
 from segcore.training.trainer import train
@@ -366,6 +367,30 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
     assert card.training["init_from"] == str(first.bundle_dir)
     source_card = load_bundle(first.bundle_dir).card
     assert card.training["init_from_card"]["model_sha256"] == source_card.model_sha256
+    # Before and after on the run's validation images: the starting model's figures are those
+    # of evaluating it there at its own threshold, which the test recomputes independently.
+    comparison = card.comparison
+    assert comparison == RunDir(tuned.path).read_status()["comparison"]
+    assert comparison["before"]["model"] == source_card.name
+    assert comparison["after"]["threshold"] == pytest.approx(card.threshold, abs=1e-4)
+    splits = tiny_config(tiny_data, runs / "unused", seed=5).open_folder()
+    assert comparison["images"] == len(splits.val) > 0
+    source_bundle = load_bundle(first.bundle_dir)
+    expected = evaluate(
+        source_bundle.model,
+        splits.val,
+        source_bundle.preprocess,
+        threshold=source_bundle.threshold,
+        tile_size=64,
+        overlap=16,
+        instances=source_bundle.instances,
+    )
+    assert comparison["before"]["dice"] == pytest.approx(expected.pooled["dice"], abs=1e-4)
+    assert comparison["before"]["pq"] == pytest.approx(expected.instances["pq"], abs=1e-4)
+    assert comparison["gain"]["dice"] == pytest.approx(
+        comparison["after"]["dice"] - comparison["before"]["dice"], abs=2e-4
+    )
+    assert card.instances == source_card.instances  # the nuclei settings carry over
     # Without init_from the same seed-5 run starts elsewhere.
     fresh = train(tiny_config(tiny_data, runs / "fresh", epochs=1, lr=1e-12, seed=5), runs_dir=runs)
     other = load_bundle(fresh.bundle_dir).model
@@ -378,10 +403,16 @@ def test_init_from_another_architecture_fails_clearly(tiny_data, tmp_path):
     runs = tmp_path / "runs"
     first = train(tiny_config(tiny_data, runs / "first", epochs=1), runs_dir=runs)
     wider = {**TINY_MODEL, "decoder_filters": 16}
-    with pytest.raises(ConfigError, match="does not match"):
+    # Refused before a run folder is made, naming the bundle and the field that differs.
+    with pytest.raises(ConfigError, match=r"another architecture.*decoder_filters"):
         train(
             tiny_config(tiny_data, runs / "x", model=wider, init_from=str(first.bundle_dir)),
             runs_dir=runs,
         )
-    status = RunDir(runs / "x").read_status()
-    assert status["state"] == "failed" and "does not match" in status["reason"]
+    assert not (runs / "x").exists()
+    with pytest.raises(ConfigError, match=r"trained on 64² tiles but this run's image size is 128"):
+        train(
+            tiny_config(tiny_data, runs / "y", image_size=128, init_from=str(first.bundle_dir)),
+            runs_dir=runs,
+        )
+    assert not (runs / "y").exists()

@@ -256,6 +256,10 @@ class ModelCard(JsonConfig):
             and its outcome: epochs completed, best epoch, time in seconds, device, command.
         metrics: dict. :class:`SplitFigures` by :attr:`SplitFigures.key` (``"validation"``,
             ``"test"``, ...); set them with :meth:`with_figures`.
+        comparison: dict. For a fine-tuned model, the model it started from and this one on
+            the run's validation images (:func:`segcore.training.comparison.compare_models`:
+            ``split``, ``images``, ``before`` and ``after`` with ``model``, ``threshold``,
+            ``dice``, ``pq``); empty otherwise.
         versions: dict. Software versions at training time, defaults to
             :func:`software_versions` of the running interpreter.
         licence: str. Licence of the weights (mind the training data's licence), defaults to
@@ -282,6 +286,7 @@ class ModelCard(JsonConfig):
     dataset: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, SplitFigures] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=software_versions)
     licence: str = "unspecified"
     created: str = field(default_factory=utc_now)
@@ -292,7 +297,15 @@ class ModelCard(JsonConfig):
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("ModelCard.name must be a non-empty string")
-        for name in ("architecture", "preprocess", "instances", "dataset", "training", "metrics"):
+        for name in (
+            "architecture",
+            "preprocess",
+            "instances",
+            "dataset",
+            "training",
+            "metrics",
+            "comparison",
+        ):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"ModelCard.{name} must be a JSON object (dict)")
         if not isinstance(self.versions, dict) or not isinstance(self.extra, dict):
@@ -379,11 +392,13 @@ class ModelCard(JsonConfig):
         return dataclasses.replace(self, metrics={**self.metrics, figures.key: figures})
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the card as a JSON-serialisable dict; ``extra`` keys are merged at the top."""
+        """Returns the card as a JSON-serialisable dict; ``extra`` keys are merged at the top.
+        An empty ``comparison`` is left out (cards of models not fine-tuned stay as they were)."""
         data = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name not in ("extra", "metrics")
+            and not (f.name == "comparison" and not self.comparison)
         }
         data["metrics"] = {key: figures.to_dict() for key, figures in self.metrics.items()}
         data = jsonable(data)

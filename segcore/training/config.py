@@ -187,12 +187,18 @@ class TrainConfig(JsonConfig):
             The dataset's splits (``val_fraction``, ``test_fraction`` and ``seed`` applied).
 
         Raises:
-            DatasetError: the folder is missing, matches no layout, has unreadable files, or
-                holds no training samples (e.g. a folder whose ``split.json`` fixes only val and
-                test parts: it is for evaluation only).
+            DatasetError: no folder is named, the folder is missing, matches no layout, has
+                unreadable files, or holds no training samples (e.g. a folder whose
+                ``split.json`` fixes only val and test parts: it is for evaluation only).
         """
         from segcore.data.datasets import open_dataset
 
+        if not str(self.data).strip():
+            raise DatasetError(
+                "this training names no dataset (a recipe such as scripts/recipes/adapt.json "
+                "leaves it to you): give the folder of your annotated tiles (--data DIR, or the "
+                "Train page's dataset box)"
+            )
         root = Path(self.data)
         splits = open_dataset(
             root, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed

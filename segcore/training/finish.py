@@ -1,5 +1,6 @@
 """The end of a run. A completed one: evaluate the best weights on full-size validation images,
-choose the threshold of best pooled Dice, and write the bundle with its card to ``<run>/bundle``.
+choose the threshold of best pooled Dice, score a fine-tuning's starting model beside the new one
+(:mod:`segcore.training.comparison`), and write the bundle with its card to ``<run>/bundle``.
 A failed one: its status records the reason, a hint and the traceback (:func:`record_failure`).
 """
 
@@ -22,6 +23,7 @@ from segcore.evaluation.evaluate import evaluate
 from segcore.timestamps import utc_now
 from segcore.training.callback import score_epoch_sources
 from segcore.training.checkpoints import BEST_FILE
+from segcore.training.comparison import compare_models, starting_instances
 from segcore.training.config import TrainConfig
 from segcore.training.locks import TrainingBusyError
 from segcore.training.runs import ACTIVE_STATES, RunDir, RunError
@@ -44,9 +46,11 @@ def make_card(
     outcome: dict[str, Any],
     *,
     validation_split: str,
+    comparison: dict[str, Any] | None = None,
 ) -> ModelCard:
     """The card of a run's bundle: the recipe, the data (and the pixel size its
-    ``dataset.json`` declares), the outcome and the validation figures.
+    ``dataset.json`` declares), the outcome and the validation figures. A fine-tuned bundle
+    keeps the nuclei settings of the bundle it started from.
 
     Args:
         config: the run's config.
@@ -55,6 +59,8 @@ def make_card(
         outcome: ``epochs_completed``, ``best_epoch``, ``time_s``, ``device``, ``command``,
             ``history_last``, recorded under ``training``.
         validation_split: which split validated (``"val"``, or train when there is none).
+        comparison: the starting model and this one on the validation images
+            (:func:`~segcore.training.comparison.compare_models`), for a fine-tuning.
     """
     return ModelCard(
         name=config.name,
@@ -63,6 +69,7 @@ def make_card(
         pixel_size=dataset_pixel_size(splits.root),
         preprocess=config.preprocess,
         threshold=figures.threshold,
+        instances=starting_instances(config),
         dataset={**splits.summary(), "data": config.data, "validation_split": validation_split},
         training={
             **{k: v for k, v in config.to_dict().items() if k not in ("preprocess", "model")},
@@ -70,6 +77,7 @@ def make_card(
             "init_from_card": source_card(config.init_from),
         },
         metrics={VALIDATION: figures},
+        comparison=comparison or {},
         licence=config.licence,
     )
 
@@ -89,7 +97,10 @@ def finish_run(
 
     The bundle's threshold is the one of best pooled Dice on the validation images, or, with
     ``sources`` (as for :func:`segcore.training.callback.make_callback`), the one the sources
-    share under ``config.source_rule``; the card then records every source's Dice there."""
+    share under ``config.source_rule``; the card then records every source's Dice there.
+    A run that started from a bundle (``init_from``) also scores that bundle on the same
+    images (:func:`~segcore.training.comparison.compare_models`): the card's and the
+    status's ``comparison``."""
     import keras
 
     best_path = run.checkpoints_dir / BEST_FILE
@@ -126,7 +137,18 @@ def finish_run(
         command=outcome.get("command") or "",
     )
     validation_split = "val" if val_source is splits.val else "train (no val split)"
-    card = make_card(config, splits, figures, outcome, validation_split=validation_split)
+    comparison = None
+    if config.init_from:
+        run.write_status(phase="scoring the starting model")
+        try:
+            comparison = compare_models(
+                config, model, figures.threshold, val_source, split=validation_split
+            )
+        except SegcoreError as exc:  # the starting bundle went away: the run still completes
+            log.warning("no before/after comparison: %s", exc)
+    card = make_card(
+        config, splits, figures, outcome, validation_split=validation_split, comparison=comparison
+    )
     bundle = save_bundle(model, run.bundle_dir, card)
     run.write_status(
         state="completed",
@@ -134,6 +156,7 @@ def finish_run(
         bundle=str(bundle),
         threshold=figures.threshold,
         val_dice=figures.pooled["dice"],
+        comparison=comparison,
         eta_s=None,
         ended_at=utc_now(),
     )

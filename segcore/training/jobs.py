@@ -95,20 +95,26 @@ def check_run_id(run_id: str) -> str:
 
 def check_dataset(config: Mapping[str, Any]) -> None:
     """Refuses a training whose dataset folder would fail at once, as ``train`` does before it
-    makes a run folder (:meth:`~segcore.training.config.TrainConfig.open_folder`).
+    makes a run folder (:meth:`~segcore.training.config.TrainConfig.open_folder`), or whose
+    starting bundle cannot start it (:func:`~segcore.training.comparison.check_init_from`).
 
-    Only a config naming a dataset folder is read as a
-    :class:`~segcore.training.config.TrainConfig`; the synthetic set (the default) needs no
-    check here, and leaves the config as it is for the trainer (or the ``command`` given
-    instead of it) to read.
+    Only a config naming a dataset folder or a starting bundle is read as a
+    :class:`~segcore.training.config.TrainConfig`; otherwise (the synthetic set from scratch,
+    the default) nothing is checked here, and the config is left as it is for the trainer (or
+    the ``command`` given instead of it) to read.
 
     Raises:
-        ConfigError: the config is not a valid ``TrainConfig``.
+        ConfigError: the config is not a valid ``TrainConfig``, or the starting bundle has
+            another input size or architecture.
+        BundleError: the starting bundle cannot be read.
         DatasetError: the folder is missing, unreadable or holds no training samples.
     """
     from segcore.data.synthetic_set import SYNTHETIC
+    from segcore.training.comparison import check_init_from
     from segcore.training.config import TrainConfig
 
+    if config.get("init_from"):
+        check_init_from(TrainConfig.from_dict(dict(config)))
     if config.get("data", SYNTHETIC) == SYNTHETIC:
         return
     TrainConfig.from_dict(dict(config)).open_folder()

@@ -2,8 +2,10 @@
 
 A recipe is a ``TrainConfig`` as JSON in :data:`RECIPES_DIR` (``scripts/recipes/``), named by
 its file's stem: ``scripts/recipes/default.json`` is :data:`DEFAULT_RECIPE`, the recipe that
-makes the shipped default (``python -m segcore train --config scripts/recipes/default.json``),
-which the Train page offers as its fine-tuning preset.
+makes the shipped default (``python -m segcore train --config scripts/recipes/default.json``);
+``scripts/recipes/adapt.json`` is :data:`ADAPT_RECIPE`, the same augmentation on a short
+schedule that adapts a bundle to a lab's own tiles (its ``data`` is empty: the user gives it,
+``--data DIR`` or the Train page). The Train page offers both as presets.
 
 Paths in a recipe (``data``, ``validation_sources``, a ``backbone_weights`` file) are written
 relative to the repository root (``../shared/data/monuseg``), so a recipe means the same
@@ -30,6 +32,9 @@ RECIPES_DIR = REPO_ROOT / "scripts" / "recipes"
 
 DEFAULT_RECIPE = "default"
 """The recipe that makes the shipped default bundle."""
+
+ADAPT_RECIPE = "adapt"
+"""The recipe that adapts a bundle (``init_from``) to a lab's own tiles on a short schedule."""
 
 _KEYWORDS = ("synthetic", "samples")  # data sources that are not folders
 
@@ -65,9 +70,10 @@ def recipe_path(name: str, folder: str | os.PathLike | None = None) -> Path:
 
 def resolve_recipe_path(value: str, base: str | os.PathLike = REPO_ROOT) -> str:
     """A path written in a recipe, made absolute against ``base`` (the repository root);
-    an absolute one and the keywords ``synthetic`` / ``samples`` are returned as they are."""
+    an absolute one, the keywords ``synthetic`` / ``samples`` and an empty one (a recipe that
+    leaves the dataset to its user, as ``adapt`` does) are returned as they are."""
     text = str(value).strip()
-    if text.lower() in _KEYWORDS:
+    if not text or text.lower() in _KEYWORDS:
         return text
     path = Path(text).expanduser()
     if not path.is_absolute():

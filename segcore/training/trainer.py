@@ -53,6 +53,7 @@ from segcore.training.checkpoints import (
     discard_partial_files,
     write_checkpoint,
 )
+from segcore.training.comparison import check_init_from
 from segcore.training.config import TrainConfig
 from segcore.training.finish import finish_run, recording_failure
 from segcore.training.locks import lock_for
@@ -233,6 +234,8 @@ def train(
         config, run = _new_run(config, runs_dir)
 
     splits = None
+    if not resume and not run.exists():
+        check_init_from(config)  # a bundle that cannot start this run: refused, nothing made
     if not resume and config.data != SYNTHETIC and not run.exists():
         # A dataset folder is opened before the lock and the run folder, so a missing or empty
         # one is refused with nothing left behind (a queued run's folder exists already: the
