@@ -309,6 +309,17 @@ def test_adapt_is_the_short_recipe_from_the_chosen_bundle_on_your_tiles():
         ).open_folder()
 
 
+def test_recipes_come_from_segcore_recipes_dir_when_set(tmp_path, monkeypatch):
+    assert recipes.recipes_dir() == recipes.RECIPES_DIR
+    (tmp_path / "adapt.json").write_text(json.dumps({"data": "", "epochs": 1, "init_from": "x"}))
+    monkeypatch.setenv(recipes.RECIPES_ENV, str(tmp_path))
+    assert recipes.list_recipes() == ["adapt"]
+    assert recipes.read_recipe("adapt").epochs == 1
+    assert training.presets() == [training.ADAPT, training.FROM_SCRATCH]
+    with pytest.raises(ConfigError, match=r"no recipe 'default' in .*recipes there: adapt"):
+        recipes.read_recipe("default")
+
+
 def test_comparison_rows_read_the_before_and_after():
     comparison = {
         "split": "val",

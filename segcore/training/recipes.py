@@ -30,6 +30,17 @@ from segcore.training.config import TrainConfig
 RECIPES_DIR = REPO_ROOT / "scripts" / "recipes"
 """The folder of the repository's recipes (``<name>.json``)."""
 
+RECIPES_ENV = "SEGCORE_RECIPES_DIR"
+"""Environment variable naming another recipes folder (a lab's own presets, or the tests'
+tiny ones); :func:`recipes_dir` reads it."""
+
+
+def recipes_dir() -> Path:
+    """Where named recipes are read from: ``$SEGCORE_RECIPES_DIR`` when set, else
+    :data:`RECIPES_DIR`."""
+    value = os.environ.get(RECIPES_ENV, "").strip()
+    return Path(value).expanduser() if value else RECIPES_DIR
+
 DEFAULT_RECIPE = "default"
 """The recipe that makes the shipped default bundle."""
 
@@ -40,9 +51,9 @@ _KEYWORDS = ("synthetic", "samples")  # data sources that are not folders
 
 
 def list_recipes(folder: str | os.PathLike | None = None) -> list[str]:
-    """The recipes in ``folder`` (default :data:`RECIPES_DIR`) by name, :data:`DEFAULT_RECIPE`
+    """The recipes in ``folder`` (default :func:`recipes_dir`) by name, :data:`DEFAULT_RECIPE`
     first, the others sorted; hidden files are skipped. An absent folder has none."""
-    root = Path(folder) if folder is not None else RECIPES_DIR
+    root = Path(folder) if folder is not None else recipes_dir()
     if not root.is_dir():
         return []
     names = sorted(
@@ -52,13 +63,13 @@ def list_recipes(folder: str | os.PathLike | None = None) -> list[str]:
 
 
 def recipe_path(name: str, folder: str | os.PathLike | None = None) -> Path:
-    """The file of the recipe called ``name`` in ``folder`` (default :data:`RECIPES_DIR`).
+    """The file of the recipe called ``name`` in ``folder`` (default :func:`recipes_dir`).
 
     Raises:
         ConfigError: ``name`` is not a plain name (a separator, ``..``, hidden) or there is no
             such recipe (naming those there are).
     """
-    root = Path(folder) if folder is not None else RECIPES_DIR
+    root = Path(folder) if folder is not None else recipes_dir()
     if not name or name.startswith(".") or Path(name).name != name:
         raise ConfigError(f"a recipe is named by a plain name, got {name!r}")
     path = root / f"{name}.json"
@@ -102,7 +113,7 @@ def read_recipe(
 
     Args:
         name_or_path: a recipe's name in ``folder`` (``"default"``) or a ``.json`` file.
-        folder: where named recipes are, defaults to :data:`RECIPES_DIR`.
+        folder: where named recipes are, defaults to :func:`recipes_dir`.
 
     Raises:
         ConfigError: no such recipe, a file that is not JSON, or not a valid ``TrainConfig``
