@@ -15,6 +15,8 @@ __all__ = ["nuclei_histograms", "reliability_figure", "threshold_figure", "train
 _DICE = PALETTE["false_negative"].hex  # blue
 _JACCARD = PALETTE["false_positive"].hex  # vermillion
 _BEST = PALETTE["true_positive"].hex  # bluish green
+_MARK_LINE = 16
+"""Pixels between the label rows of a threshold figure's marks."""
 
 
 def threshold_figure(
@@ -32,7 +34,9 @@ def threshold_figure(
         thresholds: the x values.
         curves: ``{"Dice": [...], "Jaccard": [...]}``, one line each (same length as x).
         best: the threshold to highlight (a dashed green line with its label), or None.
-        marks: ``{"A": 0.5, "B": 0.7}``: dotted vertical lines labelled with their value.
+        marks: ``{"A": 0.5, "B": 0.7}``: dotted vertical lines labelled with their value at
+            the bottom (the lowest left of its line, the others right of theirs, one row
+            higher each, so close marks do not overlap).
         title: the figure title.
         height: pixels.
     """
@@ -48,19 +52,23 @@ def threshold_figure(
                 line={"color": colours.get(name), "width": 2},
             )
         )
-    if best is not None:
+    if best is not None:  # labelled at the top, the marks at the bottom: they never meet
         fig.add_vline(
             x=best,
             line={"color": _BEST, "dash": "dash", "width": 2},
             annotation_text=f"best {best:.2f}",
-            annotation_position="top left",
+            annotation_position="top left" if best >= 0.15 else "top right",
         )
-    for label, value in (marks or {}).items():
+    ordered = sorted((marks or {}).items(), key=lambda item: item[1])
+    for index, (label, value) in enumerate(ordered):
+        # the lowest mark labelled left of its line, the others right of theirs and each a
+        # line higher: two close marks (A 0.46, B 0.50) never overlap
         fig.add_vline(
             x=value,
             line={"color": "#888888", "dash": "dot", "width": 1.5},
             annotation_text=f"{label} {value:.2f}",
-            annotation_position="bottom right",
+            annotation_position="bottom left" if index == 0 else "bottom right",
+            annotation_yshift=_MARK_LINE * max(0, index - 1),
         )
     fig.update_layout(
         title=title or None,
@@ -112,6 +120,7 @@ def nuclei_histograms(columns: Mapping[str, Sequence[float]], *, height: int = 3
             col=i,
         )
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.05)
+    fig.update_annotations(font_size=12)  # the panels' titles: three fit half the page
     return fig
 
 

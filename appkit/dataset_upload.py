@@ -162,4 +162,4 @@ def render() -> None:
         if kind == "success":
             st.success(text, icon=":material/check_circle:")
         else:
-            st.error(f"Not added: {text}", icon="⚠️")
+            st.error(f"Not added: {text}", icon=":material/error:")

@@ -1,8 +1,8 @@
 """The explorer of one analysed image, shared by the Predict and Slides pages: the image's
-pictures (:func:`image_views`), then two thresholds side by side with their read-outs,
-overlays, curve, nuclei and downloads (:func:`explorer`), all re-thresholding the cached
-probabilities of an :class:`~segcore.analysis.analyse.ImageAnalysis` (the model never runs
-again here).
+pictures (:func:`image_views`), then two thresholds side by side with their read-outs (and the
+runtime that produced them), overlays, curve, nuclei and downloads (:func:`explorer`), all
+re-thresholding the cached probabilities of an :class:`~segcore.analysis.analyse.ImageAnalysis`
+(the model never runs again here, unless asked to with a runtime that became ready).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _explore(analysis, bundle, page: str) -> None:
     model_id = bundle.card.model_sha256[:12]  # sliders start again at a new model's threshold
     keys = state.explorer_keys(model_id, analysis.stem, page)
     state.show_explorer_values(keys)  # before the widgets: the browser shows what is used
-    controls = st.columns(5)
+    controls = st.columns(5, vertical_alignment="bottom")  # a wrapped label stays aligned
     t_a = controls[0].slider(
         "Threshold A",
         0.0,
@@ -80,6 +80,8 @@ def _explore(analysis, bundle, page: str) -> None:
     opacity = controls[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key=keys.opacity)
     setting = widgets.instance_controls(bundle.instances, keys, controls[3:])
     widgets.threshold_readouts(analysis, t_a, t_b, setting)  # figures first, then pictures
+    again = f"{page}_predict_again" if page else "predict_again"
+    widgets.figures_caption(analysis, bundle, key=again)  # the runtime the figures came from
     shown = analysis.compare(t_a, t_b, opacity=opacity, instances=setting)
     for side, view in zip(st.columns(2), (shown.a, shown.b), strict=True):
         side.image(view.overlay, caption=f"Overlay at {view.threshold:.2f}")

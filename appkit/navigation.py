@@ -47,7 +47,9 @@ def page_header() -> None:
     Also switches off Streamlit's per-run Keras reset, once per process
     (:func:`appkit.script_runs.keep_keras_state`)."""
     script_runs.keep_keras_state()
-    st.set_page_config(page_title="Nuclei segmentation explorer", page_icon="🔬", layout="wide")
+    st.set_page_config(
+        page_title="Nuclei segmentation explorer", page_icon=":material/biotech:", layout="wide"
+    )
     state.begin_page_run()
     with st.sidebar:
         for path, title, icon in MENU:

@@ -24,6 +24,9 @@
   through :func:`change_sample_source` and :func:`request_predict`.
 * **Evaluation results** are kept per process in :func:`result_store`, under keys built here
   (:func:`split_evaluation`).
+* **Which runtime produced the figures** a session was shown for each image is remembered per
+  session (:func:`runtime_before`), so that the explorer can say when an image was predicted
+  again by a fast runtime once it was ready (the figures then move slightly).
 * **The explorer's widgets** (the fragment's sliders, on the Predict and Slides pages) are
   named here (:func:`explorer_keys`), and :func:`show_explorer_values` keeps what the browser
   shows equal to what the server holds after a run that did not draw them (see there).
@@ -68,6 +71,11 @@ RESULT_CACHE_SHARE = 16
 """Evaluation results get ``1/16`` of the budget (they are small: per-image figures and counts);
 analyses the rest."""
 
+MAX_RUNTIMES_SEEN = 64
+"""How many images a session remembers the runtime of (:func:`runtime_before`)."""
+
+_RUNTIMES_SEEN_KEY = "_runtimes_seen"
+_RUNTIME_BEFORE_KEY = "_runtime_before"
 _EXPLORER_DRAWN_KEY = "_explorer_drawn"
 _EXPLORER_IN_BROWSER_KEY = "_explorer_in_browser"
 
@@ -346,7 +354,9 @@ def analysis_for(
 
     The store holds analyses without a name (:meth:`ImageAnalysis.named
     <segcore.analysis.analyse.ImageAnalysis.named>` with ``""``): two sessions uploading the
-    same bytes share the prediction, and each sees only the name it uploaded.
+    same bytes share the prediction, and each sees only the name it uploaded. The key names
+    the runtime that predicts now, so once a fast runtime is ready the image is predicted
+    again; the session then learns which runtime it was shown before (:func:`runtime_before`).
 
     Args:
         bundle: the loaded bundle (:func:`active_bundle`).
@@ -366,6 +376,7 @@ def analysis_for(
     store = analysis_store()
     found = store.get(full_key)
     if found is not None:
+        _note_runtime((*model_key(bundle), *key, pixel_size), name, found.runtime)
         return found.named(name)
     image, truth = load()
     with (
@@ -374,6 +385,7 @@ def analysis_for(
     ):
         found = store.get(full_key)  # another session may have predicted it while this one waited
         if found is not None:
+            _note_runtime((*model_key(bundle), *key, pixel_size), name, found.runtime)
             return found.named(name)
         analysis = analyse_image(
             model,
@@ -391,7 +403,46 @@ def analysis_for(
         )
         # stored before the slot is given up: a session waiting for it then finds the result
         store.put(full_key, analysis.named(""))  # content only: no session's name is kept
+    _note_runtime((*model_key(bundle), *key, pixel_size), name, analysis.runtime)
     return analysis
+
+
+def _note_runtime(image: tuple, name: str, runtime: str) -> None:
+    """Records, for this session, that the figures of ``image`` (model, image key and pixel
+    size), shown under ``name``, come from ``runtime``; when this session was shown figures of
+    the same image from another runtime before (Keras, before the fast runtime was ready),
+    :func:`runtime_before` names it from now on."""
+    seen = st.session_state.setdefault(_RUNTIMES_SEEN_KEY, {})
+    last, before = seen.pop(image, (runtime, None))
+    if last != runtime:
+        before = last
+    seen[image] = (runtime, before)  # the most recent last
+    befores = st.session_state.setdefault(_RUNTIME_BEFORE_KEY, {})
+    befores.pop(name, None)
+    if before is not None:
+        befores[name] = before
+    for kept in (seen, befores):
+        while len(kept) > MAX_RUNTIMES_SEEN:
+            kept.pop(next(iter(kept)))
+
+
+def runtime_before(analysis) -> str | None:
+    """The runtime whose figures this session was shown before for the image of ``analysis``
+    when it differs from the one that produced ``analysis`` (the image was predicted again once
+    a fast runtime was ready, and the figures moved slightly), else ``None``."""
+    before = st.session_state.get(_RUNTIME_BEFORE_KEY, {}).get(analysis.name)
+    return before if before and before != analysis.runtime else None
+
+
+def runtime_name(bundle) -> str:
+    """The runtime that predicts for ``bundle`` now (``"keras"`` until a fast one is ready,
+    then e.g. ``"openvino-int8"``), as :attr:`ImageAnalysis.runtime
+    <segcore.analysis.analyse.ImageAnalysis.runtime>` names it; ``""`` for the classical
+    baseline."""
+    from segcore.inference.runtimes.base import RuntimeModel
+
+    model = predicting_model(bundle)
+    return model.name if isinstance(model, RuntimeModel) else ""
 
 
 def upload_pixel_size(image_bytes: bytes):

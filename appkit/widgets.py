@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
 from appkit import access, state
-from segcore.analysis import catalog
+from segcore.analysis import cards, catalog
 from segcore.analysis.exports import MAX_PNG_LABEL
 from segcore.analysis.overlays import legend
 from segcore.bundles.loading import baseline_bundle
@@ -27,9 +28,11 @@ METRIC_LABELS = (
 
 
 NUCLEI_HELP = (
-    "Nuclei of the prediction, touching ones split by the watershed with the settings below; "
-    "the ground truth's nuclei in brackets (its instance labels, or the connected components of "
-    "a binary mask)."
+    "Nuclei of the prediction, touching ones split by the watershed with the settings above."
+)
+TRUTH_NUCLEI_HELP = (
+    " The ground truth has {count:,d} nuclei (its instance labels, or the connected components "
+    "of a binary mask)."
 )
 
 
@@ -52,7 +55,9 @@ def metric_readouts(
     Returns:
         The count's slot, for :func:`show_nuclei_count`.
     """
-    columns = st.columns([1.3, 1, 1, 1, 1, 1], vertical_alignment="center")
+    # the title's and the count's columns wider: "Classical baseline" and "Nuclei (predicted)"
+    # fit on one line with their help icons at 1280 px
+    columns = st.columns([1.5, 1, 1, 1, 1, 1.5], vertical_alignment="center")
     columns[0].markdown(f"**{title}**", help=help)
     if "reason" in metrics:
         slot = columns[1].empty()
@@ -71,11 +76,10 @@ def metric_readouts(
 def show_nuclei_count(slot, metrics: Mapping[str, Any], count: int | None) -> None:
     """Shows the predicted nuclei ``count`` (``None``: "…", still being split) in a row's slot
     from :func:`metric_readouts`."""
-    value = "…" if count is None else f"{count:d}"
-    if "reason" in metrics:
-        slot.metric("Nuclei (predicted)", value)
-    else:
-        slot.metric(f"Nuclei (truth {metrics['nuclei_true']})", value, help=NUCLEI_HELP)
+    value = "…" if count is None else f"{count:,d}"
+    truth = metrics.get("nuclei_true") if "reason" not in metrics else None
+    extra = "" if truth is None else TRUTH_NUCLEI_HELP.format(count=truth)
+    slot.metric("Nuclei (predicted)", value, help=NUCLEI_HELP + extra)
 
 
 def threshold_readouts(analysis, t_a: float, t_b: float, setting) -> None:
@@ -103,6 +107,42 @@ def threshold_readouts(analysis, t_a: float, t_b: float, setting) -> None:
         show_nuclei_count(slot_a, a, explorer.nuclei_at(t_a, setting))
     if known_b is None:
         show_nuclei_count(slot_b, b, explorer.nuclei_at(t_b, setting))
+
+
+def figures_caption(analysis, bundle, *, key: str) -> None:
+    """The line under the read-outs: which runtime produced the figures (and, when this
+    session saw figures of the same image from another runtime before, that they were
+    predicted again) and the ground truth's nuclei count. When the runtime that predicts now
+    differs from the one of the shown figures (a fast runtime became ready meanwhile), the line
+    says so and a button (``key``) predicts the image again with it."""
+    produced = analysis.runtime
+    parts = []
+    if produced:
+        text = f"Predicted with **{produced}**"
+        before = state.runtime_before(analysis)
+        if before:
+            text += (
+                f" (predicted again once it was ready: the {before} figures shown before for "
+                "this image differ slightly)"
+            )
+        parts.append(text)
+    truth = analysis.explorer.nuclei_true
+    if truth is not None:
+        parts.append(f"ground truth: {truth:,d} nuclei")
+    now = state.runtime_name(bundle) if produced else ""
+    if now and now != produced:
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        parts.append(f"**{now}** is ready now: these figures are still {produced}'s")
+        left.caption(" · ".join(parts) + ".")
+        if right.button(
+            "Predict again",
+            key=key,
+            icon=":material/refresh:",
+            help=f"Predict this image again with {now} (the figures may move slightly).",
+        ):
+            st.rerun(scope="app")  # a full run predicts the image with the runtime of now
+    elif parts:
+        st.caption(" · ".join(parts) + ".")
 
 
 def overlay_legend(*, truth: bool) -> None:
@@ -168,11 +208,58 @@ def runtime_gate_table(folder, card) -> None:
     )
 
 
+def model_card(card, folder) -> None:
+    """A model card as a newcomer reads it (:mod:`segcore.analysis.cards`): what the model is
+    (a two-column table: name, threshold, pixel size, training data, licence...), its figures
+    per set and, for a fine-tuned model, the card's ``comparison`` of the starting model and
+    this one. ``folder`` is the bundle's folder; server paths are named as a browser may see
+    them (:func:`appkit.access.browser_message`)."""
+    facts = [*cards.card_facts(card), ("Folder", catalog.display_path(folder))]
+    st.table(
+        [{"": what, "Value": access.browser_message(value)} for what, value in facts],
+        hide_index=True,
+        hide_header=True,
+    )
+    figures = cards.figure_rows(card)
+    if figures:
+        st.markdown(
+            "**Figures per set**",
+            help="Pooled: pixel counts summed over the set's images, then scored; mean Dice: "
+            "each image scored, then averaged. Best threshold: the one of best pooled Dice on "
+            "that set (the model's threshold is chosen on validation data only).",
+        )
+        for row in figures:
+            row["Data"] = access.browser_message(row["Data"])
+        st.table(figures, hide_index=True)
+    else:
+        st.caption("No figures recorded (`python -m segcore evaluate --update-card` adds them).")
+    rows, notes = cards.comparison_table(card.to_dict().get("comparison"))
+    if rows:
+        st.markdown(
+            "**Before and after fine-tuning**",
+            help="The model this one started from and this one, scored on the same images, "
+            "each at its own threshold.",
+        )
+        st.table(
+            [{k: access.browser_message(v) for k, v in row.items()} for row in rows],
+            hide_index=True,
+        )
+        if notes:
+            st.caption(" · ".join(f"{what}: {access.browser_message(v)}" for what, v in notes))
+
+
+def card_json(card) -> None:
+    """The full card as JSON, in a collapsed expander (server paths named as a browser may see
+    them)."""
+    with st.expander("Full card (JSON)", icon=":material/data_object:"):
+        st.code(access.browser_message(json.dumps(card.to_dict(), indent=2)), language="json")
+
+
 def show_error(exc: BaseException, what: str = "") -> None:
     """Shows a segcore error's message (which names the file and the problem), files inside the
     data roots named relative to their root (:func:`appkit.access.browser_message`)."""
     prefix = f"{what}: " if what else ""
-    st.error(f"{prefix}{access.browser_message(exc)}", icon="⚠️")
+    st.error(f"{prefix}{access.browser_message(exc)}", icon=":material/error:")
 
 
 SOURCE_CHOICES = {
@@ -347,14 +434,14 @@ def instance_controls(default: InstanceConfig, keys: state.ExplorerKeys, columns
     """The two nucleus-splitting sliders (minimum area, split depth, keyed by ``keys``), starting
     at the model's setting ``default``; ``columns`` are the two Streamlit columns to put them in."""
     min_area = columns[0].slider(
-        "Minimum nucleus area (µm²)",
+        "Min. area (µm²)",
         0.0,
         max(40.0, default.min_area_um2),
         float(default.min_area_um2),
         0.5,
         key=keys.min_area,
-        help="Objects smaller than this are dropped as specks. Default: the model's setting, "
-        "chosen on validation tiles.",
+        help="Minimum nucleus area: objects smaller than this are dropped as specks. Default: "
+        "the model's setting, chosen on validation tiles.",
     )
     depth = columns[1].slider(
         "Split depth (µm)",
@@ -371,12 +458,18 @@ def instance_controls(default: InstanceConfig, keys: state.ExplorerKeys, columns
 
 def nuclei_readouts(view) -> None:
     """The nuclei section's read-outs: count, density, median size and, with ground truth,
-    detection F1, PQ and AJI (``view`` is a :class:`segcore.analysis.objects.NucleiView`)."""
+    detection F1, PQ and AJI (``view`` is a :class:`segcore.analysis.objects.NucleiView`).
+    Labels are short and units sit in them, so six read-outs fit one row; the detail is in
+    each one's help."""
     summary = view.summary
     columns = st.columns(6)
     columns[0].metric("Nuclei", f"{view.count:,d}")
     density = summary.get("density_per_mm2")
-    columns[1].metric("Density", "–" if density is None else f"{density:,.0f} /mm²")
+    columns[1].metric(
+        "Density (/mm²)",
+        "–" if density is None else f"{density:,.0f}",
+        help="Nuclei per mm² of the image (needs the pixel size).",
+    )
     area = summary.get("median_area")
     unit = summary.get("area_unit", "µm²")
     columns[2].metric(f"Median area ({unit})", "–" if area is None else f"{area:.1f}")
@@ -385,10 +478,10 @@ def nuclei_readouts(view) -> None:
         columns[3].caption("Upload or pick an annotated image to see PQ, AJI and detection F1.")
         return
     columns[3].metric(
-        f"Detection F1 (truth {scores.n_true:,d})",
+        "Detection F1",
         f"{scores.f1:.3f}",
-        help="Predicted nuclei matched one-to-one to annotated ones at IoU > 0.5: "
-        f"{scores.tp} matched, {scores.fp} extra, {scores.fn} missed.",
+        help=f"Predicted nuclei matched one-to-one to the ground truth's {scores.n_true:,d} "
+        f"at IoU > 0.5: {scores.tp:,d} matched, {scores.fp:,d} extra, {scores.fn:,d} missed.",
     )
     columns[4].metric(
         "PQ", f"{scores.pq:.3f}", help="Panoptic quality = detection F1 × mean IoU of matches."
@@ -400,17 +493,73 @@ def nuclei_readouts(view) -> None:
         st.caption(view.truth_note)
 
 
+_COLUMN_NAMES = {
+    "id": "ID",
+    "centroid_x": "Centroid x",
+    "centroid_y": "Centroid y",
+    "area": "Area",
+    "perimeter": "Perimeter",
+    "equivalent_diameter": "Equiv. diameter",
+    "circularity": "Circularity",
+    "eccentricity": "Eccentricity",
+    "solidity": "Solidity",
+    "mean_hematoxylin_od": "Hematoxylin OD",
+}
+"""Headers of the nucleus table's columns, by name without the unit suffix."""
+
+_COLUMN_FORMATS = {"id": "%d", "centroid_x": "%.1f", "centroid_y": "%.1f", "area": "%.1f"}
+"""Fixed decimals per column (others: perimeter and diameter 2, the unitless ones 3)."""
+
+_COLUMN_HELP = {
+    "circularity": "4π·area / perimeter²: 1 for a disc, less for elongated or ragged outlines.",
+    "eccentricity": "Of the ellipse with the same second moments: 0 a circle, towards 1 a line.",
+    "solidity": "Area / area of the convex hull.",
+    "mean_hematoxylin_od": "Mean hematoxylin optical density over the nucleus (rgb2hed).",
+    "equivalent_diameter": "Diameter of the disc of the same area.",
+}
+
+
+def nucleus_columns(table) -> dict[str, Any]:
+    """``st.dataframe``'s ``column_config`` for a :class:`segcore.analysis.nuclei.NucleusTable`:
+    readable headers with the unit (``area_um2`` → "Area (µm²)") and fixed decimals."""
+    config = {}
+    for name, unit in table.units.items():
+        base = name
+        for suffix in ("_um2", "_px2", "_um", "_px"):
+            if name.endswith(suffix) and name not in ("centroid_x", "centroid_y"):
+                base = name[: -len(suffix)]
+                break
+        label = _COLUMN_NAMES.get(base, base.replace("_", " ").capitalize())
+        if unit:
+            label += f" ({unit})"
+        decimals = 3 if not unit else 2
+        config[name] = st.column_config.NumberColumn(
+            label,
+            format=_COLUMN_FORMATS.get(base, f"%.{decimals}f"),
+            help=_COLUMN_HELP.get(base),
+        )
+    return config
+
+
 def nucleus_table(table, key: str, page_size: int = 200) -> None:
     """The per-nucleus measurements, a page at a time (``table`` is a
-    :class:`segcore.analysis.nuclei.NucleusTable`; ``key`` the page number's widget key)."""
+    :class:`segcore.analysis.nuclei.NucleusTable`; ``key`` the page number's widget key), with
+    units in the headers and fixed decimals (:func:`nucleus_columns`)."""
     if not len(table):
         st.caption("No nuclei at this threshold and setting.")
         return
     pages = table.page_count(page_size)
     page = 1
     if pages > 1:
-        page = st.number_input(f"Page (of {pages}, {page_size} nuclei each)", 1, pages, 1, key=key)
-    st.dataframe(table.page(page - 1, page_size), hide_index=True, height=260)
+        box, note = st.columns([1, 5], vertical_alignment="bottom")
+        page = box.number_input(f"Page (of {pages})", 1, pages, 1, key=key)
+        note.caption(f"{page_size} nuclei a page; the CSV download below has all {len(table):,d}.")
+    st.dataframe(
+        table.page(page - 1, page_size),
+        hide_index=True,
+        height=260,
+        column_config=nucleus_columns(table),
+    )
 
 
 def nuclei_downloads(view, stem: str) -> None:

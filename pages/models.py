@@ -4,8 +4,6 @@ UI only: ``segcore.analysis.catalog`` lists and switches; ``segcore.bundles`` re
 viewer mode (``appkit.access``) the page is read-only.
 """
 
-import json
-
 import streamlit as st
 
 from appkit import access, navigation, state, widgets
@@ -37,8 +35,9 @@ for entry in entries:
     is_active = catalog.same_bundle(entry.ref, active)
     test, validation = card.figures("test"), card.figures("validation")
     label = catalog.describe_ref(entry.ref)
-    title = f"{'✅ ' if is_active else ''}{card.name} · {entry.source}: {label}"
-    with st.expander(title, expanded=is_active):
+    title = f"{card.name} · {entry.source}: {label}{' (active)' if is_active else ''}"
+    icon = ":material/check_circle:" if is_active else ":material/deployed_code:"
+    with st.expander(title, expanded=is_active, icon=icon):
         cells = st.columns(4)
         cells[0].metric("Threshold", f"{card.threshold:.2f}")
         if validation is not None:
@@ -46,12 +45,6 @@ for entry in entries:
         if test is not None:
             cells[2].metric("Test Dice", f"{test.pooled['dice']:.3f}")
         cells[3].metric("Input size", f"{card.input_size}²")
-        st.caption(
-            f"Backbone: {card.backbone_weights or 'random init'} · licence {card.licence} · "
-            f"created {card.created} · {catalog.display_path(entry.path)}"
-        )
-        if is_active:
-            widgets.runtime_gate_table(entry.path, card)
         if not (is_active or viewer) and st.button("Use this model", key=f"use_{entry.ref}"):
             try:
                 state.switch_model(entry.ref)
@@ -59,7 +52,10 @@ for entry in entries:
                 widgets.show_error(exc, "Cannot switch")
             else:
                 st.rerun()
-        st.code(json.dumps(card.to_dict(), indent=2), language="json")
+        widgets.model_card(card, entry.path)
+        if is_active:
+            widgets.runtime_gate_table(entry.path, card)
+        widgets.card_json(card)
 
 if not viewer:
     st.subheader("Pull from the Hugging Face Hub")

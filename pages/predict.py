@@ -29,7 +29,7 @@ mode = st.radio("Image", ["Sample", "Upload"], horizontal=True, key=state.PREDIC
 if mode == "Sample":
     source = state.sample_source()
     splits = widgets.source_picker(source)
-    split_col, pick, shuffle = st.columns([1, 3, 1], vertical_alignment="bottom")
+    split_col, pick, shuffle = st.columns([1, 2.5, 1.5], vertical_alignment="bottom")
     split_name = split_col.selectbox("Split", ["test", "val", "train"], key=state.SAMPLE_SPLIT_KEY)
     sample_set = splits.split(split_name)
     if len(sample_set) == 0:
@@ -76,9 +76,10 @@ else:
     )
     mask_file = right.file_uploader(
         "Ground-truth mask (optional: binary, 0/255, palette or instance labels)",
-        type=UPLOAD_TYPES,
+        type=[*UPLOAD_TYPES, "geojson", "json"],
         key="upload_mask",
-        help=too_large,
+        help="A mask image of the same size, or a QuPath GeoJSON export (.geojson, .json) of "
+        f"this image's objects: its polygons become the nuclei. {too_large}",
     )
     if image_file is None:
         st.info(

@@ -7,6 +7,7 @@ process (``st.cache_resource``), as in the app.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -113,8 +114,19 @@ def test_predict_sample_mode_renders_metrics_for_the_first_test_tile():
     assert at.selectbox(key="sample_id").value == samples.open_source(samples.BUILT_IN).test.ids[0]
     labels = readouts(at)
     assert len(labels["Dice"]) == 3  # thresholds A and B, and the classical baseline
-    nuclei = [label for label in labels if label.startswith("Nuclei (truth ")]
-    assert len(nuclei) == 1 and len(labels[nuclei[0]]) == 3
+    # short labels (the truth's count in the help and under the rows): nothing is cut off
+    assert len(labels["Nuclei (predicted)"]) == 3
+    truth = samples.open_source(samples.BUILT_IN).test.load_truth(0)[1]
+    from segcore.metrics.labels import ground_truth_instances
+
+    n_true = int(ground_truth_instances(truth)[0].max())
+    counts = [m for m in at.metric if m.label == "Nuclei (predicted)"]
+    assert all(f"The ground truth has {n_true:,d} nuclei" in m.help for m in counts)
+    # which runtime produced the figures is said by the read-outs
+    assert any(
+        c.value == f"Predicted with **keras** · ground truth: {n_true:,d} nuclei."
+        for c in at.caption
+    )
     assert len(at.get("plotly_chart")) == 2  # the threshold curve and the nuclei histograms
     # the sidebar says which runtime runs (the suite runs keras: SEGCORE_RUNTIME in conftest)
     assert any("Runtime:** keras (TensorFlow float32" in c.value for c in at.sidebar.caption)
@@ -144,10 +156,20 @@ def test_predict_nuclei_section_matches_the_library_and_follows_the_sliders():
     shown = readouts(at)
     assert shown["Nuclei"] == [f"{labels.max():,d}"]
     assert shown["PQ"] == [f"{scores.pq:.3f}"] and shown["AJI"] == [f"{scores.aji:.3f}"]
-    assert shown[f"Detection F1 (truth {truth_labels.max():,d})"] == [f"{scores.f1:.3f}"]
+    assert shown["Detection F1"] == [f"{scores.f1:.3f}"]
+    [f1] = [m for m in at.metric if m.label == "Detection F1"]
+    assert f"ground truth's {truth_labels.max():,d}" in f1.help
     density = labels.max() / (512 * 512 * 0.25**2 / 1e6)
-    assert shown["Density"] == [f"{density:,.0f} /mm²"]
+    assert shown["Density (/mm²)"] == [f"{density:,.0f}"]
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == min(200, labels.max())
+    # the table's headers carry the units, its numbers fixed decimals
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert columns["area_um2"] == {
+        "label": "Area (µm²)",
+        "type_config": {"type": "number", "format": "%.1f"},
+    }
+    assert columns["circularity"]["type_config"]["format"] == "%.3f"
+    assert columns["centroid_x"]["label"] == "Centroid x (px)"
     # Splitting less (a deep split threshold) merges touching nuclei: fewer, from the cache.
     slider = next(s for s in at.slider if s.label == "Split depth (µm)")
     slider.set_value(3.0).run()
@@ -158,6 +180,45 @@ def test_predict_nuclei_section_matches_the_library_and_follows_the_sliders():
     assert {"Nuclei GeoJSON (QuPath)", "Nucleus labels PNG (16-bit)", "Nuclei CSV"} <= set(
         labels_shown
     )
+
+
+def test_predict_says_which_runtime_produced_the_figures_when_it_changes(monkeypatch):
+    """Keras predicts until the fast runtime is ready; then the read-outs say the shown
+    figures are still Keras's and offer to predict again, and once predicted again they say
+    so (the figures move slightly) instead of changing without a word."""
+    import dataclasses
+
+    from appkit import state
+    from segcore.bundles.loading import load_bundle
+    from segcore.inference.runtimes.keras_runtime import keras_runtime
+
+    at = page("pages/predict.py")
+    assert_clean(at)
+    assert any(c.value.startswith("Predicted with **keras** · ") for c in at.caption)
+    assert not [b for b in at.button if b.label == "Predict again"]
+    # the fast runtime became ready while the image was shown (a slider moves: same figures)
+    runtime_name = state.runtime_name
+    monkeypatch.setattr(state, "runtime_name", lambda bundle: "openvino-int8")
+    next(s for s in at.slider if s.label == "Threshold B").set_value(0.6).run()
+    assert_clean(at)
+    assert any(
+        "**openvino-int8** is ready now: these figures are still keras's" in c.value
+        for c in at.caption
+    )
+    [again] = [b for b in at.button if b.label == "Predict again"]
+    # predicting again uses it (a stand-in: Keras under the fast runtime's name)
+    fast = dataclasses.replace(keras_runtime(load_bundle("default").model), name="openvino-int8")
+    monkeypatch.setattr(state, "runtime_name", runtime_name)  # the real one: asks the model
+    monkeypatch.setattr(state, "predicting_model", lambda bundle: fast)
+    again.click().run()
+    assert_clean(at)
+    [line] = [c.value for c in at.caption if c.value.startswith("Predicted with")]
+    assert line.startswith(
+        "Predicted with **openvino-int8** (predicted again once it was ready: the keras "
+        "figures shown before for this image differ slightly)"
+    )
+    assert not [b for b in at.button if b.label == "Predict again"]
+    assert any("runtime openvino-int8" in c.value for c in at.caption)  # the image's caption
 
 
 def test_magnification_control_predicts_at_the_chosen_pixel_size(reference):
@@ -483,6 +544,44 @@ def test_models_page_switches_the_active_model(tmp_path, isolated_runs):
     use[0].click().run()
     assert_clean(at)
     assert catalog.same_bundle(catalog.active_ref(), str(copy))
+
+
+def test_models_page_shows_cards_as_tables_and_a_fine_tuning_comparison(isolated_runs):
+    """Each card reads as tables (what the model is, its figures per set, and a fine-tuned
+    model's before/after comparison); the raw JSON waits in a collapsed expander; no emoji."""
+    import shutil
+
+    bundle = isolated_runs / "run-ft" / "bundle"
+    shutil.copytree(REPO / "weights" / "default", bundle)
+    (isolated_runs / "run-ft" / "status.json").write_text('{"state": "completed"}')
+    card = json.loads((bundle / "card.json").read_text())
+    card["name"] = "adapted-demo"
+    card["comparison"] = {
+        "split": "val",
+        "images": 4,
+        "before": {"model": card["name"], "threshold": 0.46, "dice": 0.8076, "pq": 0.566},
+        "after": {"model": "adapted-demo", "threshold": 0.52, "dice": 0.8211, "pq": 0.5812},
+    }
+    (bundle / "card.json").write_text(json.dumps(card))
+    at = page("pages/models.py")
+    assert_clean(at)
+    titles = [e.label for e in at.expander]
+    assert not [t for t in titles if any(ord(ch) > 0x2FFF for ch in t)], titles  # no emoji
+    assert any(t.endswith("weights: default (active)") for t in titles)
+    assert titles.count("Full card (JSON)") == 2  # one per card, collapsed
+    tables = [t.value for t in at.table]
+    facts = [dict(zip(t.iloc[:, 0], t.iloc[:, 1], strict=True)) for t in tables if t.shape[1] == 2]
+    default = next(f for f in facts if f["Name"] == "monuseg-deeplabv3plus-v4.2")
+    assert default["Pixel size"] == "0.25 µm/px" and default["Folder"] == "weights/default"
+    assert default["Licence"].startswith("CC BY-NC-SA 4.0")
+    figures = [t for t in tables if "Set" in t.columns]
+    assert len(figures) == 2 and list(figures[0]["Set"]) == ["validation", "test"]
+    [comparison] = [t for t in tables if "Before" in t.columns]
+    assert list(comparison.columns[1:]) == ["Before", "After"]
+    dice = comparison[comparison.iloc[:, 0] == "Dice (pooled)"]
+    assert list(dice.iloc[0, 1:]) == ["0.808", "0.821"]
+    assert any("Split: val" in c.value for c in at.caption)
+    assert not any(c.value.startswith("{") for c in at.markdown)  # no raw JSON in the open
 
 
 def browser_text(at: AppTest) -> str:

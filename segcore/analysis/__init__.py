@@ -8,8 +8,10 @@ threshold), :mod:`~segcore.analysis.downloads` (CSV and PNG downloads),
 :mod:`~segcore.analysis.checks` (the input checks the overlays and the explorer share, and
 whether an image looks like H&E),
 :mod:`~segcore.analysis.nuclei` (per-nucleus measurements: ``NucleusTable``),
-:mod:`~segcore.analysis.exports` (GeoJSON outlines for QuPath, 16-bit label PNG, nuclei CSV) and
-:mod:`~segcore.analysis.catalog` (the bundles on offer and the active model).
+:mod:`~segcore.analysis.exports` (GeoJSON outlines for QuPath, 16-bit label PNG, nuclei CSV),
+:mod:`~segcore.analysis.catalog` (the bundles on offer and the active model) and
+:mod:`~segcore.analysis.cards` (a model card as readable tables: facts, figures per set, the
+before/after comparison of a fine-tuned model).
 
 May import: every other segcore package. Never Streamlit: the pages and ``appkit`` call this
 package; it does not call them.
