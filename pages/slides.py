@@ -15,7 +15,7 @@ import functools
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from appkit import access, explorer, navigation, slides, state, widgets
+from appkit import access, batch, explorer, navigation, slides, state, widgets
 from segcore.analysis import slide_views
 from segcore.data.roots import describe_roots
 from segcore.errors import SegcoreError
@@ -28,6 +28,7 @@ THUMBNAIL_SHOWN = 600  # the thumbnail's longer side on the page, in CSS pixels
 navigation.page_header()
 st.title("Slides")
 widgets.active_model_caption()
+batch.batch_section()  # many slides and images in one background batch
 
 source = st.radio("Slide", SOURCES, horizontal=True, key=slides.MODE_KEY)
 if source == SOURCES[0]:

@@ -7,7 +7,8 @@ regions — runs of chunks of the slide's grid — and its merge, one image's fi
 :mod:`~segcore.batch.cluster` (Ray: imported only here and only when a batch runs; starting a
 local Ray or joining a cluster; the pool of worker actors) and :mod:`~segcore.batch.engine`
 (``run_batch``: the work split by slide and region, scheduled on the pool, the per-input
-summary CSV).
+summary CSV) and :mod:`~segcore.batch.jobs` (a batch as the app's background job on this
+machine: start, the slide jobs' lock, progress, stop, run again, summary).
 
 May import: every package below the CLI (base, data, network, metrics, inference, slides,
 evaluation, bundles, training, analysis, wholeslide). Never Streamlit. Ray only inside

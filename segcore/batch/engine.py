@@ -12,10 +12,16 @@ mapping the plan fitted. The outputs are those of ``slide run`` on the slide, by
 **The schedule.** Tasks go to idle workers as they free up, regions of a slide as soon as its
 plan is back, so several workers share a large slide while small inputs fill the gaps.
 
-**Faults.** A task that raises reports its input as failed (the reason in the CSV) and the
-batch goes on; the other regions of that slide finish (their chunks are kept for a re-run) but
-no merge is made. A worker process that dies is restarted by Ray and its task sent again
-(:mod:`segcore.batch.cluster`), which computes only the chunks not written yet.
+**Faults.** A task that raises reports its input as failed (the reason in the CSV: a full disk
+reads ``disk full ...``) and the batch goes on; the other regions of that slide finish (their
+chunks are kept for a re-run) but no merge is made. A worker process that dies is restarted by
+Ray and its task sent again (:mod:`segcore.batch.cluster`), which computes only the chunks not
+written yet.
+
+**Stop.** With ``should_stop`` (the app's background batch, :mod:`segcore.batch.jobs`), the
+driver looks at it between tasks: once it says stop, no task is sent any more, the workers are
+killed and every unfinished input is reported ``stopped`` (a slide's finished chunks are kept,
+so the same batch again resumes it).
 
 **Idempotent.** An input whose folder holds its finished summary for this model is skipped
 (:func:`~segcore.batch.inputs.finished_summary`); a slide folder with finished chunks
@@ -24,7 +30,8 @@ resumes from them. Only ``summary.json``, written last, makes an input finished.
 **The summary CSV** (``batch.csv`` in the output folder, written atomically at the end):
 one row per input — ``input``, ``kind``, ``nuclei``, ``tissue_mm2`` (an image: its whole
 area), ``density_per_mm2``, ``seconds`` (from its first task to its last), ``status``
-(``completed``, ``skipped``: already finished, ``failed``), ``error``.
+(``completed``, ``skipped``: already finished, ``failed``, ``stopped``), ``error``, ``output``
+(its folder's name inside the output folder).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segcore.atomic import write_bytes_atomic
+from segcore.atomic import is_disk_full, write_bytes_atomic
 from segcore.batch.inputs import IMAGE, SLIDE, BatchInput, collect_inputs, finished_summary
 from segcore.wholeslide.config import SlideRunConfig
 from segcore.wholeslide.runfolder import slide_identity
@@ -62,6 +69,7 @@ CSV_COLUMNS = (
     "seconds",
     "status",
     "error",
+    "output",
 )
 
 WAIT_S = 1.0
@@ -117,6 +125,7 @@ def _row(state: _Input) -> dict[str, Any]:
         "seconds": "" if state.seconds is None else round(state.seconds, 3),
         "status": state.status,
         "error": state.error,
+        "output": state.item.out_dir.name,
     }
 
 
@@ -130,12 +139,17 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _error_line(exc: BaseException) -> str:
-    """One line for a task's failure: the segcore error's message, else the exception's."""
+    """One line for a task's failure: the segcore error's message, else the exception's; a
+    full disk (or quota) says ``disk full`` first."""
     cause = getattr(exc, "cause", None) or exc
     text = str(cause).strip()
     for line in text.splitlines():
         if line.strip() and not line.startswith(("ray::", "Traceback", "  ")):
             text = line.strip()
+    if text.lower().startswith("disk full"):  # a segcore error that says so
+        return text
+    if is_disk_full(cause):
+        return f"disk full: {text}"
     name = type(cause).__name__
     return text if name in text or "Error" not in name else f"{name}: {text}"
 
@@ -271,6 +285,7 @@ def run_batch(
     spec: Any,
     config: BatchConfig,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     ray_module: Any = None,
 ) -> list[dict[str, Any]]:
     """Runs a batch (see the module docstring) and writes ``batch.csv``.
@@ -283,6 +298,9 @@ def run_batch(
         config: how the batch runs.
         progress: called with ``{"inputs_done", "inputs_total", "regions_done",
             "regions_total", "failed"}`` as tasks come back.
+        should_stop: asked between tasks; once True the batch stops (see the module
+            docstring). Given, the caller's SIGINT and SIGTERM handlers stay in force while
+            Ray runs (a local Ray's own handler would end the process at once).
         ray_module: an initialised ``ray`` (a test's); None connects as ``config`` says and
             shuts a local Ray down at the end.
 
@@ -306,8 +324,10 @@ def run_batch(
         if own:
             cpus = max(1, math.ceil(config.workers * config.cpus_per_worker))
             ray = connect(config.address, cpus=cpus, timeout=config.connect_timeout)
+            if should_stop is not None:
+                _restore(handlers)  # the caller's stop handler, not Ray's exit
         try:
-            _run(ray, todo, states, spec, config, report)
+            _run(ray, todo, states, spec, config, report, should_stop or (lambda: False))
         finally:
             if own and config.address is None:
                 ray.shutdown()
@@ -317,7 +337,7 @@ def run_batch(
     return rows
 
 
-def _run(ray, todo: list[_Input], states: list[_Input], spec, config: BatchConfig, report):
+def _run(ray, todo: list[_Input], states, spec, config: BatchConfig, report, should_stop):
     from segcore.batch.cluster import start_workers
 
     workers = start_workers(
@@ -334,6 +354,12 @@ def _run(ray, todo: list[_Input], states: list[_Input], spec, config: BatchConfi
         batch.start(state)
     try:
         while scheduler.ready or scheduler.running:
+            if should_stop():
+                for state in todo:
+                    if state.status == "pending":
+                        state.status, state.error = "stopped", "stopped on request"
+                log.warning("stopped on request")
+                break
             scheduler.dispatch()
             finished = scheduler.next_done()
             if finished is not None:
@@ -345,7 +371,7 @@ def _run(ray, todo: list[_Input], states: list[_Input], spec, config: BatchConfi
 
 
 def _progress(states: list[_Input], batch: _Batch) -> dict[str, Any]:
-    over = ("completed", "skipped", "failed")
+    over = ("completed", "skipped", "failed", "stopped")
     return {
         "inputs_done": sum(s.status in over for s in states),
         "inputs_total": len(states),

@@ -2,7 +2,7 @@
 
     batch INPUTS... --out DIR [--ray ADDRESS] [--workers N] [--cpus-per-worker C]
           [--runtime R] [--pixel-size UM] [--model REF] [--threshold T] [--region-tiles N]
-          [--quiet]
+          [--quiet] [--job JOB_DIR]
 
 INPUTS are slides, image files or folders of either; each input's outputs go to
 ``DIR/<stem>/`` (a slide's as ``slide run`` writes them, an image's as ``predict
@@ -10,6 +10,11 @@ INPUTS are slides, image files or folders of either; each input's outputs go to
 (:mod:`segcore.batch.engine`). Without ``--ray`` a local Ray starts on this machine. A missing
 Ray, an address that does not answer, a bad option: one line on stderr, exit status 2; so is
 a batch in which any input failed (each named in the CSV and on stderr).
+
+``--job JOB_DIR`` runs the batch as the background job of that folder, which
+:func:`segcore.batch.jobs.start_batch_job` made (the app's batch section): it waits for the
+slide jobs' lock, writes its status and progress there, and SIGTERM or ``stop.request`` stop it
+between tasks (:func:`segcore.batch.jobs.run_batch_job`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,12 @@ def add_batch(commands) -> None:
     batch.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
     )
+    batch.add_argument(
+        "--job",
+        metavar="JOB_DIR",
+        help="run as the background batch job of this folder (made by the app's batch "
+        "section): wait for the slide jobs' lock, write status and progress there",
+    )
     batch.set_defaults(func=cmd_batch)
 
 
@@ -117,15 +128,14 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--region-tiles {args.region_tiles}: give at least 1")
 
 
-def cmd_batch(args: argparse.Namespace) -> int:
+def _batch(args: argparse.Namespace, progress, should_stop=None) -> tuple[list[dict], Path]:
+    """Runs the batch the arguments describe; returns its rows and the output folder."""
     from segcore.batch.cluster import require_ray
-    from segcore.batch.engine import CSV_FILE, BatchConfig, run_batch
+    from segcore.batch.engine import BatchConfig, run_batch
     from segcore.batch.worker import ModelSpec
     from segcore.wholeslide.config import SlideRunConfig
 
-    _check(args)
     require_ray()  # before anything is written
-    quiet = getattr(args, "quiet", False)
     slide = SlideRunConfig(
         threshold=_threshold(args.threshold),
         pixel_size=_pixel_size(args.pixel_size),
@@ -142,17 +152,48 @@ def cmd_batch(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     spec = ModelSpec(ref=args.model, runtime=args.runtime)
     spec.card()  # a bad --model is one line before Ray starts
-    bar = BatchBar(quiet)
-    try:
-        rows = run_batch(args.inputs, out, spec=spec, config=config, progress=bar)
-    finally:
-        bar.close()
+    kwargs = {} if should_stop is None else {"should_stop": should_stop}
+    rows = run_batch(args.inputs, out, spec=spec, config=config, progress=progress, **kwargs)
+    return rows, out
+
+
+def _print_rows(rows: list[dict], out: Path) -> int:
+    """A line per input (stdout; failures and stops on stderr); the exit status."""
+    from segcore.batch.engine import CSV_FILE
+
     for row in rows:
         name = Path(row["input"]).name
-        if row["status"] == "failed":
-            print(f"error: {row['input']}: {row['error']}", file=sys.stderr)
+        if row["status"] in ("failed", "stopped"):
+            print(f"{'error' if row['status'] == 'failed' else 'stopped'}: {row['input']}: "
+                  f"{row['error']}", file=sys.stderr)  # fmt: skip
         else:
             line = summary_line(name, out, {k: row[k] or None for k in row})
             print(line + (" (already finished)" if row["status"] == "skipped" else ""))
     print(f"summary: {out / CSV_FILE}")
-    return 2 if any(row["status"] == "failed" for row in rows) else 0
+    return 2 if any(row["status"] in ("failed", "stopped") for row in rows) else 0
+
+
+def _as_job(args: argparse.Namespace) -> int:
+    from segcore.batch.jobs import run_batch_job
+
+    ended: dict[str, int] = {}
+
+    def work(progress, should_stop) -> list[dict]:
+        rows, out = _batch(args, progress, should_stop)
+        ended["status"] = _print_rows(rows, out)
+        return rows
+
+    final = run_batch_job(args.job, work)
+    return ended.get("status", 2) if final.get("state") == "completed" else 2
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    _check(args)
+    if args.job is not None:
+        return _as_job(args)
+    bar = BatchBar(getattr(args, "quiet", False))
+    try:
+        rows, out = _batch(args, bar)
+    finally:
+        bar.close()
+    return _print_rows(rows, out)

@@ -41,6 +41,7 @@ def recipes_dir() -> Path:
     value = os.environ.get(RECIPES_ENV, "").strip()
     return Path(value).expanduser() if value else RECIPES_DIR
 
+
 DEFAULT_RECIPE = "default"
 """The recipe that makes the shipped default bundle."""
 
