@@ -152,10 +152,10 @@ def dataset_default(preset: str) -> tuple[str, str | None]:
 
 
 def recipe_summary(config: TrainConfig) -> str:
-    """One line of markdown saying what a recipe does besides the dataset and the epochs."""
-    parts = [f"starts from the **{config.init_from}** bundle"] if config.init_from else []
+    """One line of markdown saying what a recipe does besides the dataset, the epochs and the
+    bundle it starts from (the form's boxes say those)."""
     crops = config.crops_per_epoch or "one per training image"
-    parts.append(f"{crops} crops of {config.image_size}² per epoch, batch {config.batch_size}")
+    parts = [f"trains {crops} crops of {config.image_size}² per epoch, batch {config.batch_size}"]
     parts.append(f"learning rate {config.lr:g} ({config.lr_schedule}), loss {config.loss}")
     augment = config.augment_config()
     if augment is not None:
@@ -166,6 +166,8 @@ def recipe_summary(config: TrainConfig) -> str:
             f"best epoch and threshold chosen on the validation parts of {names} "
             f"({config.source_rule} of their Dice; never trained on)"
         )
+    else:
+        parts.append("best epoch and threshold chosen on the dataset's own validation tiles")
     return "The recipe " + "; ".join(parts) + "."
 
 

@@ -355,7 +355,7 @@ def test_the_page_opens_on_the_adapt_preset():
     assert start.label == "Start from" and start.value == catalog.active_ref()
     assert start.options[0].startswith("The active model")
     page = texts(at)
-    assert "The recipe starts from the **default** bundle" in page
+    assert "The recipe trains 160 crops of 256² per epoch" in page
     assert "unknown until a training has completed on this machine" in page
     assert "No training has run yet" in page
     at.radio(key=training.PRESET_KEY).set_value(training.FROM_SCRATCH).run()
