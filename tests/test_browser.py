@@ -496,3 +496,118 @@ def test_slides_page_runs_a_whole_slide_job_to_its_results(slide_server, page):
         page.get_by_role("button", name="Whole-slide nuclei CSV").click()
     assert info.value.suggested_filename == "tiny_nuclei.csv"
     page.screenshot(path=str(ARTIFACTS / "slides-job-done.png"), full_page=True)
+
+
+# --- Adapting a model: a zip of GeoJSON annotations → fine-tune → before/after → use it -------
+
+
+def _tiny_start_bundle(folder: Path) -> Path:
+    """An untrained bundle of the tests' tiny architecture on 64² tiles (what the fine-tune
+    starts from)."""
+    from segcore.bundles.card import ModelCard
+    from segcore.bundles.store import save_bundle
+    from segcore.network.config import ModelConfig
+    from segcore.network.model import build_deeplabv3plus
+    from tests.conftest import TINY_MODEL
+
+    config = ModelConfig.from_dict(TINY_MODEL)
+    card = ModelCard(name="tiny-start", architecture=config.to_dict(), input_size=64)
+    return save_bundle(build_deeplabv3plus(config=config), folder, card)
+
+
+def _annotated_zip(path: Path, count: int = 5, size: int = 96) -> Path:
+    """A zip of synthetic H&E tiles, their nuclei as QuPath GeoJSON (``masks/<stem>.geojson``)."""
+    import zipfile
+
+    import cv2
+
+    from segcore.analysis.exports import geojson_bytes
+    from segcore.data.images import encode_png
+    from segcore.data.synthetic import generate_tile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(count):
+            image, mask = generate_tile([21, index], size)
+            _, labels = cv2.connectedComponents((np.asarray(mask) > 0).astype(np.uint8))
+            archive.writestr(f"lab-tiles/images/tile_{index}.png", encode_png(image))
+            archive.writestr(f"lab-tiles/masks/tile_{index}.geojson", geojson_bytes(labels))
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapt_server(tmp_path_factory):
+    """A server whose active model is a tiny bundle, with an empty data root ``lab`` that
+    uploads land in, and whose adapt recipe is a tiny schedule of the tiny architecture."""
+    import json
+
+    from segcore.analysis import catalog
+    from segcore.training import recipes
+    from tests.conftest import TINY_MODEL
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = tmp_path_factory.mktemp("browser-adapt")
+    runs, data, recipe_dir = base / "runs", base / "data", base / "recipes"
+    for folder in (runs, data, recipe_dir):
+        folder.mkdir()
+    start = _tiny_start_bundle(base / "tiny-start")
+    catalog.set_active_ref(str(start), runs_dir=runs)
+    recipe = json.loads((recipes.RECIPES_DIR / "adapt.json").read_text())
+    recipe.update(
+        epochs=1, crops_per_epoch=4, batch_size=2, image_size=64, model=TINY_MODEL, preview_tiles=1
+    )
+    (recipe_dir / "adapt.json").write_text(json.dumps(recipe))
+    env = {
+        "SEGCORE_RUNS_DIR": str(runs),
+        "HF_HUB_OFFLINE": "1",
+        "SEGCORE_DATA_ROOTS": f"lab={data}",
+        "SEGCORE_UPLOAD_ROOT": "lab",  # not the repository's data/
+        recipes.RECIPES_ENV: str(recipe_dir),
+    }
+    with browser.streamlit_server(env, log_path=ARTIFACTS / "streamlit-adapt.log") as url:
+        yield url, runs, data, start
+
+
+def test_train_page_adapts_the_active_model_to_an_uploaded_zip_of_geojson_annotations(
+    adapt_server, page, tmp_path
+):
+    """Upload a zip of tiles annotated in QuPath, start the Adapt preset on it, see the run
+    complete with the starting model and the new one side by side, and use the new model."""
+    import json
+
+    from segcore.analysis import catalog
+
+    url, runs, data, start = adapt_server
+    archive = _annotated_zip(tmp_path / "lab-tiles.zip")
+    page.goto(f"{url}/train")
+    browser.wait_for_app(page)
+    page.get_by_text("Add a dataset folder from a zip").click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(archive))
+    page.get_by_role("button", name="Add folder").wait_for()
+    name_box = page.locator(".st-key-dataset_upload_name input")
+    name_box.fill("lab-tiles")
+    name_box.press("Enter")
+    browser.wait_for_app(page)
+    page.get_by_role("button", name="Add folder").click()
+    page.get_by_text("lab/uploads/lab-tiles", exact=False).first.wait_for(timeout=60_000)
+    browser.wait_for_app(page)
+    assert (data / "uploads" / "lab-tiles" / "masks" / "tile_0.geojson").is_file()
+    dataset_box = page.locator(".st-key-train_data_adapt input")
+    assert dataset_box.input_value() == "lab/uploads/lab-tiles"
+    assert "Adapt a model to your tiles" in page.inner_text("body")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Before and after").wait_for(timeout=300_000)
+    browser.wait_for_app(page)
+    assert browser.exceptions(page) == []
+    [run] = [p for p in runs.iterdir() if (p / "status.json").is_file()]
+    card = json.loads((run / "bundle" / "card.json").read_text())
+    assert card["training"]["init_from"] == str(start)
+    assert card["comparison"]["before"]["model"] == "tiny-start"
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the before/after grid
+    page.screenshot(path=str(ARTIFACTS / "train-adapt-done.png"), full_page=True)
+    page.get_by_role("button", name="Use this model").first.click()
+    deadline = time.monotonic() + 120  # the switch loads the new model first
+    while not catalog.same_bundle(catalog.active_ref(runs_dir=runs), str(run / "bundle")):
+        assert time.monotonic() < deadline, "Use this model did not switch the active model"
+        time.sleep(0.5)
+    browser.wait_for_app(page)
+    assert browser.exceptions(page) == []
