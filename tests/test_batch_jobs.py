@@ -159,7 +159,7 @@ def test_a_batch_runs_in_its_own_process_and_leaves_its_summary(images, fake, ru
 
 def test_the_real_command_line_is_the_batch_command_with_the_job(images, monkeypatch):
     spawned = []
-    monkeypatch.setattr(jobs, "spawn_job", lambda job, argv, env: spawned.append(argv))
+    monkeypatch.setattr(jobs, "launch_job", lambda job, argv, env: spawned.append(argv) or job)
     job = jobs.start_batch_job(images[:1], model_ref="weights/mine", runtime="keras")
     [argv] = spawned
     assert argv == [

@@ -53,7 +53,7 @@ from typing import Any
 
 from segcore.errors import ConfigError
 from segcore.timestamps import utc_now
-from segcore.training.background import job_env, spawn_job
+from segcore.training.background import launch_job
 from segcore.training.finish import recording_failure
 from segcore.training.jobs import check_run_id, stop_training
 from segcore.training.locks import DeviceLock, TrainingBusyError, flocked, lock_path
@@ -159,18 +159,6 @@ def _refuse_a_second(runs_dir: Path) -> None:
             )
 
 
-def _launch(job: BatchJobDir, argv: Sequence[str], env: Mapping[str, str] | None) -> BatchJobDir:
-    try:
-        spawn_job(job, argv, env=job_env(env))
-    except BaseException as exc:
-        if job.read_status_raw().get("pid") == os.getpid():
-            job.write_final_status(
-                state="failed", reason=f"could not start: {exc}"[:2000], ended_at=utc_now()
-            )
-        raise
-    return job
-
-
 def start_batch_job(
     inputs: Sequence[str | os.PathLike],
     *,
@@ -251,7 +239,7 @@ def start_batch_job(
         except OSError as exc:  # no half-made job left behind
             shutil.rmtree(job.path, ignore_errors=True)
             raise job.cannot_write(exc) from exc
-    return _launch(job, spec["argv"], env)
+    return launch_job(job, spec["argv"], env)
 
 
 def resume_batch_job(
@@ -269,7 +257,7 @@ def resume_batch_job(
     with flocked(job.path.parent / ".start.lock"):
         _refuse_a_second(job.path.parent)
         job.requeue()
-    return _launch(job, spec["argv"], env)
+    return launch_job(job, spec["argv"], env)
 
 
 def stop_batch_job(

@@ -138,3 +138,23 @@ def spawn_job(
             target=_reap, args=(proc, run), name=f"segcore-reap-{proc.pid}", daemon=True
         ).start()
     return proc
+
+
+def record_start_failure(run: RunDir, exc: BaseException) -> None:
+    """Marks ``run`` ``failed`` ("could not start: ...") when its status still names this
+    launcher's pid, i.e. no job process took it over; otherwise leaves it to that process."""
+    if run.status_path.exists() and run.read_status_raw().get("pid") == os.getpid():
+        run.write_final_status(
+            state="failed", reason=f"could not start: {exc}"[:2000], ended_at=utc_now()
+        )
+
+
+def launch_job(run: RunDir, argv: Sequence[str], env: Mapping[str, str] | None = None) -> RunDir:
+    """:func:`spawn_job` with :func:`job_env` (``env`` added), recording a launch that fails as
+    the job's failure (:func:`record_start_failure`) before re-raising; returns ``run``."""
+    try:
+        spawn_job(run, argv, env=job_env(env))
+    except BaseException as exc:
+        record_start_failure(run, exc)
+        raise
+    return run

@@ -46,7 +46,7 @@ from typing import Any
 
 from segcore.errors import ConfigError
 from segcore.training import devices
-from segcore.training.background import job_env, spawn_job
+from segcore.training.background import job_env, record_start_failure, spawn_job
 from segcore.training.locks import LOCK_ENV, DeviceLock, TrainingBusyError, lock_path
 from segcore.training.runs import (
     ACTIVE_STATES,
@@ -164,10 +164,7 @@ def _launch(
         _spawn(run, lock, resume=resume, command=command, env=env)
     except BaseException as exc:
         lock.release(run.run_id)
-        if run.status_path.exists() and run.read_status_raw().get("pid") == os.getpid():
-            run.write_status(
-                state="failed", reason=f"could not start: {exc}"[:2000], ended_at=utc_now()
-            )
+        record_start_failure(run, exc)
         raise
     return run
 

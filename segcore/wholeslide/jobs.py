@@ -54,7 +54,7 @@ from typing import Any
 
 from segcore.errors import ConfigError, SlideError
 from segcore.timestamps import utc_now
-from segcore.training.background import job_env, spawn_job
+from segcore.training.background import launch_job
 from segcore.training.jobs import check_run_id, running_job, stop_training
 from segcore.training.locks import flocked
 from segcore.training.runs import (
@@ -185,16 +185,7 @@ def _create(job: JobDir, spec: dict[str, Any]) -> None:
 
 
 def _launch(job: JobDir, command: Sequence[str] | None, env: Mapping[str, str] | None) -> JobDir:
-    argv = [*(command or SLIDE_COMMAND), str(job.path)]
-    try:
-        spawn_job(job, argv, env=job_env(env))
-    except BaseException as exc:
-        if job.read_status_raw().get("pid") == os.getpid():
-            job.write_final_status(
-                state="failed", reason=f"could not start: {exc}"[:2000], ended_at=utc_now()
-            )
-        raise
-    return job
+    return launch_job(job, [*(command or SLIDE_COMMAND), str(job.path)], env)
 
 
 def start_slide_job(
