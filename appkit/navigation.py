@@ -36,8 +36,11 @@ def pages() -> list:
 
 
 def run() -> None:
-    """What ``app.py`` does: registers the pages (menu hidden) and runs the selected one."""
+    """What ``app.py`` does: registers the pages (menu hidden) and runs the selected one, then
+    starts loading the active model in the background (:func:`appkit.state.preload`; after the
+    page, so that the server's first page — the landing page — is not slowed by it)."""
     st.navigation(pages(), position="hidden").run()
+    state.preload()
 
 
 def page_header() -> None:

@@ -35,6 +35,7 @@ import gc
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ _warned = False
 _settle_requested = False
 _replaced: Any = None
 """Streamlit's own clean-up function, once :func:`keep_keras_state` has replaced it."""
+_after_run: list[Callable[[], None]] = []
+"""What :func:`call_after_run` asked to call at the end of the current run."""
 
 
 def _close_pyplot_figures() -> None:
@@ -57,10 +60,20 @@ def _close_pyplot_figures() -> None:
 
 def _end_of_run() -> None:
     """What replaces Streamlit's end-of-run clean-up: pyplot figures closed, no Keras reset,
-    and :func:`settle_long_lived` when :func:`request_settle` asked for it."""
+    :func:`settle_long_lived` when :func:`request_settle` asked for it, and what
+    :func:`call_after_run` asked for. (Streamlit calls it once the browser has been told that
+    the run finished.)"""
     _close_pyplot_figures()
     if _settle_requested:
         settle_long_lived()
+    with _LOCK:
+        callbacks = list(_after_run)
+        _after_run.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            _LOGGER.exception("an end-of-run callback failed")
 
 
 def keep_keras_state() -> bool:
@@ -90,6 +103,16 @@ def keep_keras_state() -> bool:
         _replaced = current
         script_runner._clean_problem_modules = _end_of_run
         return True
+
+
+def call_after_run(callback: Callable[[], None]) -> None:
+    """Calls ``callback`` once, at the end of the current script run (or of another
+    session's run that ends first), after the browser has been told the run finished — e.g.
+    to start background work that would otherwise slow the run down. It runs in the script
+    thread: keep it quick. Without the hook (:func:`keep_keras_state` returned False) it is
+    never called: callers must not depend on it."""
+    with _LOCK:
+        _after_run.append(callback)
 
 
 def request_settle() -> None:

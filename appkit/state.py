@@ -1,9 +1,11 @@
 """Process-wide and per-session state of the app.
 
-* The **model** is loaded once per process by :func:`load_bundle_cached`
-  (``st.cache_resource``) and shared by every session; switching the active model
-  (:func:`switch_model`) records the new ref with :mod:`segcore.analysis.catalog` and clears that
-  cache.
+* The **model** is verified once per process by :func:`load_bundle_cached`
+  (``st.cache_resource``: card and SHA-256, no TensorFlow) and shared by every session; what
+  predicts — the cached fast runtime, else the Keras model — is loaded in the background by
+  :mod:`appkit.runtime`, from the end of the server's first page run on (:func:`preload`).
+  Switching the active model (:func:`switch_model`) records the new ref with
+  :mod:`segcore.analysis.catalog` and replaces both.
 * **Analyses** (an image's probabilities; see :class:`segcore.analysis.analyse.ImageAnalysis`)
   are kept in a per-process LRU store, keyed by the model and the image's content, so moving a
   threshold slider, reloading the page or a second browser never re-runs the model for an image
@@ -82,49 +84,106 @@ _EXPLORER_IN_BROWSER_KEY = "_explorer_in_browser"
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the model…")
 def load_bundle_cached(ref: str):
-    """The :class:`segcore.bundles.loading.Bundle` of ``ref``, loaded once per process (one at a
-    time).
+    """The :class:`segcore.bundles.loading.Bundle` of ``ref`` verified (card, SHA-256 of
+    ``model.keras``) but not loaded — ``model`` is None, no TensorFlow — once per process (one
+    at a time); the classical baseline as it is. What predicts for it is
+    :func:`predicting_model`.
 
-    GPU memory growth is turned on first, so the app's model takes only the GPU memory it uses
-    and a training started from the Train page (its own process) can have the rest. The loaded
-    model (and TensorFlow's objects) are then exempted from the garbage collection Streamlit runs
-    after every script run, from the end of this run on (:func:`appkit.script_runs.request_settle`).
+    Raises:
+        BundleError: the ref does not resolve, or the bundle is incomplete or altered.
     """
-    from segcore.bundles.loading import load_bundle
-    from segcore.training.devices import configure_gpus
+    from segcore.bundles.loading import verified_bundle
 
-    configure_gpus()
-    bundle = load_bundle(ref)
-    script_runs.request_settle()
-    return bundle
+    return verified_bundle(ref)
 
 
 def predicting_model(bundle):
     """What predicts for ``bundle``: the active model in the app's runtime
-    (:mod:`appkit.runtime`; Keras until a fast runtime is prepared in the background), or the
-    classical baseline itself."""
+    (:mod:`appkit.runtime`: the cached fast runtime, else Keras until the fast one is prepared
+    in the background), or the classical baseline itself. Waits, with a spinner, while the
+    model is still being loaded.
+
+    Raises:
+        SegcoreError: the model could not be loaded.
+    """
     if bundle.path is None:
         return bundle.model
-    return _runtime_builder(bundle).model()
+    builder = _runtime_builder(bundle)
+    if builder.usable:
+        return builder.model()
+    with st.spinner("Loading the model…"):
+        return builder.model()
 
 
-def _runtime_builder(bundle):
+def _runtime_builder(bundle, delay: float = 0.0):
     from appkit import runtime
 
     requested, _ = runtime.requested_runtime()
     ref = f"{bundle.path}@{bundle.card.model_sha256}"
-    return runtime.runtime_builder(ref, requested, bundle)
+    return runtime.runtime_builder(ref, requested, bundle, delay)
+
+
+def _prediction_done(bundle) -> None:
+    """Tells ``bundle``'s runtime builder, at the end of this run, that a prediction has been
+    shown: a fast runtime's build waits for the first one, so that it slows neither the
+    prediction nor the page that shows it."""
+    if bundle.path is not None:
+        script_runs.call_after_run(_runtime_builder(bundle).prediction_done)
+
+
+_PRELOADED: set[str] = set()
+"""The active refs :func:`preload` has started loading in this process."""
+
+
+def preload() -> None:
+    """Starts loading the active model and its runtime in the background (:mod:`appkit.runtime`)
+    once the current script run has ended, so the first visit to Predict finds it ready or on
+    its way. ``app.py`` calls it after every page run (:func:`appkit.navigation.run`): the
+    server's first page — the landing page, usually — starts it, after the browser has been
+    told that page is complete (:func:`appkit.script_runs.call_after_run`), so the page is
+    not slowed by it; a page that needs the model starts it itself anyway. Once per active
+    ref and process."""
+    script_runs.call_after_run(_preload_now)
+
+
+def _preload_now() -> None:
+    """:func:`preload`'s work, at the end of a run: the active model verified (card, SHA-256)
+    and its runtime builder made (started). Nothing for a model that would have to be
+    downloaded first (``hf://``: the page that needs it loads it, with a spinner) or that
+    cannot be verified (that page shows why)."""
+    from segcore.bundles.loading import verified_bundle
+    from segcore.bundles.refs import HF_SCHEME
+    from segcore.errors import SegcoreError
+
+    ref = active_ref()
+    if ref in _PRELOADED or ref.startswith(HF_SCHEME):
+        return
+    _PRELOADED.add(ref)
+    try:
+        bundle = verified_bundle(ref)  # not load_bundle_cached: its spinner needs a live run
+    except SegcoreError:
+        return
+    if bundle.path is not None:
+        from appkit.runtime import PRELOAD_DELAY_S
+
+        _runtime_builder(bundle, PRELOAD_DELAY_S)
 
 
 def runtime_status(bundle) -> str | None:
     """The line saying which runtime runs ``bundle`` (and what is being prepared), or ``None``
-    for the classical baseline."""
+    for the classical baseline. Waits, with a spinner, while the model is still being loaded
+    (the line then says what predicts; one that failed to load says why)."""
     from appkit import runtime
+    from segcore.errors import SegcoreError
 
     if bundle.path is None:
         return None
     _, warning = runtime.requested_runtime()
-    return _runtime_builder(bundle).status() + (f" {warning}" if warning else "")
+    builder = _runtime_builder(bundle)
+    if not builder.usable:
+        with contextlib.suppress(SegcoreError):  # the prediction shows the error
+            predicting_model(bundle)
+    return builder.status() + (f" {warning}" if warning else "")
 
 
 def active_ref() -> str:
@@ -147,9 +206,10 @@ def switch_model(ref: str):
     Returns:
         The new model's card.
 
-    The bundle is verified and loaded first (:func:`load_bundle_cached`: card, SHA-256 of
-    ``model.keras``, Keras), then recorded (:func:`segcore.analysis.catalog.set_active_ref`);
-    when either fails, the active model stays as it was.
+    The bundle is verified (:func:`load_bundle_cached`: card, SHA-256 of ``model.keras``) and
+    loaded (:func:`predicting_model`: its gated runtime from the cache, else Keras), then
+    recorded (:func:`segcore.analysis.catalog.set_active_ref`); when either fails, the active
+    model stays as it was.
 
     Raises:
         ViewerModeError: viewer mode is on (:func:`appkit.access.require_editor`).
@@ -158,7 +218,7 @@ def switch_model(ref: str):
             nothing changes.
     """
     access.require_editor("Switching the active model")
-    load_bundle_cached(ref)  # raises before anything is recorded
+    predicting_model(load_bundle_cached(ref))  # raises before anything is recorded
     return catalog.set_active_ref(ref, load=False)  # the hash is checked again, cheaply
 
 
@@ -403,6 +463,7 @@ def analysis_for(
         )
         # stored before the slot is given up: a session waiting for it then finds the result
         store.put(full_key, analysis.named(""))  # content only: no session's name is kept
+    _prediction_done(bundle)
     _note_runtime((*model_key(bundle), *key, pixel_size), name, analysis.runtime)
     return analysis
 
@@ -533,4 +594,5 @@ def split_evaluation(
             instances=bundle.instances,
         )
         result_store().put(key, result)  # before the slot is given up (see analysis_for)
+    _prediction_done(bundle)
     return result

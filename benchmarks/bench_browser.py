@@ -1,12 +1,20 @@
 """The app as a user feels it, measured in a real browser (Debian's Chromium via Playwright).
 
 Run: ``python benchmarks/bench_browser.py [--moves 15] [--starts 3] [--uploads 3]
-[--runtime auto]``
+[--first-predict 2] [--runtime auto]``
 
 Figures, each a median over repeats (targets from issue 10, 2 CPU cores):
 
 * **cold start** — from launching ``streamlit run app.py`` to the landing page rendered in the
   browser (target ≤ 2.5 s);
+* **cold start → first prediction** (``--first-predict N``, issue 20) — from launching the
+  server to the Predict page (``/predict`` opened as soon as the server answers) showing the
+  read-outs of its first sample: the script run finished, a Dice read-out and every nuclei
+  count on the page. The server runs a copy of ``weights/default`` (``model.keras`` and
+  ``card.json`` only, as a fresh clone has it) made the active model, so the runtime cache
+  beside it starts **empty**; N starts with the cache emptied before each (targets ≤ 8 s),
+  then — after the last of them has prepared the runtime — N starts against that **warm**
+  cache (≤ 5 s). Each line says which runtime produced the figures;
 * **upload → prediction shown** — a 1000×1000 tile (target ≤ 2.5 s) and a 256×256 tile
   (≤ 0.5 s) set on the uploader, with the model loaded, its runtime prepared and warmed on
   another image, until the image's caption and its read-outs, nuclei counts included, are
@@ -90,6 +98,82 @@ def cold_starts(executable: str, env: dict, starts: int) -> tuple[list[float], l
                 rendered.append(time.perf_counter() - t0)
             page.close()
     return ready, rendered
+
+
+READOUTS_SHOWN = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+    const fresh = (el) => !el.closest('[data-stale="true"]');
+    const metrics = Array.from(document.querySelectorAll('[data-testid="stMetric"]')).filter(fresh);
+    const value = (m) => m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim();
+    const label = (m) => m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() || "";
+    const dice = metrics.filter(m => label(m) === "Dice" && /^[0-9.]+$/.test(value(m) || ""));
+    const nuclei = metrics.filter(m => label(m).startsWith("Nuclei"));
+    return dice.length > 0 && nuclei.length > 0 && nuclei.every(m => value(m) !== "…");
+}"""
+"""True when the script run has finished and the page shows, outside stale elements, a Dice
+read-out with a value and every nuclei count filled in: the first sample's read-outs."""
+
+
+def shown_runtime(page) -> str:
+    """The runtime the shown figures came from, as the image's caption names it."""
+    import re
+
+    captions = page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+    for caption in captions:
+        found = re.search(r"runtime ([\w-]+)\)", caption)
+        if found:
+            return found.group(1)
+    return "?"
+
+
+def fresh_clone_model(folder: Path, runs: Path) -> Path:
+    """A copy of ``weights/default`` as a fresh clone has it (``model.keras`` and ``card.json``,
+    no runtime cache) in ``folder``, made the active model of the runs folder ``runs``."""
+    import shutil
+
+    from segcore.analysis.catalog import set_active_ref
+
+    folder.mkdir(parents=True)
+    for name in ("model.keras", "card.json"):
+        shutil.copy2(browser.REPO / "weights" / "default" / name, folder / name)
+    set_active_ref(str(folder), runs_dir=runs, load=False)
+    return folder
+
+
+def first_predictions(executable: str, env: dict, starts: int, folder: Path) -> dict:
+    """Seconds from launching the server to the Predict page's first read-outs
+    (:data:`READOUTS_SHOWN`), ``starts`` times with an empty runtime cache and ``starts`` times
+    with a warm one; ``{"empty": [(seconds, runtime), ...], "warm": [...]}``."""
+    import shutil
+
+    model = fresh_clone_model(folder / "default", folder / "runs")
+    env = {**env, "SEGCORE_RUNS_DIR": str(folder / "runs"),
+           "SEGCORE_RUNTIME_CACHE": str(folder / "shared-runtimes")}  # fmt: skip
+    figures: dict[str, list[tuple[float, str]]] = {"empty": [], "warm": []}
+    with browser.chromium(executable) as chrome:
+        for cache in ("empty", "warm"):
+            for start in range(starts):
+                if cache == "empty":
+                    shutil.rmtree(model / ".runtimes", ignore_errors=True)
+                    shutil.rmtree(folder / "shared-runtimes", ignore_errors=True)
+                page = chrome.new_page(viewport={"width": 1500, "height": 1100})
+                page.set_default_timeout(300_000)
+                log = folder / f"server-{cache}-{start}.log"
+                t0 = time.perf_counter()
+                with browser.streamlit_server(env, log_path=log) as url:
+                    page.goto(f"{url}/predict")
+                    page.wait_for_function(READOUTS_SHOWN, timeout=300_000, polling="raf")
+                    seconds = time.perf_counter() - t0
+                    figures[cache].append((seconds, shown_runtime(page)))
+                    if cache == "empty" and start == starts - 1:  # the warm starts' cache
+                        wait_for_runtime(page, env.get("SEGCORE_RUNTIME", "auto"), 900)
+                page.close()
+    return figures
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def upload(page, image: Path, mask: Path | None) -> None:
@@ -219,13 +303,21 @@ def main() -> None:
     parser.add_argument(
         "--runtime", default="auto", help="the server's SEGCORE_RUNTIME (default auto)"
     )
+    parser.add_argument(
+        "--first-predict",
+        type=int,
+        default=2,
+        metavar="N",
+        help="cold starts to the first prediction, N with an empty and N with a warm runtime "
+        "cache (0 to skip)",
+    )
     args = parser.parse_args()
     executable = browser.chromium_path()
     if executable is None:
         sys.exit("Chromium not found: run scripts/install-test-deps.sh or set CHROMIUM")
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs; browser {executable}; "
-        f"runtime {args.runtime}"
+        f"runtime {args.runtime}; {load_average()}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -240,8 +332,21 @@ def main() -> None:
             print(
                 f"cold start → landing page rendered: median {statistics.median(starts):.2f} s "
                 f"(runs: {', '.join(f'{s:.2f}' for s in starts)}; target ≤ 2.5 s); of which "
-                f"server up (health check answers): median {statistics.median(ready):.2f} s"
+                f"server up (health check answers): median {statistics.median(ready):.2f} s; "
+                f"{load_average()}"
             )
+        if args.first_predict:
+            figures = first_predictions(executable, env, args.first_predict, folder / "clone")
+            for cache, target in (("empty", 8.0), ("warm", 5.0)):
+                runs = figures[cache]
+                median = statistics.median(s for s, _ in runs)
+                print(
+                    f"cold start → first prediction's read-outs, {cache} runtime cache: median "
+                    f"{median:.2f} s (runs: {', '.join(f'{s:.2f} ({r})' for s, r in runs)}; "
+                    f"target ≤ {target:g} s); {load_average()}"
+                )
+        if not (args.uploads or args.moves):
+            return
         with browser.streamlit_server(env) as url, browser.chromium(executable) as chrome:
             page = chrome.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(180_000)
@@ -269,6 +374,8 @@ def main() -> None:
                 wait_for_caption(page, f"{size.split('×')[0]}×{size.split('×')[1]} px")
                 wait_for_label(page, "Dice")
                 browser.wait_for_app(page)
+                if not args.moves:
+                    break
                 readouts, counts = slider_moves(page, args.moves)
                 for what, times in (("Dice", readouts), ("nuclei counts", counts)):
                     times = sorted(times)

@@ -147,43 +147,56 @@ def test_end_of_run_settles_only_when_asked(tmp_path, monkeypatch, unfrozen):
     assert gc.get_freeze_count() > 0 and not script_runs._settle_requested
 
 
+class FakeCard:
+    model_sha256 = "0" * 64
+
+
 class FakeBundle:
-    """What the app's caches hold of a bundle: a model in a reference cycle."""
+    """What the app's caches hold of a bundle: verified (``model`` None), or loaded by the
+    runtime builder (a model in a reference cycle)."""
 
-    path = "some/folder"
+    card = FakeCard()
+    input_size = 256
 
-    def __init__(self) -> None:
-        self.model = Node()
+    def __init__(self, ref: str, model=None) -> None:
+        self.path = f"some/folder/{ref}"
+        self.model = model
 
 
 def test_a_replaced_model_is_collected_at_the_end_of_the_run(monkeypatch, unfrozen):
-    """Loading a model and making its runtime builder ask for a settle. Switching models drops
-    the old bundle from the model cache at once, but its runtime builder (which holds it) only
-    when the new model's builder replaces it, later in the run: the end of the run collects the
-    old model instead of freezing it."""
+    """The runtime builder's thread loads a model and asks for a settle: the end of the run
+    exempts it. Switching models makes the new model's builder, which replaces the old one (and
+    the model it held) in the cache: the end of that run collects the old model instead of
+    freezing it."""
     from appkit import runtime
     from segcore.bundles import loading
 
-    monkeypatch.setattr(loading, "load_bundle", lambda ref: FakeBundle())
+    loaded = []
+
+    def load(path):
+        loaded.append(weakref.ref(model := Node()))
+        return FakeBundle(path, model)
+
+    monkeypatch.setattr(loading, "verified_bundle", lambda ref: FakeBundle(ref))
+    monkeypatch.setattr(runtime, "load_keras_bundle", load)
+    monkeypatch.setattr(runtime, "_warm_up", lambda model, size: None)
     monkeypatch.setattr(state.catalog, "set_active_ref", lambda ref, **_: "card")
     monkeypatch.setattr(state.access, "require_editor", lambda what: None)
     state.load_bundle_cached.clear()
     runtime.runtime_builder.clear()
     try:
-        first = state.load_bundle_cached("some-ref")
-        runtime.runtime_builder("some-ref", "keras", first)
+        builder = state._runtime_builder(state.load_bundle_cached("some-ref"))
+        assert builder.wait(30)  # the suite's runtime is keras: loaded means ready
         assert script_runs._settle_requested
         script_runs._end_of_run()
-        assert not tracked(first.model)  # the loaded model is exempt
-        probe = weakref.ref(first.model)
-        del first
-        assert state.switch_model("other-ref") == "card"
-        second = state.load_bundle_cached("other-ref")
-        assert probe() is not None  # the old builder still holds the old model
-        runtime.runtime_builder("other-ref", "keras", second)  # replaces the old builder
+        [probe] = loaded
+        assert not tracked(probe())  # the loaded model is exempt
+        del builder
+        assert state.switch_model("other-ref") == "card"  # loads the new model
+        assert len(loaded) == 2 and probe() is not None  # not collected yet
         script_runs._end_of_run()
         assert probe() is None  # the old model was collected, not frozen
-        assert not tracked(second.model)
+        assert not tracked(loaded[1]())
     finally:
         state.load_bundle_cached.clear()
         runtime.runtime_builder.clear()

@@ -1,6 +1,7 @@
 """Loading a bundle for inference: resolve the ref, verify the hash, load the Keras model.
 
-Importing this module does not import TensorFlow; :func:`load_bundle` does.
+Importing this module does not import TensorFlow; :func:`load_bundle` does, and
+:func:`verified_bundle` (the same checks, no model loaded) does not.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ class Bundle:
             Hugging Face cache); ``None`` for the classical baseline, which has no files.
         card: ModelCard. The parsed ``card.json``.
         model: keras.Model. The loaded model (uncompiled unless asked otherwise), or the
-            :class:`~segcore.inference.classical.ClassicalBaseline`.
+            :class:`~segcore.inference.classical.ClassicalBaseline`; ``None`` for a bundle
+            verified but not loaded (:func:`verified_bundle`).
     """
 
     path: Path | None
     card: ModelCard
-    model: keras.Model | ClassicalBaseline
+    model: keras.Model | ClassicalBaseline | None
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -102,6 +104,23 @@ def _load_failure(model_path: Path, card: ModelCard, exc: Exception) -> str:
     )
 
 
+def verified_bundle(
+    ref: str | os.PathLike, *, weights_dir: str | os.PathLike | None = None
+) -> Bundle:
+    """The bundle of ``ref`` checked as :func:`load_bundle` checks it — resolved, card read,
+    SHA-256 of ``model.keras`` verified — but not loaded: ``model`` is ``None`` (no
+    TensorFlow). ``"baseline"`` gives :func:`baseline_bundle`.
+
+    Raises:
+        BundleError: the ref does not resolve, a file is missing, the card is invalid or the
+            hash differs.
+    """
+    if isinstance(ref, str) and ref == BASELINE_REF:
+        return baseline_bundle()
+    path = resolve_bundle_ref(ref, weights_dir=weights_dir)
+    return Bundle(path=path, card=verify_bundle(path, read_card(path)), model=None)
+
+
 def load_bundle(
     ref: str | os.PathLike,
     *,
@@ -133,10 +152,10 @@ def load_bundle(
         BundleError: the ref does not resolve, a file is missing, the card is invalid, the
             hash differs, or Keras cannot load the model.
     """
-    if isinstance(ref, str) and ref == BASELINE_REF:
-        return baseline_bundle()
-    path = resolve_bundle_ref(ref, weights_dir=weights_dir)
-    card = verify_bundle(path, read_card(path))
+    bundle = verified_bundle(ref, weights_dir=weights_dir)
+    if bundle.path is None:
+        return bundle
+    path, card = bundle.path, bundle.card
 
     import keras
 

@@ -9,21 +9,35 @@ never share or confuse converted models.
 :func:`open_bundle_runtime` hands :func:`segcore.inference.runtimes.open_runtime` the bundle's
 model, hash, preprocessing, threshold and tile size. The classical baseline has no network and
 runs as it is.
+
+:func:`cached_runtime` (and :func:`open_cached_runtime`, for a bundle already verified) opens
+the runtime from the cache **without TensorFlow or the Keras model** — importing TensorFlow and
+loading the model take seconds and hundreds of MB — when the cache already holds what
+:func:`~segcore.inference.runtimes.selection.open_runtime` would use without building anything:
+a gate record that still holds (same model, CPU, library versions, every IR it gated unchanged
+on disk), the runtime it picks (``auto``) or the one named there, having passed, and that
+runtime's IR intact. Anything else — ``keras``, no or a stale record, a runtime that failed its
+gate or is not faster than Keras, a missing IR, the classical baseline — gives ``None``: the
+caller loads the bundle with Keras and opens the runtime with :func:`open_bundle_runtime`, which
+converts, quantises and gates where needed. Either way the same runtime runs under the same
+name. Slide runs (:mod:`segcore.wholeslide.model`) and the app (``appkit.runtime``) use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from segcore.bundles.hub import hub_cache_dir
-from segcore.bundles.loading import Bundle
+from segcore.bundles.loading import Bundle, verified_bundle
 from segcore.bundles.store import RUNTIME_CACHE_DIR
-from segcore.inference.classical import ClassicalBaseline
+from segcore.inference.classical import BASELINE_REF, ClassicalBaseline
 from segcore.inference.runtimes import AUTO, open_runtime
-from segcore.inference.runtimes.selection import Report
+from segcore.inference.runtimes.base import KERAS
+from segcore.inference.runtimes.selection import Report, check_runtime_name, choose
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +78,6 @@ def open_bundle_runtime(bundle: Bundle, requested: str = AUTO, report: Report = 
         ConfigError: ``requested`` is not a runtime name.
     """
     if isinstance(bundle.model, ClassicalBaseline):
-        from segcore.inference.runtimes import check_runtime_name
-
         check_runtime_name(requested)
         return bundle.model
     return open_runtime(
@@ -105,3 +117,64 @@ def gate_record(folder, card) -> dict | None:
     only — no model is loaded, so the Models page can show it."""
     cache = bundle_runtime_cache(Bundle(path=Path(folder), card=card, model=None))
     return None if cache is None else cache.gate_record()
+
+
+def _gate_result(record: dict[str, Any], runtime: str) -> dict[str, Any] | None:
+    for result in record.get("results", []):
+        if isinstance(result, dict) and result.get("runtime") == runtime:
+            return result
+    return None
+
+
+def open_cached_runtime(bundle: Bundle, requested: str = AUTO) -> Any | None:
+    """``bundle``'s runtime opened from the runtime cache without Keras, or ``None`` when that
+    would need the Keras model (see the module docstring). ``bundle`` is verified already
+    (:func:`~segcore.bundles.loading.verified_bundle`); its ``model`` is not used.
+
+    Raises:
+        ConfigError: ``requested`` is not a runtime name.
+    """
+    requested = check_runtime_name(requested)
+    if requested == KERAS or bundle.path is None:
+        return None
+    cache = bundle_runtime_cache(bundle)
+    record = None if cache is None else cache.gate_record()
+    if record is None:
+        return None
+    name = choose(record) if requested == AUTO else requested
+    result = _gate_result(record, name)
+    if name == KERAS or result is None or not result.get("passed"):
+        return None
+    if cache.ir(name).meta() is None:
+        return None
+    try:
+        runtime = cache.compiled(name)  # the IR is there: loaded, never built (no model)
+    except Exception as exc:  # e.g. removed meanwhile: the full way rebuilds it
+        log.warning("%s from the cache failed (%s); loading the Keras model", name, exc)
+        return None
+    log.info("%s: %s from the runtime cache, without Keras", bundle.card.name, name)
+    return dataclasses.replace(runtime, gate=result, notice=None)
+
+
+def cached_runtime(ref: Any, requested: str = AUTO) -> tuple[Bundle, Any] | None:
+    """``(bundle, runtime)`` opened from the runtime cache without Keras, or None when that
+    would need the Keras model (see the module docstring).
+
+    The bundle is resolved and its ``model.keras`` checked against the card's SHA-256 (the
+    cache's key), as :func:`~segcore.bundles.loading.load_bundle` does, but not loaded:
+    ``bundle.model`` is None.
+
+    Args:
+        ref: the bundle ref (a folder, a name under ``weights/``, ``hf://...``).
+        requested: the runtime asked for.
+
+    Raises:
+        ConfigError: ``requested`` is not a runtime name.
+        BundleError: the ref does not resolve, or the bundle is incomplete or altered.
+    """
+    requested = check_runtime_name(requested)
+    if requested == KERAS or str(ref) == BASELINE_REF:
+        return None
+    bundle = verified_bundle(ref)
+    runtime = open_cached_runtime(bundle, requested)
+    return None if runtime is None else (bundle, runtime)
