@@ -169,8 +169,20 @@ def test_a_full_disk_during_a_run_is_one_line(slides, tmp_path, capsys, monkeypa
     assert "run the same command again" in err
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt) during the test, whatever pytest was
+    started with (a shell starting it in the background leaves SIGINT ignored); the previous
+    one afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_chunks_and_the_same_command_resumes(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_keeps_finished_chunks_and_the_same_command_resumes(
+    tmp_path, capsys, monkeypatch, python_sigint
+):
     import segcore.wholeslide.segment as segment
 
     rgb = tissue_on_glass(2048, 2048, (128, 128, 1792, 1792), seed=4)
