@@ -37,6 +37,7 @@ area), ``density_per_mm2``, ``seconds`` (from its first task to its last), ``sta
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import io
 import logging
@@ -337,6 +338,14 @@ def run_batch(
     return rows
 
 
+def _wait_until_loaded(ray, workers: list[Any]) -> None:
+    """Waits until every worker holds its model, so an input's ``seconds`` count its own work,
+    not the workers' start. A worker that cannot start is left to fail the tasks sent to it
+    (each input then reports the reason)."""
+    with contextlib.suppress(Exception):
+        ray.get([worker.pid.remote() for worker in workers])
+
+
 def _run(ray, todo: list[_Input], states, spec, config: BatchConfig, report, should_stop):
     from segcore.batch.cluster import start_workers
 
@@ -348,6 +357,7 @@ def _run(ray, todo: list[_Input], states, spec, config: BatchConfig, report, sho
         cpus=config.cpus_per_worker,
         pixel_size=config.slide.pixel_size,
     )
+    _wait_until_loaded(ray, workers)
     scheduler = _Scheduler(ray, workers)
     batch = _Batch(scheduler, config, report)
     for state in todo:

@@ -68,12 +68,12 @@ class ModelSpec:
         return read_card(resolve_bundle_ref(self.ref))
 
     def load(self) -> tuple[Any, Any]:
-        """``(bundle, model)``: the bundle and its network in the asked runtime."""
-        from segcore.bundles.loading import load_bundle
-        from segcore.bundles.runtime_cache import open_bundle_runtime
+        """``(bundle, model)``: the bundle and its network in the asked runtime — as ``slide
+        run`` opens them (:func:`segcore.wholeslide.model.open_slide_model`): from the runtime
+        cache without TensorFlow when a gated runtime is there, else with Keras."""
+        from segcore.wholeslide.model import open_slide_model
 
-        bundle = load_bundle(self.ref)
-        return bundle, open_bundle_runtime(bundle, self.runtime)
+        return open_slide_model(self.ref, self.runtime)
 
 
 class SegmentWorker:
