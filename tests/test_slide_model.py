@@ -26,12 +26,12 @@ import pytest
 from devtools.slides import write_aperio_tiff
 from segcore.bundles.card import ModelCard
 from segcore.bundles.loading import Bundle
-from segcore.bundles.runtime_cache import bundle_runtime_cache
+from segcore.bundles.runtime_cache import bundle_runtime_cache, cached_runtime
 from segcore.inference.runtimes import openvino_runtime as ovr
 from segcore.inference.runtimes.base import RuntimeModel
 from segcore.inference.runtimes.selection import RuntimeCache
 from segcore.wholeslide import model as slide_model
-from segcore.wholeslide.model import cached_runtime, open_slide_model
+from segcore.wholeslide.model import open_slide_model
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(ovr.openvino_version() is None, reason="OpenVINO not installed")

@@ -18,7 +18,7 @@ from typing import Any
 from segcore.bundles.refs import resolve_bundle_ref
 from segcore.bundles.store import read_card
 from segcore.data.datasets import SampleSet
-from segcore.errors import BundleError, ConfigError
+from segcore.errors import ConfigError
 from segcore.inference.instances import InstanceConfig
 from segcore.training.config import TrainConfig
 
@@ -48,15 +48,11 @@ def check_init_from(config: TrainConfig) -> None:
             f"{card.input_size}"
         )
     if card.architecture:
-        mine = {k: v for k, v in config.model_config().to_dict().items()}
-        theirs = dict(card.architecture)
+        mine, theirs = config.model_config().to_dict(), card.architecture
         differ = sorted(
             key
-            for key in set(mine) | set(theirs)
-            if key not in _ARCHITECTURE_IGNORED
-            and key in theirs
-            and key in mine
-            and mine[key] != theirs[key]
+            for key in (set(mine) & set(theirs)) - set(_ARCHITECTURE_IGNORED)
+            if mine[key] != theirs[key]
         )
         if differ:
             detail = ", ".join(f"{k} {theirs[k]!r} (run: {mine[k]!r})" for k in differ)
@@ -147,15 +143,3 @@ def compare_models(
         figures["after"]["pq"],
     )
     return {"split": split, "images": len(samples), "data": config.data, **figures, "gain": gain}
-
-
-def starting_instances(config: TrainConfig) -> dict[str, Any]:
-    """The starting bundle's nuclei settings (its card's ``instances``), which a fine-tuned
-    bundle keeps; empty without ``init_from`` or when the card cannot be read."""
-    if not config.init_from:
-        return {}
-    try:
-        return dict(read_card(resolve_bundle_ref(config.init_from)).instances)
-    except (BundleError, OSError) as exc:
-        log.warning("could not read the nuclei settings of %s: %s", config.init_from, exc)
-        return {}

@@ -23,7 +23,7 @@ from segcore.evaluation.evaluate import evaluate
 from segcore.timestamps import utc_now
 from segcore.training.callback import score_epoch_sources
 from segcore.training.checkpoints import BEST_FILE
-from segcore.training.comparison import compare_models, starting_instances
+from segcore.training.comparison import compare_models
 from segcore.training.config import TrainConfig
 from segcore.training.locks import TrainingBusyError
 from segcore.training.runs import ACTIVE_STATES, RunDir, RunError
@@ -32,11 +32,17 @@ log = logging.getLogger(__name__)
 
 
 def source_card(ref: str | None) -> dict[str, Any] | None:
-    """Name and hash of the bundle a fine-tuning started from (the ref may later change)."""
+    """Name and hash of the bundle a fine-tuning started from (the ref may later change), and
+    the nuclei settings its fine-tuned bundle keeps; None without ``ref``."""
     if not ref:
         return None
     card = read_card(resolve_bundle_ref(ref))
-    return {"ref": ref, "name": card.name, "model_sha256": card.model_sha256}
+    return {
+        "ref": ref,
+        "name": card.name,
+        "model_sha256": card.model_sha256,
+        "instances": dict(card.instances),
+    }
 
 
 def make_card(
@@ -62,6 +68,7 @@ def make_card(
         comparison: the starting model and this one on the validation images
             (:func:`~segcore.training.comparison.compare_models`), for a fine-tuning.
     """
+    start = source_card(config.init_from)  # the starting card, read once
     return ModelCard(
         name=config.name,
         architecture=config.model_config().to_dict(),
@@ -69,12 +76,12 @@ def make_card(
         pixel_size=dataset_pixel_size(splits.root),
         preprocess=config.preprocess,
         threshold=figures.threshold,
-        instances=starting_instances(config),
+        instances=start.pop("instances") if start else {},
         dataset={**splits.summary(), "data": config.data, "validation_split": validation_split},
         training={
             **{k: v for k, v in config.to_dict().items() if k not in ("preprocess", "model")},
             **outcome,
-            "init_from_card": source_card(config.init_from),
+            "init_from_card": start,
         },
         metrics={VALIDATION: figures},
         comparison=comparison or {},

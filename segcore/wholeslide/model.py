@@ -25,7 +25,7 @@ from segcore.inference.runtimes.selection import Report
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cached_runtime", "open_slide_model"]
+__all__ = ["open_slide_model"]
 
 
 def open_slide_model(
