@@ -206,6 +206,11 @@ def runtime_gate_table(folder, card) -> None:
         ],
         hide_index=True,
     )
+    if record.get("keras_reference"):
+        st.caption(
+            f"Gated on this CPU without TensorFlow, against {record['keras_reference']}; "
+            "“× keras” was measured there."
+        )
 
 
 def model_card(card, folder) -> None:

@@ -260,6 +260,10 @@ class ModelCard(JsonConfig):
             the run's validation images (:func:`segcore.training.comparison.compare_models`:
             ``split``, ``images``, ``before`` and ``after`` with ``model``, ``threshold``,
             ``dice``, ``pq``); empty otherwise.
+        prepared: dict. A fast runtime prepared where the bundle was made and shipped in its
+            ``prepared/`` folder (:mod:`segcore.bundles.prepared`: ``runtime``, ``files`` with
+            their SHA-256, the library ``versions`` it was made with, ``made_on``,
+            ``created``); empty when the bundle ships none.
         versions: dict. Software versions at training time, defaults to
             :func:`software_versions` of the running interpreter.
         licence: str. Licence of the weights (mind the training data's licence), defaults to
@@ -287,6 +291,7 @@ class ModelCard(JsonConfig):
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, SplitFigures] = field(default_factory=dict)
     comparison: dict[str, Any] = field(default_factory=dict)
+    prepared: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=software_versions)
     licence: str = "unspecified"
     created: str = field(default_factory=utc_now)
@@ -305,6 +310,7 @@ class ModelCard(JsonConfig):
             "training",
             "metrics",
             "comparison",
+            "prepared",
         ):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"ModelCard.{name} must be a JSON object (dict)")
@@ -393,12 +399,13 @@ class ModelCard(JsonConfig):
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the card as a JSON-serialisable dict; ``extra`` keys are merged at the top.
-        An empty ``comparison`` is left out (cards of models not fine-tuned stay as they were)."""
+        An empty ``comparison`` or ``prepared`` is left out (cards of models not fine-tuned, or
+        shipping no runtime, stay as they were)."""
         data = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name not in ("extra", "metrics")
-            and not (f.name == "comparison" and not self.comparison)
+            and not (f.name in ("comparison", "prepared") and not getattr(self, f.name))
         }
         data["metrics"] = {key: figures.to_dict() for key, figures in self.metrics.items()}
         data = jsonable(data)

@@ -15,8 +15,10 @@ the runtime from the cache **without TensorFlow or the Keras model** — importi
 loading the model take seconds and hundreds of MB — when the cache already holds what
 :func:`~segcore.inference.runtimes.selection.open_runtime` would use without building anything:
 a gate record that still holds (same model, CPU, library versions, every IR it gated unchanged
-on disk), the runtime it picks (``auto``) or the one named there, having passed, and that
-runtime's IR intact. Anything else — ``keras``, no or a stale record, a runtime that failed its
+on disk) — or, when there is none, the runtime the bundle ships in ``prepared/``, gated here
+against the Keras masks shipped with it (:func:`segcore.bundles.prepared.seed_cache`) — the
+runtime it picks (``auto``) or the one named there, having passed, and that runtime's IR
+intact. Anything else — ``keras``, no or a stale record, a runtime that failed its
 gate or is not faster than Keras, a missing IR, the classical baseline — gives ``None``: the
 caller loads the bundle with Keras and opens the runtime with :func:`open_bundle_runtime`, which
 converts, quantises and gates where needed. Either way the same runtime runs under the same
@@ -33,6 +35,7 @@ from typing import Any
 
 from segcore.bundles.hub import hub_cache_dir
 from segcore.bundles.loading import Bundle, verified_bundle
+from segcore.bundles.prepared import seed_cache
 from segcore.bundles.store import RUNTIME_CACHE_DIR
 from segcore.inference.classical import BASELINE_REF, ClassicalBaseline
 from segcore.inference.runtimes import AUTO, open_runtime
@@ -138,7 +141,9 @@ def open_cached_runtime(bundle: Bundle, requested: str = AUTO) -> Any | None:
     if requested == KERAS or bundle.path is None:
         return None
     cache = bundle_runtime_cache(bundle)
-    record = None if cache is None else cache.gate_record()
+    if cache is None:
+        return None
+    record = cache.gate_record() or seed_cache(bundle, cache)
     if record is None:
         return None
     name = choose(record) if requested == AUTO else requested

@@ -54,6 +54,10 @@ RUNTIME_CACHE_DIR = ".runtimes"
 """The folder inside a bundle where converted models (OpenVINO IR) and their accuracy-gate
 records are cached (:mod:`segcore.bundles.runtime_cache`); never part of the bundle itself."""
 
+PREPARED_DIR = "prepared"
+"""The folder inside a bundle that holds a fast runtime prepared where the bundle was made, with
+Keras's gate masks (:mod:`segcore.bundles.prepared`; recorded in the card's ``prepared``)."""
+
 DEFAULT_WEIGHTS_DIR = REPO_ROOT / "weights"
 """The repository's bundle folder, where bare bundle names are looked up."""
 
@@ -182,12 +186,17 @@ def _inference_model(model: keras.Model) -> keras.Model:
 
 
 def _is_replaceable(folder: Path) -> bool:
-    """True if ``folder`` is empty or holds only bundle files and the converted-model cache
-    (:data:`RUNTIME_CACHE_DIR`), so it is safe to delete on overwrite."""
+    """True if ``folder`` is empty or holds only bundle files, the converted-model cache
+    (:data:`RUNTIME_CACHE_DIR`) and a prepared runtime (:data:`PREPARED_DIR`), so it is safe
+    to delete on overwrite."""
     allowed = {*BUNDLE_FILES, "README.md"}
     return all(
         (entry.name in allowed and entry.is_file())
-        or (entry.name == RUNTIME_CACHE_DIR and entry.is_dir() and not entry.is_symlink())
+        or (
+            entry.name in (RUNTIME_CACHE_DIR, PREPARED_DIR)
+            and entry.is_dir()
+            and not entry.is_symlink()
+        )
         for entry in folder.iterdir()
     )
 
@@ -205,7 +214,8 @@ def save_bundle(
     so the file holds only the architecture and weights (about 47 MB for the default
     DeepLabV3+ rather than about 142 MB with Adam's state). Keep optimizer state in training
     checkpoints instead. The card is written with ``model_sha256`` set to the hash of the
-    saved file.
+    saved file and no ``prepared`` runtime (one prepared for the card's former model would not
+    be this one's).
 
     Both files are written into a hidden temporary sibling folder, which is then renamed to
     ``folder``. An existing bundle at ``folder`` is renamed away first, the new one moved in
@@ -246,7 +256,8 @@ def save_bundle(
             raise BundleError(
                 f"{folder}: could not save the model ({exc.__class__.__name__}: {exc})"
             ) from exc
-        card = dataclasses.replace(card, model_sha256=file_sha256(model_path))
+        # a new model file: a runtime prepared for another one is not carried over
+        card = dataclasses.replace(card, model_sha256=file_sha256(model_path), prepared={})
         write_json_atomic(staging / CARD_FILE, card.to_dict())
         _move_into_place(staging, folder)
     except BaseException:

@@ -2,7 +2,9 @@
 
 Prints the CPU and its flags, each runtime with whether it can run here, and — for the model —
 the gate record of this CPU (built with ``--prepare``: converts, quantises and gates now, so
-the app and the commands find everything ready) and the runtime ``auto`` picks.
+the app and the commands find everything ready) and the runtime ``auto`` picks. ``--ship``
+puts the gated int8 runtime and Keras's gate masks into the bundle's ``prepared/`` folder
+(:mod:`segcore.bundles.prepared`), so a fresh clone opens it without TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def add_runtimes(commands) -> None:
         action="store_true",
         help="convert, quantise and gate now when no valid record exists (about 30 s on 2 cores)",
     )
+    sub.add_argument(
+        "--ship",
+        action="store_true",
+        help="prepare and gate int8 here, then put it and Keras's gate masks into the bundle's "
+        "prepared/ folder (recorded in its card), so a fresh copy needs no TensorFlow to start",
+    )
     sub.set_defaults(func=cmd_runtimes)
 
 
@@ -46,9 +54,22 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
     cache = bundle_runtime_cache(bundle)
     if cache is None:
         raise ConfigError(f"{args.model}: the classical baseline has no network to run")
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if args.ship:
+        from segcore.bundles.prepared import PREPARED_DIR, prepare_runtime
+
+        entry = prepare_runtime(bundle, cache, report)
+        size = sum((bundle.path / PREPARED_DIR / name).stat().st_size for name in entry["files"])
+        print(
+            f"shipped {entry['runtime']} in {bundle.path / PREPARED_DIR} ({size / 1e6:.1f} MB, "
+            f"{', '.join(f'{k} {v}' for k, v in entry['versions'].items())}); card updated"
+        )
     record = cache.gate_record()
     if record is None and args.prepare and selection.auto_candidates():
-        record = cache.run_gate(lambda line: print(line, file=sys.stderr))
+        record = cache.run_gate(report)
     print(f"model: {bundle.card.name} (cache {cache.folder})")
     if record is None:
         print("  no gate record on this CPU yet: auto will build one on first use (or --prepare)")
@@ -61,5 +82,7 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
         )
     for name, why in record.get("failed", {}).items():
         print(f"  {name:14s} did not build: {why}")
+    if record.get("keras_reference"):
+        print(f"  gated without Keras, against {record['keras_reference']}")
     print(f"auto: {selection.choose(record)}")
     return 0

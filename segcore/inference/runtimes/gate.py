@@ -13,6 +13,12 @@ The same run measures each runtime's time per tile (model calls only, after a wa
 images interleaved so that a noisy machine slows all runtimes alike), so ``auto`` can pick the
 fastest runtime that passed. :func:`calibration_tiles` gives int8 quantisation its calibration
 data: synthetic H&E tiles the project generates, so no evaluation image is used to fit it.
+
+A bundle may ship a reduced-precision runtime prepared where it was made, with Keras's masks of
+the gate images (:mod:`segcore.bundles.prepared`). :func:`gate_against_masks` gates such a
+runtime on this CPU without Keras: the same images and the same two checks, against those
+masks and Keras's pooled Dice as recorded; Keras's time per tile (and so the time ratio) is
+the one measured where the bundle was made.
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ class GateResult:
         runtime: the candidate's name.
         passed: whether it passed (see the module docstring).
         reason: why it failed, or what it passed on, in words.
-        max_abs_diff: largest |p - p_keras| over every pixel of every gate image.
+        max_abs_diff: largest |p - p_keras| over every pixel of every gate image; ``None``
+            when gated against Keras's masks only (:func:`gate_against_masks`).
         mask_dice: Dice between its masks and Keras's at ``threshold``, pooled.
         dice: its pooled Dice against the ground truth.
         dice_keras: Keras's pooled Dice against the ground truth.
@@ -71,7 +78,7 @@ class GateResult:
     runtime: str
     passed: bool
     reason: str
-    max_abs_diff: float
+    max_abs_diff: float | None
     mask_dice: float
     dice: float
     dice_keras: float
@@ -135,8 +142,19 @@ class _Timed:
         return out
 
 
+def sample_digest(image: np.ndarray) -> str:
+    """The SHA-256 of a gate image's shape and pixels: which images a shipped reference of
+    Keras's masks (:func:`gate_against_masks`) was made on."""
+    import hashlib
+
+    image = np.ascontiguousarray(image)
+    digest = hashlib.sha256(f"{image.shape}|{image.dtype}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
 def judge(
-    runtime: str, max_abs_diff: float, mask_dice: float, dice: float, dice_keras: float
+    runtime: str, max_abs_diff: float | None, mask_dice: float, dice: float, dice_keras: float
 ) -> tuple[bool, str]:
     """Whether the figures pass the gate for ``runtime``, and why (see the module docstring)."""
     if runtime in REDUCED_PRECISION:
@@ -152,9 +170,97 @@ def judge(
             f"masks {mask_dice:.4f} Dice of Keras's (≥ {MIN_MASK_DICE}); pooled Dice "
             f"{dice:.4f} vs {dice_keras:.4f} (within {MAX_DICE_CHANGE})"
         )
-    if not max_abs_diff <= MAX_ABS_DIFF_FLOAT32:  # also NaN
+    if max_abs_diff is None or not max_abs_diff <= MAX_ABS_DIFF_FLOAT32:  # also NaN
         return False, f"max |Δp| {max_abs_diff:.2e} > {MAX_ABS_DIFF_FLOAT32:g}"
     return True, f"max |Δp| {max_abs_diff:.2e} ≤ {MAX_ABS_DIFF_FLOAT32:g}"
+
+
+def _tiled(runtime, enhanced: np.ndarray, preprocess: PreprocessConfig, tile_size: int):
+    """``runtime``'s probabilities of an enhanced gate image, tiled as every gate run tiles."""
+    return predict_probabilities(
+        runtime,
+        enhanced,
+        preprocess,
+        tile_size=tile_size,
+        overlap=min(DEFAULT_OVERLAP, tile_size // 4),
+        already_enhanced=True,
+    )
+
+
+def keras_masks(
+    reference: RuntimeModel,
+    samples: list[tuple[np.ndarray, np.ndarray]],
+    preprocess: PreprocessConfig,
+    threshold: float,
+    *,
+    tile_size: int = 256,
+) -> list[np.ndarray]:
+    """``reference``'s (Keras's) boolean masks of ``samples`` at ``threshold``, predicted as
+    :func:`run_gate` predicts them: what a bundle ships for :func:`gate_against_masks`."""
+    return [
+        _tiled(reference, enhance_image(image, preprocess), preprocess, tile_size) >= threshold
+        for image, _ in samples
+    ]
+
+
+def gate_against_masks(
+    candidate: RuntimeModel,
+    samples: list[tuple[np.ndarray, np.ndarray]],
+    masks: list[np.ndarray],
+    preprocess: PreprocessConfig,
+    threshold: float,
+    *,
+    dice_keras: float,
+    keras_ms_per_tile: float,
+    time_ratio: float,
+    tile_size: int = 256,
+) -> GateResult:
+    """Gates a reduced-precision ``candidate`` against Keras's ``masks`` of ``samples`` (made
+    by :func:`keras_masks` where the bundle was made) without Keras: its masks must overlap
+    them with Dice ≥ :data:`MIN_MASK_DICE`, and its pooled Dice against the ground truth must be
+    within :data:`MAX_DICE_CHANGE` of ``dice_keras``, Keras's as recorded there.
+    ``keras_ms_per_tile`` and ``time_ratio`` are the figures measured there (Keras is not run
+    here); ``ms_per_tile`` is this CPU's.
+
+    Raises:
+        ValueError: no samples, a float32 candidate (its check needs Keras's probabilities),
+            or masks that do not match the samples one for one in shape.
+    """
+    if not samples:
+        raise ValueError("the gate needs at least one image")
+    if candidate.name not in REDUCED_PRECISION:
+        raise ValueError(f"{candidate.name} is checked against Keras's probabilities, not masks")
+    if len(masks) != len(samples) or any(
+        np.shape(mask) != np.shape(image)[:2]
+        for mask, (image, _) in zip(masks, samples, strict=True)
+    ):
+        raise ValueError("Keras's masks do not match the gate images")
+    timed = _Timed(candidate)
+    candidate(np.zeros((1, tile_size, tile_size, 3), np.float32))  # compiles; not timed
+    empty = ConfusionCounts(0, 0, 0, 0)
+    against_keras, against_truth = empty, empty
+    for (image, truth), keras_mask in zip(samples, masks, strict=True):
+        mask = _tiled(timed, enhance_image(image, preprocess), preprocess, tile_size) >= threshold
+        against_truth = against_truth + confusion_counts(np.asarray(truth) > 0, mask)
+        against_keras = against_keras + confusion_counts(np.asarray(keras_mask, bool), mask)
+    mask_dice, dice = against_keras.dice, against_truth.dice
+    passed, reason = judge(candidate.name, None, mask_dice, dice, dice_keras)
+    return GateResult(
+        runtime=candidate.name,
+        passed=passed,
+        reason=reason + " (against Keras's masks shipped with the bundle)",
+        max_abs_diff=None,
+        mask_dice=round(mask_dice, 5),
+        dice=round(dice, 5),
+        dice_keras=round(dice_keras, 5),
+        ms_per_tile=round(1000.0 * timed.seconds / max(1, timed.tiles), 4),
+        keras_ms_per_tile=round(keras_ms_per_tile, 4),
+        time_ratio=round(time_ratio, 3),
+        images=len(samples),
+        tiles=timed.tiles,
+        threshold=threshold,
+        measured=utc_now(),
+    )
 
 
 def run_gate(
@@ -188,17 +294,7 @@ def run_gate(
     against_truth = [empty] * len(timed)  # every runtime's masks against the annotation
     for image, truth in samples:
         enhanced = enhance_image(image, preprocess)
-        probs = [
-            predict_probabilities(
-                runtime,
-                enhanced,
-                preprocess,
-                tile_size=tile_size,
-                overlap=min(DEFAULT_OVERLAP, tile_size // 4),
-                already_enhanced=True,
-            )
-            for runtime in timed
-        ]
+        probs = [_tiled(runtime, enhanced, preprocess, tile_size) for runtime in timed]
         truth_mask = np.asarray(truth) > 0
         reference_mask = probs[0] >= threshold
         for i, prob in enumerate(probs):

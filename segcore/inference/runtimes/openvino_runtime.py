@@ -228,6 +228,37 @@ class IrCache:
             self._save(model, extra or {})
         return self.load() or model
 
+    def install(self, source: str | os.PathLike) -> bool:
+        """Copies an IR folder made elsewhere (e.g. shipped with a bundle:
+        :mod:`segcore.bundles.prepared`) into this cache unless a usable IR is there already;
+        returns whether a usable IR is there afterwards. The copy is made under the build lock
+        into a temporary folder renamed into place, and is usable only if its ``meta.json``
+        holds here (same model, versions and file hashes): a foreign or altered folder is
+        removed again."""
+        from filelock import FileLock
+
+        if self.meta() is not None:
+            return True
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.folder) + ".lock"):
+            if self.meta() is not None:
+                return True
+            staging = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                staging.mkdir(parents=True)
+                for name in (*IR_FILES, META_FILE):
+                    shutil.copyfile(Path(source) / name, staging / name)
+                shutil.rmtree(self.folder, ignore_errors=True)
+                os.replace(staging, self.folder)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if self.meta(fresh=True) is None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                return False
+        return True
+
     def _save(self, model: Any, extra: dict[str, Any]) -> None:
         import openvino as ov
 

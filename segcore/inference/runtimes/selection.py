@@ -12,7 +12,10 @@ loaded Keras model:
   (:mod:`~segcore.inference.runtimes.gate`) on this CPU, and is faster than Keras there; Keras
   when none did. The gate runs once per model, CPU and library versions; its figures are kept
   in ``gate-<cpu key>.json`` beside the converted models, with the SHA-256 of the IR each
-  runtime was gated with, so a rebuilt IR that differs is gated again.
+  runtime was gated with, so a rebuilt IR that differs is gated again. A record written by
+  :meth:`RuntimeCache.gate_without_keras` (a runtime shipped with its bundle, gated against
+  the Keras masks shipped with it) says so in ``keras_reference``; its time ratio is the one
+  measured where the bundle was made.
 
 The cache folder for a model is ``<cache_dir>/<model sha256>/``: one sub-folder per IR and one
 gate record per CPU. Callers choose ``cache_dir`` (:mod:`segcore.bundles.runtime_cache` puts it
@@ -231,14 +234,53 @@ class RuntimeCache:
                     self.threshold,
                     tile_size=self.tile_size,
                 )
-            record = {
-                **self._expected_record(),
-                "ir": self._ir_hashes([m.name for m in built]),
-                "results": [r.to_dict() for r in results],
-                "failed": failed,
-            }
-            write_json_atomic(self.gate_path(), record)
-            return record
+            return self._write_record(built, results, failed)
+
+    def _write_record(
+        self,
+        gated: list[RuntimeModel],
+        results: list[gating.GateResult],
+        failed: dict[str, str],
+        **facts: Any,
+    ) -> dict[str, Any]:
+        record = {
+            **self._expected_record(),
+            "ir": self._ir_hashes([m.name for m in gated]),
+            "results": [r.to_dict() for r in results],
+            "failed": failed,
+            **facts,
+        }
+        write_json_atomic(self.gate_path(), record)
+        return record
+
+    def gate_without_keras(
+        self,
+        runtime: str,
+        gate: Callable[[RuntimeModel], gating.GateResult],
+        keras_reference: str,
+    ) -> dict[str, Any]:
+        """Gates ``runtime``, whose IR is already in this cache, with ``gate`` (e.g.
+        :func:`~segcore.inference.runtimes.gate.gate_against_masks` on the Keras masks a bundle
+        ships) and writes the record, unless a record holds already; returns the record.
+        ``keras_reference`` says where Keras's side of the comparison comes from (the record's
+        ``keras_reference``). No Keras model is needed.
+
+        Raises:
+            ImportError, Exception: the runtime cannot be compiled from its IR.
+        """
+        from filelock import FileLock
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.gate_path()) + ".lock"):
+            record = self.gate_record()
+            if record is not None:
+                return record
+            if self.ir(runtime).meta() is None:
+                raise ConfigError(f"{runtime}: no usable IR in {self.folder} to gate")
+            compiled = self.compiled(runtime)
+            return self._write_record(
+                [compiled], [gate(compiled)], {}, keras_reference=keras_reference
+            )
 
 
 def choose(record: dict[str, Any]) -> str:
