@@ -112,7 +112,33 @@ def predicting_model(bundle):
     if builder.usable:
         return builder.model()
     with st.spinner("Loading the model…"):
+        _import_while_waiting()
         return builder.model()
+
+
+PAGE_MODULES = (
+    "pandas",
+    "pyarrow",
+    "plotly.subplots",
+    "plotly.io",
+    "scipy.optimize",
+    "scipy.fft",
+)
+"""Modules the Predict page's first drawing imports on its way (the nuclei table through pandas
+and Arrow, the histograms' subplots and the figures' JSON, the nuclei matched against the ground
+truth through ``scipy.optimize``): :func:`predicting_model` imports them while the model is
+still being opened. That work (OpenVINO compiling; on a fresh clone the gate's predictions)
+mostly runs outside the GIL, so the imports overlap it rather than follow it: the first Predict
+page was complete 0.4–1.0 s sooner on the 2-core VM (``benchmarks/bench_browser.py
+--first-predict``, ``docs/benchmarks.md``)."""
+
+
+def _import_while_waiting() -> None:
+    import importlib
+
+    for name in PAGE_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _runtime_builder(bundle, delay: float = 0.0):

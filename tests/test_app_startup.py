@@ -175,3 +175,16 @@ def test_the_first_prediction_from_a_warm_cache_never_imports_tensorflow(tmp_pat
     assert result["dice"] and all(float(value) >= 0 for value in result["dice"])
     assert any("**Runtime:** openvino (OpenVINO" in c for c in result["captions"]), result
     assert any("runtime openvino)" in c for c in result["captions"])  # the figures' runtime
+
+
+def test_the_modules_imported_while_the_model_opens_all_exist():
+    """``appkit.state`` imports them while waiting for the model and ignores an ImportError
+    (a missing optional package must not stop the page), so a misspelt name would go
+    unnoticed: each must be found."""
+    import importlib.util
+
+    from appkit.state import PAGE_MODULES
+
+    assert PAGE_MODULES
+    for name in PAGE_MODULES:
+        assert importlib.util.find_spec(name) is not None, name

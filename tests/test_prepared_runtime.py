@@ -100,11 +100,19 @@ def test_preparing_ships_the_gated_ir_and_kerass_masks_recorded_in_the_card(ship
     assert reference.time_ratio > 0 and reference.keras_ms_per_tile > 0
 
 
-def test_a_fresh_copy_opens_the_shipped_runtime_gated_on_this_cpu_without_keras(fresh_copy):
+def test_a_fresh_copy_opens_the_shipped_runtime_gated_on_this_cpu_without_keras(
+    fresh_copy, monkeypatch
+):
+    compiles = []
+    real_compile = ovr.compile_runtime
+    monkeypatch.setattr(
+        ovr, "compile_runtime", lambda *a, **k: compiles.append(1) or real_compile(*a, **k)
+    )
     bundle = verified_bundle(fresh_copy)
     assert bundle.model is None
     runtime = open_cached_runtime(bundle)
     assert runtime is not None and runtime.name == OPENVINO_INT8
+    assert len(compiles) == 1  # the runtime compiled for the gate is the one returned
     assert runtime.gate["passed"] and runtime.gate["max_abs_diff"] is None
     assert "shipped with the bundle" in runtime.gate["reason"]
     cache = bundle_runtime_cache(bundle)

@@ -208,14 +208,19 @@ def _problem(bundle: Bundle, cache: RuntimeCache, entry: dict[str, Any]) -> str 
     return None
 
 
-def seed_cache(bundle: Bundle, cache: RuntimeCache) -> dict | None:
+def seed_cache(bundle: Bundle, cache: RuntimeCache) -> tuple[dict | None, Any]:
     """Gates the runtime ``bundle`` ships (see the module docstring) into ``cache`` without
-    Keras and returns the gate record, or ``None`` (the reason logged) when the bundle ships
-    none, it does not fit this machine, or it could not be gated. A record that already holds
-    is returned as it is. Never raises: the caller then takes the full way."""
+    Keras.
+
+    Returns:
+        ``(record, compiled)``: the gate record and the runtime compiled for the gate (``None``
+        when another thread or process had just gated it); ``(None, None)``, the reason logged,
+        when the bundle ships none, it does not fit this machine, or it could not be gated.
+        Never raises: the caller then takes the full way.
+    """
     entry = bundle.card.prepared
     if not entry or bundle.path is None:
-        return None
+        return None, None
     name = bundle.card.name
     try:
         problem = _problem(bundle, cache, entry)
@@ -233,12 +238,12 @@ def seed_cache(bundle: Bundle, cache: RuntimeCache) -> dict | None:
                 problem = "Keras's masks were made on other gate images"
         if problem is not None:
             log.info("%s: the prepared runtime is not used (%s)", name, problem)
-            return None
+            return None, None
         runtime = entry["runtime"]
         ir = cache.ir(runtime)
         if not ir.install(folder / ir.folder.name):
             log.warning("%s: the prepared %s does not fit the runtime cache", name, runtime)
-            return None
+            return None, None
 
         def gate(compiled):
             return gating.gate_against_masks(
@@ -253,7 +258,7 @@ def seed_cache(bundle: Bundle, cache: RuntimeCache) -> dict | None:
                 tile_size=bundle.input_size,
             )
 
-        record = cache.gate_without_keras(
+        record, compiled = cache.gate_without_keras(
             runtime,
             gate,
             keras_reference=f"the masks shipped in the bundle's {PREPARED_DIR}/ (Keras on "
@@ -261,6 +266,6 @@ def seed_cache(bundle: Bundle, cache: RuntimeCache) -> dict | None:
         )
     except Exception as exc:  # a prepared runtime is an optimisation: the full way remains
         log.warning("%s: the prepared runtime could not be used (%s)", name, exc)
-        return None
+        return None, None
     log.info("%s: the prepared %s gated on this CPU without Keras", name, entry["runtime"])
-    return record
+    return record, compiled

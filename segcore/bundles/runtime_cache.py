@@ -143,13 +143,17 @@ def open_cached_runtime(bundle: Bundle, requested: str = AUTO) -> Any | None:
     cache = bundle_runtime_cache(bundle)
     if cache is None:
         return None
-    record = cache.gate_record() or seed_cache(bundle, cache)
+    record, gated = cache.gate_record(), None
+    if record is None:
+        record, gated = seed_cache(bundle, cache)
     if record is None:
         return None
     name = choose(record) if requested == AUTO else requested
     result = _gate_result(record, name)
     if name == KERAS or result is None or not result.get("passed"):
         return None
+    if gated is not None and gated.name == name:
+        return dataclasses.replace(gated, gate=result, notice=None)  # compiled for its gate
     if cache.ir(name).meta() is None:
         return None
     try:

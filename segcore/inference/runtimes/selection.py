@@ -258,12 +258,17 @@ class RuntimeCache:
         runtime: str,
         gate: Callable[[RuntimeModel], gating.GateResult],
         keras_reference: str,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], RuntimeModel | None]:
         """Gates ``runtime``, whose IR is already in this cache, with ``gate`` (e.g.
         :func:`~segcore.inference.runtimes.gate.gate_against_masks` on the Keras masks a bundle
-        ships) and writes the record, unless a record holds already; returns the record.
-        ``keras_reference`` says where Keras's side of the comparison comes from (the record's
-        ``keras_reference``). No Keras model is needed.
+        ships) and writes the record, unless a record holds already. ``keras_reference`` says
+        where Keras's side of the comparison comes from (the record's ``keras_reference``). No
+        Keras model is needed.
+
+        Returns:
+            ``(record, compiled)``: the record, and the runtime compiled for the gate (ready to
+            predict with, so the caller need not compile it again), or ``None`` when a record
+            held already.
 
         Raises:
             ImportError, Exception: the runtime cannot be compiled from its IR.
@@ -274,13 +279,14 @@ class RuntimeCache:
         with FileLock(str(self.gate_path()) + ".lock"):
             record = self.gate_record()
             if record is not None:
-                return record
+                return record, None
             if self.ir(runtime).meta() is None:
                 raise ConfigError(f"{runtime}: no usable IR in {self.folder} to gate")
             compiled = self.compiled(runtime)
-            return self._write_record(
+            record = self._write_record(
                 [compiled], [gate(compiled)], {}, keras_reference=keras_reference
             )
+            return record, compiled
 
 
 def choose(record: dict[str, Any]) -> str:
