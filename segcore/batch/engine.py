@@ -37,7 +37,6 @@ area), ``density_per_mm2``, ``seconds`` (from its first task to its last), ``sta
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import io
 import logging
@@ -341,9 +340,11 @@ def run_batch(
 def _wait_until_loaded(ray, workers: list[Any]) -> None:
     """Waits until every worker holds its model, so an input's ``seconds`` count its own work,
     not the workers' start. A worker that cannot start is left to fail the tasks sent to it
-    (each input then reports the reason)."""
-    with contextlib.suppress(Exception):
+    (each input then reports the reason); the server log says so now."""
+    try:
         ray.get([worker.pid.remote() for worker in workers])
+    except Exception as exc:  # a Ray error wrapping the worker's own
+        log.warning("a batch worker did not start (%s); its inputs will report why", exc)
 
 
 def _run(ray, todo: list[_Input], states, spec, config: BatchConfig, report, should_stop):
