@@ -60,7 +60,7 @@ def shipped(tmp_path_factory):
     """A bundle with its int8 runtime prepared and shipped (its own cache then removed), made
     on the real gate images (the built-in samples), so a fresh process can gate it."""
     folder = tmp_path_factory.mktemp("shipped") / "pw"
-    card = ModelCard(name="pointwise", input_size=32, preprocess=RAW.to_dict(), threshold=0.5)
+    card = ModelCard(name="pointwise", input_size=128, preprocess=RAW.to_dict(), threshold=0.5)
     save_bundle(pointwise_model(), folder, card)
     bundle = load_bundle(folder)
     prepared.prepare_runtime(bundle, bundle_runtime_cache(bundle))
@@ -90,7 +90,7 @@ def test_preparing_ships_the_gated_ir_and_kerass_masks_recorded_in_the_card(ship
     reference = prepared.KerasReference.load(shipped / PREPARED_DIR / "keras-reference.npz")
     samples = gating.gate_samples()
     assert reference.digests == tuple(gating.sample_digest(image) for image, _ in samples)
-    assert (reference.threshold, reference.tile_size) == (0.5, 32)
+    assert (reference.threshold, reference.tile_size) == (0.5, 128)
     # Keras's masks, recomputed without tiling (the model is pointwise)
     model = pointwise_model()
     for mask, (image, _) in zip(reference.masks, samples, strict=True):
@@ -198,7 +198,7 @@ def _missing_reference(folder):
     [
         (_altered_file, "openvino-int8/model.xml is missing or differs from the card"),
         (_other_versions, "made with {'openvino': '2020.1'"),
-        (_other_threshold, "made at threshold 0.5 and tile 32, the card has 0.6"),
+        (_other_threshold, "made at threshold 0.5 and tile 128, the card has 0.6"),
         (_missing_reference, "keras-reference.npz is missing or differs"),
     ],
 )
@@ -277,3 +277,34 @@ def test_cli_runtimes_ship_prepares_and_reports(tmp_path, small_gate, capsys):
     out = capsys.readouterr().out
     assert f"shipped openvino-int8 in {folder / PREPARED_DIR}" in out and "card updated" in out
     assert read_card(folder).prepared["runtime"] == OPENVINO_INT8
+
+
+def test_the_apps_first_prediction_on_a_fresh_copy_never_imports_tensorflow(fresh_copy, tmp_path):
+    """The real app (AppTest in its own process, as ``tests/test_app_startup.py`` runs it) on a
+    bundle as a fresh clone has it: the shipped runtime is gated and predicts the first
+    sample; neither TensorFlow nor Keras is imported."""
+    import os
+
+    from segcore.analysis.catalog import set_active_ref
+    from tests.test_app_startup import FIRST_PREDICTION
+
+    runs = tmp_path / "runs"
+    set_active_ref(str(fresh_copy), runs_dir=runs, load=False)
+    env = {**os.environ, "SEGCORE_RUNS_DIR": str(runs), "SEGCORE_RUNTIME": "auto"}
+    env["HF_HUB_OFFLINE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_PREDICTION, str(REPO_ROOT / "app.py")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["problems"] == []
+    assert result["loaded"] == []
+    assert result["dice"] and all(float(value) >= 0 for value in result["dice"])
+    assert any("runtime openvino-int8)" in c for c in result["captions"]), result["captions"]
+    record = bundle_runtime_cache(verified_bundle(fresh_copy)).gate_record()
+    assert record is not None and "prepared/" in record["keras_reference"]
