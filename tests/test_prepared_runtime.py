@@ -63,7 +63,15 @@ def shipped(tmp_path_factory):
     card = ModelCard(name="pointwise", input_size=128, preprocess=RAW.to_dict(), threshold=0.5)
     save_bundle(pointwise_model(), folder, card)
     bundle = load_bundle(folder)
-    prepared.prepare_runtime(bundle, bundle_runtime_cache(bundle))
+    cache = bundle_runtime_cache(bundle)
+    # the stand-in is so small that int8 may or may not beat Keras here, which would make
+    # ``auto``'s choice depend on the machine's noise: record it as a real network's int8 is
+    # (several times faster), so the shipped ratio lets ``auto`` pick it
+    record = cache.run_gate()
+    for result in record["results"]:
+        result["time_ratio"] = 0.25
+    cache.gate_path().write_text(json.dumps(record))
+    prepared.prepare_runtime(bundle, cache)
     shutil.rmtree(folder / ".runtimes")
     return folder
 
@@ -214,7 +222,9 @@ def test_a_shipped_runtime_that_does_not_match_is_left_alone(fresh_copy, caplog,
     )
 
 
-def test_a_runtime_that_disagrees_with_kerass_masks_fails_the_gate_and_is_not_used(fresh_copy):
+def test_a_runtime_that_disagrees_with_kerass_masks_fails_the_gate_and_is_not_used(
+    fresh_copy, caplog
+):
     path = fresh_copy / PREPARED_DIR / "keras-reference.npz"
     reference = prepared.KerasReference.load(path)
     flipped = dataclasses.replace(reference, masks=tuple(~m for m in reference.masks))
@@ -233,10 +243,11 @@ def test_a_runtime_that_disagrees_with_kerass_masks_fails_the_gate_and_is_not_us
         ),
     )
     bundle = verified_bundle(fresh_copy)
-    assert open_cached_runtime(bundle) is None
-    record = bundle_runtime_cache(bundle).gate_record()
-    (result,) = record["results"]
-    assert not result["passed"] and "masks" in result["reason"]
+    with caplog.at_level(logging.WARNING, logger="segcore.inference.runtimes.selection"):
+        assert open_cached_runtime(bundle) is None  # the caller takes the full way
+    assert "openvino-int8 failed its gate" in caplog.text and "masks agree" in caplog.text
+    # nothing recorded: the full gate (with Keras) will run and may pass another runtime
+    assert bundle_runtime_cache(bundle).gate_record() is None
 
 
 def test_the_reference_file_is_checked_not_trusted(tmp_path):

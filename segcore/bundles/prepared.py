@@ -215,8 +215,9 @@ def seed_cache(bundle: Bundle, cache: RuntimeCache) -> tuple[dict | None, Any]:
     Returns:
         ``(record, compiled)``: the gate record and the runtime compiled for the gate (``None``
         when another thread or process had just gated it); ``(None, None)``, the reason logged,
-        when the bundle ships none, it does not fit this machine, or it could not be gated.
-        Never raises: the caller then takes the full way.
+        when the bundle ships none, it does not fit this machine, it could not be gated or it
+        failed its gate here (nothing is recorded then, so the full gate runs as usual). Never
+        raises: the caller then takes the full way.
     """
     entry = bundle.card.prepared
     if not entry or bundle.path is None:
@@ -267,5 +268,6 @@ def seed_cache(bundle: Bundle, cache: RuntimeCache) -> tuple[dict | None, Any]:
     except Exception as exc:  # a prepared runtime is an optimisation: the full way remains
         log.warning("%s: the prepared runtime could not be used (%s)", name, exc)
         return None, None
-    log.info("%s: the prepared %s gated on this CPU without Keras", name, entry["runtime"])
+    if record is not None:
+        log.info("%s: the prepared %s gated on this CPU without Keras", name, entry["runtime"])
     return record, compiled

@@ -261,14 +261,16 @@ class RuntimeCache:
     ) -> tuple[dict[str, Any], RuntimeModel | None]:
         """Gates ``runtime``, whose IR is already in this cache, with ``gate`` (e.g.
         :func:`~segcore.inference.runtimes.gate.gate_against_masks` on the Keras masks a bundle
-        ships) and writes the record, unless a record holds already. ``keras_reference`` says
-        where Keras's side of the comparison comes from (the record's ``keras_reference``). No
-        Keras model is needed.
+        ships) and, if it passes, writes the record, unless a record holds already.
+        ``keras_reference`` says where Keras's side of the comparison comes from (the record's
+        ``keras_reference``). No Keras model is needed. A runtime that fails is not recorded:
+        the full gate (:meth:`run_gate`, with Keras) then runs as if nothing had been tried,
+        and may find another runtime that passes.
 
         Returns:
             ``(record, compiled)``: the record, and the runtime compiled for the gate (ready to
             predict with, so the caller need not compile it again), or ``None`` when a record
-            held already.
+            held already; ``(None, None)`` when the runtime failed (the reason logged).
 
         Raises:
             ImportError, Exception: the runtime cannot be compiled from its IR.
@@ -283,9 +285,13 @@ class RuntimeCache:
             if self.ir(runtime).meta() is None:
                 raise ConfigError(f"{runtime}: no usable IR in {self.folder} to gate")
             compiled = self.compiled(runtime)
-            record = self._write_record(
-                [compiled], [gate(compiled)], {}, keras_reference=keras_reference
-            )
+            result = gate(compiled)
+            if not result.passed:
+                log.warning(
+                    "%s failed its gate against %s: %s", runtime, keras_reference, result.reason
+                )
+                return None, None
+            record = self._write_record([compiled], [result], {}, keras_reference=keras_reference)
             return record, compiled
 
 
