@@ -61,6 +61,16 @@ def test_card_facts_name_the_starting_model_and_a_shared_threshold():
     assert facts["Threshold"] == "0.46 (one for the validation parts of 2 sources, mean rule)"
 
 
+def test_card_facts_name_a_shipped_runtime_only_when_there_is_one():
+    prepared = {"runtime": "openvino-int8", "versions": {"openvino": "2026.4.1", "nncf": "3.4.0"}}
+    facts = dict(cards.card_facts(card(prepared=prepared)))
+    assert facts["Shipped runtime"] == (
+        "openvino-int8 in prepared/ (openvino 2026.4.1 · nncf 3.4.0): gated on first use, "
+        "no TensorFlow"
+    )
+    assert "Shipped runtime" not in dict(cards.card_facts(card()))
+
+
 def test_figure_rows_have_fixed_decimals_per_set():
     figures = SplitFigures(
         split="test", threshold=0.46, images=14, pooled=FIGURES, mean=FIGURES, data="monuseg"

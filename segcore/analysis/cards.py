@@ -144,6 +144,13 @@ def card_facts(card: ModelCard) -> list[tuple[str, str]]:
     elif card.training.get("init_from"):
         facts.append(("Fine-tuned from", str(card.training["init_from"])))
     facts.append(("Backbone initialisation", card.backbone_weights or "random"))
+    runtime = card.prepared.get("runtime")
+    if runtime:
+        versions = " · ".join(f"{k} {v}" for k, v in card.prepared.get("versions", {}).items())
+        made = f" ({versions})" if versions else ""
+        facts.append(
+            ("Shipped runtime", f"{runtime} in prepared/{made}: gated on first use, no TensorFlow")
+        )
     facts.append(("Licence", card.licence))
     facts.append(("Created", card.created.replace("T", " ").replace("+00:00", " UTC")))
     if card.versions:
