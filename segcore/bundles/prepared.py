@@ -23,7 +23,7 @@ the card's threshold and tile size on the same gate images, the IR is copied int
 gated **on this CPU** against the shipped masks
 (:func:`~segcore.inference.runtimes.gate.gate_against_masks`: the masks overlap Keras's with
 Dice ≥ 0.99, the pooled Dice within 0.005 of Keras's). Only Keras's time per tile is not
-measured here: ``auto`` takes the ratio measured where the bundle was made (int8 0.24× Keras's
+measured here: ``auto`` takes the ratio measured where the bundle was made (int8 0.235× Keras's
 time on the 2-core development VM). Anything that does not match, or a runtime that fails its
 gate here, leaves no gate record, with the reason logged, and the full way (Keras, conversion,
 the full gate) runs as before.
