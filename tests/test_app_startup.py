@@ -145,20 +145,16 @@ print(json.dumps({
 """
 
 
-@pytest.mark.skipif(ovr.openvino_version() is None, reason="OpenVINO not installed")
-def test_the_first_prediction_from_a_warm_cache_never_imports_tensorflow(tmp_path):
-    from segcore.analysis.catalog import set_active_ref
-    from tests.test_slide_model import make_bundle
+def first_prediction(bundle_folder: Path, runs: Path) -> dict:
+    """:data:`FIRST_PREDICTION` run in its own process with ``bundle_folder`` the active model
+    (``auto`` runtime, offline): what it printed."""
+    import os
 
-    folder = make_bundle(tmp_path / "tiny")
-    runs = tmp_path / "runs"
-    set_active_ref(str(folder), runs_dir=runs, load=False)
-    env = {
-        **__import__("os").environ,
-        "SEGCORE_RUNS_DIR": str(runs),
-        "SEGCORE_RUNTIME": "auto",
-        "HF_HUB_OFFLINE": "1",
-    }
+    from segcore.analysis.catalog import set_active_ref
+
+    set_active_ref(str(bundle_folder), runs_dir=runs, load=False)
+    env = {**os.environ, "SEGCORE_RUNS_DIR": str(runs), "SEGCORE_RUNTIME": "auto"}
+    env["HF_HUB_OFFLINE"] = "1"
     done = subprocess.run(
         [sys.executable, "-c", FIRST_PREDICTION, str(REPO / "app.py")],
         cwd=REPO,
@@ -168,7 +164,15 @@ def test_the_first_prediction_from_a_warm_cache_never_imports_tensorflow(tmp_pat
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(ovr.openvino_version() is None, reason="OpenVINO not installed")
+def test_the_first_prediction_from_a_warm_cache_never_imports_tensorflow(tmp_path):
+    from tests.test_slide_model import make_bundle
+
+    folder = make_bundle(tmp_path / "tiny")
+    result = first_prediction(folder, tmp_path / "runs")
     assert result["problems"] == []
     assert result["preloaded"] == [str(folder)]
     assert result["loaded"] == []  # neither TensorFlow nor Keras in the server's process

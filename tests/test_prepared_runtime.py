@@ -294,25 +294,9 @@ def test_the_apps_first_prediction_on_a_fresh_copy_never_imports_tensorflow(fres
     """The real app (AppTest in its own process, as ``tests/test_app_startup.py`` runs it) on a
     bundle as a fresh clone has it: the shipped runtime is gated and predicts the first
     sample; neither TensorFlow nor Keras is imported."""
-    import os
+    from tests.test_app_startup import first_prediction
 
-    from segcore.analysis.catalog import set_active_ref
-    from tests.test_app_startup import FIRST_PREDICTION
-
-    runs = tmp_path / "runs"
-    set_active_ref(str(fresh_copy), runs_dir=runs, load=False)
-    env = {**os.environ, "SEGCORE_RUNS_DIR": str(runs), "SEGCORE_RUNTIME": "auto"}
-    env["HF_HUB_OFFLINE"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_PREDICTION, str(REPO_ROOT / "app.py")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = first_prediction(fresh_copy, tmp_path / "runs")
     assert result["problems"] == []
     assert result["loaded"] == []
     assert result["dice"] and all(float(value) >= 0 for value in result["dice"])
