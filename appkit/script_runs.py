@@ -110,9 +110,10 @@ def call_after_run(callback: Callable[[], None]) -> None:
     session's run that ends first), after the browser has been told the run finished — e.g.
     to start background work that would otherwise slow the run down. It runs in the script
     thread: keep it quick. Without the hook (:func:`keep_keras_state` returned False) it is
-    never called: callers must not depend on it."""
+    never called (nor kept): callers must not depend on it."""
     with _LOCK:
-        _after_run.append(callback)
+        if _replaced is not None:  # else nothing would ever empty the list
+            _after_run.append(callback)
 
 
 def request_settle() -> None:

@@ -49,23 +49,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality, bench_calibration
 
 from bench_calibration import machine
-from bench_quality import pairs, probabilities
+from bench_quality import pairs, score_row
 
 from segcore.bundles.loading import load_bundle
 from segcore.data.datasets import open_dataset
-from segcore.data.images import read_image, read_mask_array
 from segcore.evaluation.evaluate import combine_sweeps
-from segcore.inference.instances import label_instances
-from segcore.metrics.counts import ConfusionCounts, confusion_counts
-from segcore.metrics.instances import combine_instance_scores, instance_scores
-from segcore.metrics.labels import ground_truth_instances
-from segcore.metrics.sweep import threshold_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,31 +162,17 @@ def run_training(command: list[str], run_dir: Path, log_path: Path) -> Training:
 
 
 def score_part(bundles: dict, files: list[tuple[Path, Path]]) -> dict[str, Scores]:
-    """Each bundle on ``files`` at its card threshold (pooled Dice, mean PQ, as
-    ``bench_quality.score_row`` scores them) and the pooled Dice at the best threshold of a
-    sweep, from the same probabilities."""
-    counts = {name: ConfusionCounts(0, 0, 0, 0) for name in bundles}
-    objects: dict[str, list] = {name: [] for name in bundles}
+    """Each bundle on ``files`` at its card threshold (pooled Dice, mean PQ:
+    ``bench_quality.score_row``) and the pooled Dice at the best threshold of a sweep, from the
+    same probabilities."""
     sweeps: dict[str, list] = {name: [] for name in bundles}
-    for image_path, mask_path in files:
-        image = read_image(image_path)
-        truth, _ = ground_truth_instances(read_mask_array(mask_path), name=mask_path.name)
-        mask = (truth > 0).astype(np.uint8)
-        for name, bundle in bundles.items():
-            prob, pixel_size = probabilities(bundle, image, None)
-            counts[name] = counts[name] + confusion_counts(mask, prob >= bundle.threshold)
-            labels = label_instances(
-                prob, bundle.threshold, bundle.instances, pixel_size=pixel_size
-            )
-            objects[name].append(instance_scores(truth, labels))
-            sweeps[name].append(threshold_sweep(mask, prob))
+    counts, objects = score_row(bundles, files, None, sweeps)
     scores = {}
     for name in bundles:
         sweep = combine_sweeps(sweeps[name])
         best = sweep.best_threshold("dice")
         best_dice = float(sweep.pooled.dice[sweep.index_of(best)])
-        pq = combine_instance_scores(objects[name])["mean_pq"]
-        scores[name] = Scores(counts[name].dice, pq, best, best_dice)
+        scores[name] = Scores(counts[name].dice, objects[name]["mean_pq"], best, best_dice)
     return scores
 
 

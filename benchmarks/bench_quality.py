@@ -58,6 +58,7 @@ from segcore.inference.scale import AUTO, predict_at_given_pixel_size
 from segcore.metrics.counts import ConfusionCounts, confusion_counts
 from segcore.metrics.instances import combine_instance_scores, instance_scores
 from segcore.metrics.labels import ground_truth_instances
+from segcore.metrics.sweep import threshold_sweep
 
 ROWS = [
     # (row, folder, mode, part of split.json or None for every image)
@@ -111,8 +112,12 @@ def probabilities(bundle, image: np.ndarray, mode: str | None) -> tuple[np.ndarr
     return probs, used or bundle.pixel_size or DEFAULT_MODEL_PIXEL_SIZE
 
 
-def score_row(bundles: dict, files: list, mode: str | None) -> tuple[dict, dict]:
-    """Pooled pixel counts and per-image instance scores of every model on one row."""
+def score_row(
+    bundles: dict, files: list, mode: str | None, sweeps: dict | None = None
+) -> tuple[dict, dict]:
+    """Pooled pixel counts and per-image instance scores of every model on one row; with
+    ``sweeps`` (model name → list), each image's threshold sweep is appended there too, from
+    the same probabilities."""
     counts = {name: ConfusionCounts(0, 0, 0, 0) for name in bundles}
     objects: dict[str, list] = {name: [] for name in bundles}
     for image_path, mask_path in files:
@@ -130,6 +135,8 @@ def score_row(bundles: dict, files: list, mode: str | None) -> tuple[dict, dict]
             split = bundle.instances
             labels = label_instances(prob, bundle.threshold, split, pixel_size=pixel_size)
             objects[name].append(instance_scores(truth, labels))
+            if sweeps is not None:
+                sweeps[name].append(threshold_sweep(mask, prob))
     return counts, {name: combine_instance_scores(scores) for name, scores in objects.items()}
 
 

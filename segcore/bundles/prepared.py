@@ -48,7 +48,7 @@ from segcore.errors import ConfigError
 from segcore.inference.runtimes import gate as gating
 from segcore.inference.runtimes import openvino_runtime as ovr
 from segcore.inference.runtimes.base import OPENVINO_INT8, REDUCED_PRECISION
-from segcore.inference.runtimes.selection import Report, RuntimeCache
+from segcore.inference.runtimes.selection import Report, RuntimeCache, gate_result
 from segcore.timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def prepare_runtime(bundle: Bundle, cache: RuntimeCache, report: Report = log.in
     if missing:
         raise ConfigError(f"preparing {runtime} needs {' and '.join(missing)}")
     record = cache.gate_record() or cache.run_gate(report)
-    result = next((r for r in record["results"] if r["runtime"] == runtime), None)
+    result = gate_result(record, runtime)
     if result is None or not result["passed"]:
         why = record.get("failed", {}).get(runtime) or (result or {}).get("reason", "not gated")
         raise ConfigError(f"{runtime} did not pass the accuracy gate on this CPU: {why}")

@@ -40,7 +40,7 @@ from segcore.bundles.store import RUNTIME_CACHE_DIR
 from segcore.inference.classical import BASELINE_REF, ClassicalBaseline
 from segcore.inference.runtimes import AUTO, open_runtime
 from segcore.inference.runtimes.base import KERAS
-from segcore.inference.runtimes.selection import Report, check_runtime_name, choose
+from segcore.inference.runtimes.selection import Report, check_runtime_name, choose, gate_result
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,6 @@ def gate_record(folder, card) -> dict | None:
     return None if cache is None else cache.gate_record()
 
 
-def _gate_result(record: dict[str, Any], runtime: str) -> dict[str, Any] | None:
-    for result in record.get("results", []):
-        if isinstance(result, dict) and result.get("runtime") == runtime:
-            return result
-    return None
-
-
 def open_cached_runtime(bundle: Bundle, requested: str = AUTO) -> Any | None:
     """``bundle``'s runtime opened from the runtime cache without Keras, or ``None`` when that
     would need the Keras model (see the module docstring). ``bundle`` is verified already
@@ -149,7 +142,7 @@ def open_cached_runtime(bundle: Bundle, requested: str = AUTO) -> Any | None:
     if record is None:
         return None
     name = choose(record) if requested == AUTO else requested
-    result = _gate_result(record, name)
+    result = gate_result(record, name)
     if name == KERAS or result is None or not result.get("passed"):
         return None
     if gated is not None and gated.name == name:

@@ -306,9 +306,11 @@ def choose(record: dict[str, Any]) -> str:
     return min(passed, key=lambda r: r["time_ratio"])["runtime"]
 
 
-def _result_of(record: dict[str, Any] | None, runtime: str) -> dict[str, Any] | None:
+def gate_result(record: dict[str, Any] | None, runtime: str) -> dict[str, Any] | None:
+    """``runtime``'s :class:`~segcore.inference.runtimes.gate.GateResult` dict in a gate
+    ``record``, or ``None`` (no record, or the runtime was not gated)."""
     for result in (record or {}).get("results", []):
-        if result.get("runtime") == runtime:
+        if isinstance(result, dict) and result.get("runtime") == runtime:
             return result
     return None
 
@@ -380,7 +382,7 @@ def open_runtime(
             f"{runtime_name} is not available ({exc.__class__.__name__}: {str(exc)[:200]}); "
             "running Keras"
         )
-    result = _result_of(record, runtime_name)
+    result = gate_result(record, runtime_name)
     notice = None
     if result is not None and not result.get("passed"):
         notice = f"{runtime_name} failed the accuracy gate on this CPU ({result['reason']})"
