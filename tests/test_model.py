@@ -208,6 +208,37 @@ def test_dspp_shapes_and_config():
     assert clone.rates == (2, 3) and clone.filters == 16
 
 
+def test_frozen_batchnorm_is_saved_with_the_model_and_kept_by_fit(tmp_path):
+    from segcore.training.models import freeze_batchnorm
+
+    model = build_deeplabv3plus(
+        config=ModelConfig(aspp_filters=8, aspp_rates=(2,), low_level_filters=8, decoder_filters=8)
+    )
+    norms = [
+        layer for layer in model._flatten_layers() if isinstance(layer, layers.BatchNormalization)
+    ]
+    assert freeze_batchnorm(model) == len(norms) > 0
+    statistics = [np.asarray(w).copy() for layer in norms for w in layer.weights]
+    trainable = len(model.trainable_weights)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 32, 32, 3), np.float32)
+    model.fit(x, (x[..., :1] > 0.5).astype("float32"), epochs=1, verbose=0)
+    for before, w in zip(statistics, (w for layer in norms for w in layer.weights), strict=True):
+        np.testing.assert_array_equal(before, np.asarray(w))  # inference mode: nothing moves
+    # Saved and loaded (a resumed run): every BatchNormalization is still frozen, nested ones
+    # inside ConvBlock and DSPP included, so the optimizer's state matches its variables.
+    model.save(tmp_path / "frozen.keras")
+    loaded = keras.saving.load_model(tmp_path / "frozen.keras", safe_mode=True)
+    assert len(loaded.trainable_weights) == trainable
+    assert not any(
+        layer.trainable
+        for layer in loaded._flatten_layers()
+        if isinstance(layer, layers.BatchNormalization)
+    )
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+
+
 def test_resize_like_and_normalization():
     x = np.arange(16, dtype="float32").reshape(1, 2, 2, 4)
     out = ResizeLike()([x, np.zeros((1, 6, 4, 1), "float32")])

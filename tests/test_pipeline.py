@@ -88,6 +88,57 @@ def test_same_seed_same_data_and_epochs_differ(aligned_dataset):
     assert not np.array_equal(run(6)[0][0][0], a[0][0][0])
 
 
+def uniform_set(root, value: int, n: int = 2, size: int = 48):
+    """``n`` image/mask pairs of one flat colour (green channel ``value``), no nuclei."""
+    for i in range(n):
+        write_png(root / "images" / f"u{i}.png", np.full((size, size, 3), value, np.uint8))
+        write_png(root / "masks" / f"u{i}.png", np.zeros((size, size), np.uint8))
+    return open_dataset(root, val_fraction=0, test_fraction=0).train
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_replay_draws_its_share_of_crops_from_the_other_set(tmp_path, raw):
+    own, other = uniform_set(tmp_path / "own", 40), uniform_set(tmp_path / "other", 200, n=3)
+    augment = AugmentConfig(
+        flips=False,
+        rot90=False,
+        scale_min=1,
+        scale_max=1,
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        hue=0,
+        raw_crops=raw,
+    )
+
+    def crops(**replay):
+        data = make_training_dataset(
+            own,
+            RAW,
+            image_size=32,
+            batch_size=50,
+            augment=augment,
+            crops_per_epoch=400,
+            seed=3,
+            **replay,
+        )
+        return np.concatenate([x for x, _ in batches(data.dataset)])
+
+    alone = crops()
+    assert data_from(alone, 200) == 0
+    mixed = crops(replay=other, replay_fraction=0.3)
+    assert len(mixed) == 400  # the epoch keeps its length; replayed crops replace own ones
+    assert 0.22 < data_from(mixed, 200) / 400 < 0.38  # binomial(400, 0.3): ±4 sd
+    assert data_from(mixed, 200) + data_from(mixed, 40) == 400
+    # No share (or no tiles) draws exactly the crops of a run without replay.
+    np.testing.assert_array_equal(crops(replay=other, replay_fraction=0.0), alone)
+
+
+def data_from(crops: np.ndarray, value: int) -> int:
+    """How many crops are the flat colour ``value`` (green channel)."""
+    return int(np.sum(np.abs(crops[..., 1].mean(axis=(1, 2)) * 255 - value) < 2))
+
+
 def test_preprocessing_is_applied(aligned_dataset):
     plain = make_eval_dataset(aligned_dataset, RAW, image_size=32)
     equalised = make_eval_dataset(aligned_dataset, PreprocessConfig(), image_size=32)

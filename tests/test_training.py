@@ -399,6 +399,47 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
     )
 
 
+def test_freeze_batchnorm_and_replay_fine_tune_around_the_start(tiny_data, tmp_path):
+    import keras
+
+    runs = tmp_path / "runs"
+    first = train(tiny_config(tiny_data, runs / "first", epochs=1), runs_dir=runs)
+    tuned = train(
+        tiny_config(
+            tiny_data,
+            runs / "tuned",
+            epochs=2,
+            lr=1e-2,
+            freeze_batchnorm=True,
+            init_from=str(first.bundle_dir),
+            replay_data="init_from",  # the first run's data, from its card
+            replay_fraction=0.5,
+        ),
+        runs_dir=runs,
+    )
+
+    def norms(model):
+        return {
+            layer.path: [np.asarray(w) for w in layer.weights]
+            for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+
+    source, model = load_bundle(first.bundle_dir).model, load_bundle(tuned.bundle_dir).model
+    start, end = norms(source), norms(model)
+    assert start.keys() == end.keys() and start
+    for path, weights in start.items():  # statistics, scale and offset as they started
+        for before, after in zip(weights, end[path], strict=True):
+            np.testing.assert_array_equal(before, after, err_msg=path)
+    assert not np.allclose(  # while the convolutions did train
+        np.asarray(source.trainable_weights[0]), np.asarray(model.trainable_weights[0])
+    )
+    assert TrainConfig.from_dict(RunDir(tuned.path).read_config()).freeze_batchnorm
+    replayed = load_bundle(tuned.bundle_dir).card.training["replay"]
+    assert replayed["data"] == str(tiny_data) and replayed["fraction"] == 0.5
+    assert replayed["images"] == len(tiny_config(tiny_data, None).open_folder().train)
+
+
 def test_init_from_another_architecture_fails_clearly(tiny_data, tmp_path):
     runs = tmp_path / "runs"
     first = train(tiny_config(tiny_data, runs / "first", epochs=1), runs_dir=runs)

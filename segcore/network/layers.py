@@ -10,6 +10,7 @@ run time (``Input((None, None, 3))``); none is a ``Lambda`` layer, so saved mode
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import keras
@@ -58,6 +59,9 @@ class ConvBlock(layers.Layer):
         batch: bool. Apply BatchNormalization and ``activation`` after the convolution,
             defaults to True.
         activation: str. Activation applied when ``batch`` is on, defaults to ``"relu"``.
+        batchnorm_trainable: bool. Whether the BatchNormalization is trained (False: it runs in
+            inference mode, as :func:`segcore.training.models.freeze_batchnorm` leaves it);
+            saved with the layer so a resumed run keeps it, defaults to True.
         **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
 
     Example:
@@ -74,6 +78,7 @@ class ConvBlock(layers.Layer):
         use_bias: bool = False,
         batch: bool = True,
         activation: str = "relu",
+        batchnorm_trainable: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -95,6 +100,8 @@ class ConvBlock(layers.Layer):
             name="conv",
         )
         self.bn = layers.BatchNormalization(dtype=self.dtype_policy, name="bn") if batch else None
+        if self.bn is not None:
+            self.bn.trainable = bool(batchnorm_trainable)
         self.act = layers.Activation(activation, dtype=self.dtype_policy) if batch else None
 
     def build(self, input_shape):
@@ -122,6 +129,7 @@ class ConvBlock(layers.Layer):
             use_bias=self.use_bias,
             batch=self.batch,
             activation=self.activation,
+            batchnorm_trainable=self.bn.trainable if self.bn is not None else True,
         )
         return config
 
@@ -193,6 +201,8 @@ class DSPP(layers.Layer):
     Args:
         filters: int. Channels of every branch and of the output, defaults to 256.
         rates: sequence of int. Dilation rates of the 3×3 branches, defaults to ``(6, 12, 18)``.
+        batchnorm_trainable: bool. Whether the branches' BatchNormalization layers are trained
+            (see :class:`ConvBlock`); saved as False when all of them are frozen, defaults to True.
         **kwargs: base ``keras.layers.Layer`` arguments.
 
     Example:
@@ -200,22 +210,28 @@ class DSPP(layers.Layer):
         TensorShape([1, 16, 16, 32])
     """
 
-    def __init__(self, filters: int = 256, rates: Sequence[int] = (6, 12, 18), **kwargs):
+    def __init__(
+        self,
+        filters: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+        batchnorm_trainable: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.rates = tuple(int(r) for r in rates)
-        policy = self.dtype_policy
-        self.pool_conv = ConvBlock(self.filters, 1, use_bias=True, dtype=policy, name="pool_conv")
-        self.resize = ResizeLike(dtype=policy, name="pool_resize")
-        self.conv_1x1 = ConvBlock(self.filters, 1, dtype=policy, name="conv_1x1")
+        block = functools.partial(
+            ConvBlock, dtype=self.dtype_policy, batchnorm_trainable=batchnorm_trainable
+        )
+        self.pool_conv = block(self.filters, 1, use_bias=True, name="pool_conv")
+        self.resize = ResizeLike(dtype=self.dtype_policy, name="pool_resize")
+        self.conv_1x1 = block(self.filters, 1, name="conv_1x1")
         self.dilated = [
-            ConvBlock(
-                self.filters, 3, dilation_rate=rate, dtype=policy, name=f"conv_3x3_rate{rate}"
-            )
+            block(self.filters, 3, dilation_rate=rate, name=f"conv_3x3_rate{rate}")
             for rate in self.rates
         ]
-        self.concat = layers.Concatenate(axis=-1, dtype=policy)
-        self.project = ConvBlock(self.filters, 1, dtype=policy, name="project")
+        self.concat = layers.Concatenate(axis=-1, dtype=self.dtype_policy)
+        self.project = block(self.filters, 1, name="project")
 
     def build(self, input_shape):
         pooled_shape = (input_shape[0], 1, 1, input_shape[-1])
@@ -239,5 +255,10 @@ class DSPP(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, rates=list(self.rates))
+        blocks = [self.pool_conv, self.conv_1x1, *self.dilated, self.project]
+        config.update(
+            filters=self.filters,
+            rates=list(self.rates),
+            batchnorm_trainable=any(block.bn.trainable for block in blocks),
+        )
         return config

@@ -79,6 +79,11 @@ class AugmentConfig(JsonConfig):
             raise ConfigError("AugmentConfig.context must be at least 1")
 
 
+REPLAY_START = "init_from"
+"""``TrainConfig.replay_data`` keyword: the starting bundle's own training data
+(:mod:`segcore.training.replay`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
     """Everything that defines a training run (saved as the run's ``config.json``).
@@ -116,6 +121,18 @@ class TrainConfig(JsonConfig):
         init_from: a bundle ref (see :func:`segcore.bundles.loading.load_bundle`) whose weights
             start the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
             this config's ``model``. ``None`` (the default) starts from ``backbone_weights``.
+        freeze_batchnorm: keep every BatchNormalization layer in inference mode (its moving
+            mean and variance, and its scale and offset, stay as they start), as Keras's
+            transfer-learning guide advises for fine-tuning on few images: a short run on one
+            lab's tiles then cannot shift the statistics every other stain is normalised by.
+            Defaults to False.
+        replay_data: a dataset folder whose training samples make ``replay_fraction`` of every
+            epoch's crops (prepared and augmented as the run's own), so a fine-tune on one
+            lab's tiles keeps seeing the lab the model was made on; ``"init_from"`` takes the
+            training data recorded in the starting bundle's card when this machine has it
+            (:mod:`segcore.training.replay`). ``None`` (the default): no replay.
+        replay_fraction: share of each epoch's crops drawn from ``replay_data``, in ``[0, 1)``,
+            defaults to 0.
         name: the bundle's name.
         licence: licence recorded in the bundle's card (that of the training data).
         run_dir: where the run lives; ``None`` makes ``runs/<new run id>``.
@@ -142,6 +159,9 @@ class TrainConfig(JsonConfig):
     validation_sources: list = field(default_factory=list)
     source_rule: str = "mean"
     init_from: str | None = None
+    freeze_batchnorm: bool = False
+    replay_data: str | None = None
+    replay_fraction: float = 0.0
     name: str = "segcore-deeplabv3plus"
     licence: str = "unspecified"
     run_dir: str | None = None
@@ -161,6 +181,10 @@ class TrainConfig(JsonConfig):
             )
         if self.crops_per_epoch is not None and self.crops_per_epoch < 1:
             raise ConfigError("crops_per_epoch must be at least 1 (or null)")
+        if not 0 <= self.replay_fraction < 1:
+            raise ConfigError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.replay_fraction > 0 and not self.replay_data:
+            raise ConfigError("replay_fraction needs replay_data (a dataset folder or init_from)")
         if self.source_rule not in SOURCE_RULES:
             raise ConfigError(
                 f"source_rule must be one of {SOURCE_RULES}, got {self.source_rule!r}"

@@ -58,6 +58,20 @@ def init_from_bundle(model, ref: str) -> None:
     log.info("initialised the model from bundle %s (%s)", ref, source.card.name)
 
 
+def freeze_batchnorm(model) -> int:
+    """Sets every BatchNormalization layer of ``model`` (nested ones included) untrainable,
+    which in Keras 3 also runs it in inference mode; returns how many were frozen. Call before
+    compiling."""
+    import keras
+
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
 def model_for_run(run: RunDir, config: TrainConfig, state: dict | None, total_steps: int):
     """The compiled model: resumed from the checkpoint of ``state``, else built new (and
     initialised from ``config.init_from`` when set). Call inside the strategy's scope."""
@@ -74,5 +88,7 @@ def model_for_run(run: RunDir, config: TrainConfig, state: dict | None, total_st
     model = build_deeplabv3plus(config=config.model_config())
     if config.init_from:
         init_from_bundle(model, config.init_from)
+    if config.freeze_batchnorm:
+        log.info("froze %d BatchNormalization layers (inference mode)", freeze_batchnorm(model))
     compile_model(model, config, total_steps)
     return model

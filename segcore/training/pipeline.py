@@ -83,6 +83,8 @@ def make_training_dataset(
     crops_per_epoch: int | None = None,
     seed: int = 0,
     first_epoch: int = 0,
+    replay: SampleSet | None = None,
+    replay_fraction: float = 0.0,
 ) -> TrainingData:
     """Builds the training pipeline: random ``image_size`` crops, augmented, batched.
 
@@ -96,6 +98,10 @@ def make_training_dataset(
         seed: seed of every random choice.
         first_epoch: number of the epoch the first pass produces (later passes count up), so a
             resumed run sees the same data as an uninterrupted one.
+        replay: other training samples (:mod:`segcore.training.replay`), prepared and
+            augmented as ``samples``; each crop comes from them with probability
+            ``replay_fraction``, else from ``samples`` (each set's images equally likely).
+        replay_fraction: see ``replay``; 0 (or no ``replay``) draws exactly as without them.
 
     Raises:
         ConfigError: empty sample set or invalid sizes.
@@ -105,21 +111,39 @@ def make_training_dataset(
     if image_size < 16 or image_size % 16 or batch_size < 1:
         raise ConfigError("image_size must be a multiple of 16 and batch_size >= 1")
     raw = augment is not None and augment.raw_crops
-    if raw:  # preprocessed crop by crop in the generator; TensorFlow does the rest
-        prepared = [(image, preprocess_mask(mask, config)) for image, mask in load_samples(samples)]
-        in_tf = dataclasses.replace(augment, scale_min=1.0, scale_max=1.0, hed_probability=0.0)
-    else:
-        prepared = prepare_samples(samples, config)
-        in_tf = augment
+    replaying = replay is not None and len(replay) > 0 and replay_fraction > 0
+
+    def prepare(sample_set):
+        if raw:  # preprocessed crop by crop in the generator; TensorFlow does the rest
+            return [
+                (image, preprocess_mask(mask, config)) for image, mask in load_samples(sample_set)
+            ]
+        return prepare_samples(sample_set, config)
+
+    prepared = prepare(samples)
+    own = len(prepared)
+    crops = crops_per_epoch or default_crops_per_epoch(
+        [mask.shape for _, mask in prepared], image_size
+    )
+    if replaying:
+        prepared += prepare(replay)
+    in_tf = (
+        dataclasses.replace(augment, scale_min=1.0, scale_max=1.0, hed_probability=0.0)
+        if raw
+        else augment
+    )
     images = [pad_to_at_least(img, image_size) for img, _ in prepared]
     masks = [pad_to_at_least(mask, image_size) for _, mask in prepared]
-    crops = crops_per_epoch or default_crops_per_epoch([m.shape for m in masks], image_size)
     epochs = itertools.count(first_epoch)
 
     def generate():
         rng = np.random.default_rng([seed, next(epochs)])
-        picks = rng.integers(0, len(images), size=crops)
+        picks = rng.integers(0, own, size=crops)
         seeds = rng.integers(0, 2**31 - 1, size=(crops, 2), dtype=np.int64)
+        if replaying:  # drawn after the above, so a run without replay draws as before
+            replayed = rng.random(crops) < replay_fraction
+            others = rng.integers(own, len(images), size=crops)
+            picks = np.where(replayed, others, picks)
         for index, pair in zip(picks, seeds, strict=True):
             if raw:
                 crop_rng = np.random.default_rng(pair)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from segcore.errors import ConfigError
 from segcore.paths import REPO_ROOT
-from segcore.training.config import TrainConfig
+from segcore.training.config import REPLAY_START, TrainConfig
 
 RECIPES_DIR = REPO_ROOT / "scripts" / "recipes"
 """The folder of the repository's recipes (``<name>.json``)."""
@@ -93,9 +93,16 @@ def resolve_recipe_path(value: str, base: str | os.PathLike = REPO_ROOT) -> str:
     return os.path.normpath(path)
 
 
+def _replay_path(value: str | None, base: str | os.PathLike) -> str | None:
+    """``replay_data`` resolved as a recipe path, its ``init_from`` keyword kept."""
+    if not value or value == REPLAY_START:
+        return value
+    return resolve_recipe_path(value, base)
+
+
 def resolve_paths(config: TrainConfig, base: str | os.PathLike = REPO_ROOT) -> TrainConfig:
-    """``config`` with ``data``, ``validation_sources`` and a ``backbone_weights`` file
-    resolved against ``base`` (:func:`resolve_recipe_path`)."""
+    """``config`` with ``data``, ``validation_sources``, ``replay_data`` and a
+    ``backbone_weights`` file resolved against ``base`` (:func:`resolve_recipe_path`)."""
     weights = config.backbone_weights
     if weights and weights.lower() != "imagenet":
         weights = resolve_recipe_path(weights, base)
@@ -104,6 +111,7 @@ def resolve_paths(config: TrainConfig, base: str | os.PathLike = REPO_ROOT) -> T
         data=resolve_recipe_path(config.data, base),
         validation_sources=[resolve_recipe_path(p, base) for p in config.validation_sources],
         backbone_weights=weights,
+        replay_data=_replay_path(config.replay_data, base),
     )
 
 

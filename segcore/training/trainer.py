@@ -58,6 +58,7 @@ from segcore.training.config import TrainConfig
 from segcore.training.finish import finish_run, recording_failure
 from segcore.training.locks import lock_for
 from segcore.training.models import model_for_run
+from segcore.training.replay import Replay, resolve_replay
 from segcore.training.runs import (
     RunDir,
     default_runs_dir,
@@ -289,11 +290,12 @@ def _choose_devices(run: RunDir):
     return strategy, device
 
 
-def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int):
+def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int, replay: Replay):
     """The tf.data pipelines of a run: ``(train_data, val_source, val_data, preview)``.
 
-    Validation uses the val split, or train when there is none; ``preview`` is
-    ``(images, masks)`` of the first ``config.preview_tiles`` validation tiles, or None.
+    Training crops come from the train split and ``replay``'s tiles; validation uses the val
+    split, or train when there is none; ``preview`` is ``(images, masks)`` of the first
+    ``config.preview_tiles`` validation tiles, or None.
     """
     from segcore.training.pipeline import make_eval_dataset, make_training_dataset
 
@@ -307,6 +309,8 @@ def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int):
         crops_per_epoch=config.crops_per_epoch,
         seed=config.seed,
         first_epoch=initial_epoch,
+        replay=replay.samples,
+        replay_fraction=replay.fraction,
     )
     val_source = splits.val if len(splits.val) else splits.train
     val_data = make_eval_dataset(
@@ -341,7 +345,8 @@ def _run(
     initial_epoch = state["epoch"] if state else 0
     keras.utils.set_random_seed(config.seed + initial_epoch)
 
-    train_data, val_source, val_data, preview = _inputs(config, splits, initial_epoch)
+    replay = resolve_replay(config, splits.root)
+    train_data, val_source, val_data, preview = _inputs(config, splits, initial_epoch, replay)
     run.write_status(steps_per_epoch=train_data.steps_per_epoch)
 
     history = [r for r in run.read_metrics() if r["epoch"] <= initial_epoch] if resume else []
@@ -388,6 +393,7 @@ def _run(
         "device": device,
         "command": command,
         "history_last": history[-1] if history else None,
+        **({"replay": replay.record} if replay.record else {}),
     }
     finish_run(run, config, model, splits, val_source, outcome, sources=sources)
 

@@ -1,0 +1,119 @@
+"""Replay: a share of a fine-tuning's crops drawn from another dataset's training tiles.
+
+A short fine-tune on one lab's tiles moves the network towards that lab (its stain, and its
+annotators' outline convention) and away from the lab it was made on. Mixing a share of the
+starting model's own training tiles into every epoch (``TrainConfig.replay_data``,
+``replay_fraction``) keeps both in view. :func:`resolve_replay` finds those tiles:
+
+* a dataset folder: its training samples, carved as the run carves its own (a missing folder
+  is an error, as for ``data``);
+* ``"init_from"`` (:data:`~segcore.training.config.REPLAY_START`): the training data recorded
+  in the starting bundle's card (``training.data``, else ``dataset.data``; relative paths are
+  against :data:`segcore.paths.REPO_ROOT`, as in recipes), carved as that run carved it (so
+  its validation tiles stay out). A model's training tiles are often
+  not on the machine that fine-tunes it: then the run trains on its own tiles alone, and its
+  log and card say why (``training.replay``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segcore.data.datasets import SampleSet, dataset_pixel_size, open_dataset
+from segcore.errors import ConfigError
+from segcore.training.config import REPLAY_START, TrainConfig
+from segcore.training.recipes import resolve_recipe_path
+
+log = logging.getLogger(__name__)
+
+PIXEL_SIZE_TOLERANCE = 0.1
+"""Relative difference of declared pixel sizes above which replay tiles are refused."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The tiles a run replays and what its card records of them.
+
+    Attributes:
+        samples: the replayed training samples, or None (no replay).
+        fraction: share of every epoch's crops drawn from ``samples`` (0 without them).
+        record: ``training.replay`` of the card: ``{"data", "images", "fraction"}``, or
+            ``{"skipped": reason}``, or empty when the run asked for no replay.
+    """
+
+    samples: SampleSet | None = None
+    fraction: float = 0.0
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _start_data(ref: str) -> tuple[str | None, dict[str, Any]]:
+    """The training data a bundle's card records (or None), and how its run carved val and
+    test out of it (``val_fraction``, ``test_fraction``, ``seed``, as far as recorded)."""
+    from segcore.bundles.refs import resolve_bundle_ref
+    from segcore.bundles.store import read_card
+
+    card = read_card(resolve_bundle_ref(ref))
+    training = card.training or {}
+    data = training.get("data") or (card.dataset or {}).get("data")
+    carving = {k: training[k] for k in ("val_fraction", "test_fraction", "seed") if k in training}
+    return (str(data) if data else None), carving
+
+
+def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
+    """The replay tiles of ``config`` (see the module docstring).
+
+    Args:
+        config: the run's config (``replay_data``, ``replay_fraction``, ``init_from``).
+        own_root: the run's dataset folder, whose declared pixel size the replay tiles must
+            share (None: the synthetic set, not checked).
+
+    Raises:
+        ConfigError: ``"init_from"`` without a starting bundle, or tiles of another declared
+            pixel size.
+        DatasetError: a named folder is missing or holds no training samples.
+    """
+    if not config.replay_data or config.replay_fraction <= 0:
+        return Replay()
+    if config.replay_data == REPLAY_START:
+        if not config.init_from:
+            raise ConfigError('replay_data "init_from" needs a starting bundle (init_from)')
+        recorded, carving = _start_data(config.init_from)
+        folder = resolve_recipe_path(recorded) if recorded else ""
+        if not folder or not Path(folder).is_dir():
+            reason = (
+                f"the training data of {config.init_from} ({recorded}) is not on this machine"
+                if recorded
+                else f"the card of {config.init_from} records no training data"
+            )
+            log.warning("no replay: %s; training on the run's own tiles alone", reason)
+            return Replay(record={"skipped": reason})
+    else:
+        folder, carving = config.replay_data, {}
+    carving = {
+        "val_fraction": config.val_fraction,
+        "test_fraction": config.test_fraction,
+        "seed": config.seed,
+        **carving,
+    }
+    splits = open_dataset(folder, **carving)
+    if not len(splits.train):
+        raise ConfigError(f"replay_data {folder}: no training samples")
+    theirs = dataset_pixel_size(splits.root)
+    ours = dataset_pixel_size(own_root) if own_root is not None else None
+    if theirs and ours and not math.isclose(theirs, ours, rel_tol=PIXEL_SIZE_TOLERANCE):
+        raise ConfigError(
+            f"replay_data {folder}: its tiles are at {theirs:g} µm/px but the run's data is at "
+            f"{ours:g} µm/px; replay tiles of the same scale"
+        )
+    log.info(
+        "replaying %d training tiles of %s in %.0f %% of each epoch's crops",
+        len(splits.train),
+        folder,
+        100 * config.replay_fraction,
+    )
+    record = {"data": str(folder), "images": len(splits.train), "fraction": config.replay_fraction}
+    return Replay(splits.train, config.replay_fraction, record)

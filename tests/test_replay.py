@@ -1,0 +1,99 @@
+"""Replay tiles of a fine-tuning (segcore.training.replay): which folder, when it is skipped and
+why, and what is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from segcore.errors import ConfigError, DatasetError
+from segcore.paths import REPO_ROOT
+from segcore.training.config import REPLAY_START, TrainConfig
+from segcore.training.recipes import resolve_paths
+from segcore.training.replay import resolve_replay
+from tests.conftest import make_pairs_dataset
+
+
+def card_bundle(folder, data):
+    """A bundle folder holding the default's card with ``training.data`` = ``data``."""
+    card = json.loads((REPO_ROOT / "weights" / "default" / "card.json").read_text())
+    card["training"] = {**card["training"], "data": data}
+    folder.mkdir(parents=True)
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_the_config_refuses_a_share_without_tiles_and_shares_out_of_range():
+    with pytest.raises(ConfigError, match="replay_fraction needs replay_data"):
+        TrainConfig(replay_fraction=0.5)
+    for share in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"replay_fraction must be in \[0, 1\)"):
+            TrainConfig(replay_data="x", replay_fraction=share)
+    assert TrainConfig(replay_data="x").replay_fraction == 0
+
+
+def test_no_replay_asked_is_no_replay(tmp_path):
+    own = make_pairs_dataset(tmp_path / "own", n=3)
+    for config in (TrainConfig(data=str(own)), TrainConfig(replay_data=str(own))):
+        replay = resolve_replay(config, own)
+        assert replay.samples is None and replay.fraction == 0 and replay.record == {}
+
+
+def test_a_named_folder_gives_its_training_tiles(tmp_path):
+    own = make_pairs_dataset(tmp_path / "own", n=3)
+    other = make_pairs_dataset(tmp_path / "other", n=5, seed=1)
+    config = TrainConfig(data=str(own), replay_data=str(other), replay_fraction=0.4, seed=2)
+    replay = resolve_replay(config, own)
+    assert replay.fraction == 0.4
+    assert replay.record == {"data": str(other), "images": len(replay.samples), "fraction": 0.4}
+    assert 0 < len(replay.samples) <= 5  # its train split (val and test carved as usual)
+    with pytest.raises(DatasetError, match="missing"):
+        resolve_replay(
+            TrainConfig(data=str(own), replay_data=str(tmp_path / "missing"), replay_fraction=0.4),
+            own,
+        )
+
+
+def test_tiles_of_another_scale_are_refused_by_name(tmp_path):
+    own = make_pairs_dataset(tmp_path / "own", n=3)
+    other = make_pairs_dataset(tmp_path / "other", n=3)
+    (own / "dataset.json").write_text('{"pixel_size": 0.25}')
+    (other / "dataset.json").write_text('{"pixel_size": 0.5}')
+    config = TrainConfig(data=str(own), replay_data=str(other), replay_fraction=0.5)
+    with pytest.raises(ConfigError, match=rf"{other}: its tiles are at 0.5 µm/px .* 0.25 µm/px"):
+        resolve_replay(config, own)
+    (other / "dataset.json").write_text('{"pixel_size": 0.26}')  # within 10 %: the same scale
+    assert resolve_replay(config, own).samples is not None
+
+
+def test_init_from_replays_the_starting_models_data_when_this_machine_has_it(tmp_path):
+    own = make_pairs_dataset(tmp_path / "own", n=3)
+    start_data = make_pairs_dataset(tmp_path / "start-data", n=4)
+    present = card_bundle(tmp_path / "present", str(start_data))
+    config = TrainConfig(
+        data=str(own), init_from=str(present), replay_data=REPLAY_START, replay_fraction=0.5
+    )
+    replay = resolve_replay(config, own)
+    assert replay.record["data"] == str(start_data) and replay.samples is not None
+    # A card whose training data is elsewhere: the run trains on its own tiles and says why.
+    absent = card_bundle(tmp_path / "absent", "../not/here/monuseg")
+    replay = resolve_replay(
+        TrainConfig(
+            data=str(own), init_from=str(absent), replay_data=REPLAY_START, replay_fraction=0.5
+        ),
+        own,
+    )
+    assert replay.samples is None and replay.fraction == 0
+    assert replay.record == {
+        "skipped": f"the training data of {absent} (../not/here/monuseg) is not on this machine"
+    }
+    with pytest.raises(ConfigError, match="needs a starting bundle"):
+        resolve_replay(TrainConfig(replay_data=REPLAY_START, replay_fraction=0.5), own)
+
+
+def test_a_recipe_resolves_a_replay_folder_but_keeps_the_keyword(tmp_path):
+    named = resolve_paths(TrainConfig(replay_data="data/start", replay_fraction=0.5), tmp_path)
+    assert named.replay_data == str(tmp_path / "data" / "start")
+    keyword = resolve_paths(TrainConfig(replay_data=REPLAY_START, replay_fraction=0.5), tmp_path)
+    assert keyword.replay_data == REPLAY_START
