@@ -71,12 +71,14 @@ TARGET_MINUTES = 20.0
 
 @dataclass(frozen=True)
 class Scores:
-    """One model on one part: pooled Dice at its card threshold, mean PQ, best-threshold Dice."""
+    """One model on one part: pooled Dice at its card threshold, mean PQ, best-threshold Dice,
+    and the pooled Dice at the starting model's threshold (what keeping it would give)."""
 
     dice: float
     pq: float
     best_threshold: float
     best_dice: float
+    at_start: float
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,8 @@ def run_training(command: list[str], run_dir: Path, log_path: Path) -> Training:
 
 def score_part(bundles: dict, files: list[tuple[Path, Path]]) -> dict[str, Scores]:
     """Each bundle on ``files`` at its card threshold (pooled Dice, mean PQ:
-    ``bench_quality.score_row``) and the pooled Dice at the best threshold of a sweep, from the
-    same probabilities."""
+    ``bench_quality.score_row``) and the pooled Dice at the best threshold of a sweep and at
+    the ``start`` bundle's threshold, from the same probabilities."""
     sweeps: dict[str, list] = {name: [] for name in bundles}
     counts, objects = score_row(bundles, files, None, sweeps)
     scores = {}
@@ -172,7 +174,10 @@ def score_part(bundles: dict, files: list[tuple[Path, Path]]) -> dict[str, Score
         sweep = combine_sweeps(sweeps[name])
         best = sweep.best_threshold("dice")
         best_dice = float(sweep.pooled.dice[sweep.index_of(best)])
-        scores[name] = Scores(counts[name].dice, objects[name]["mean_pq"], best, best_dice)
+        at_start = sweep.pooled.dice[sweep.index_of(round(bundles["start"].threshold, 2))]
+        scores[name] = Scores(
+            counts[name].dice, objects[name]["mean_pq"], best, best_dice, float(at_start)
+        )
     return scores
 
 
@@ -219,8 +224,16 @@ def table(bundles: dict, scores: dict, set_name: str, training: Training) -> lis
     return lines
 
 
-def notes(adapted, training: Training, overrides: list[str]) -> list[str]:
-    """The run's settings, its own before/after on its validation tiles, the load."""
+def notes(
+    adapted,
+    training: Training,
+    overrides: list[str],
+    scores: dict | None = None,
+    set_name: str = "",
+    start_threshold: float = 0.0,
+) -> list[str]:
+    """The run's settings, the adapted model at the start's threshold (with ``scores``), its
+    own before/after on its validation tiles, the load."""
     config, status = training.config, training.status
     best = status.get("best") or {}
     lines = [
@@ -234,6 +247,15 @@ def notes(adapted, training: Training, overrides: list[str]) -> list[str]:
     if overrides:
         lines.append(
             f"**Overrides** `{' '.join(overrides)}`: not the recipe, so the targets say nothing."
+        )
+    if scores is not None:
+        own, mon = scores["adapted"]
+        start = scores["start"]
+        lines.append(
+            f"Kept at the start's threshold ({start_threshold:.2f}) instead, the adapted model "
+            f"would score {own.at_start:.3f} ({signed(own.at_start - start[0].dice)}) on "
+            f"{set_name} test and {mon.at_start:.3f} ({signed(mon.at_start - start[1].dice)}) "
+            "on MoNuSeg test."
         )
     comparison = adapted.card.comparison
     if comparison:
@@ -309,7 +331,17 @@ def main() -> int:
                 scores[name].append(figures)
                 print(f"{part} test ({len(files)} tiles), {name}: {figures}", file=sys.stderr)
         lines = table(bundles, scores, set_dir.name, training)
-        lines += ["", *notes(bundles["adapted"], training, overrides)]
+        lines += [
+            "",
+            *notes(
+                bundles["adapted"],
+                training,
+                overrides,
+                scores,
+                set_dir.name,
+                bundles["start"].threshold,
+            ),
+        ]
         lines += ["", *setting(args, set_dir, tiles, parts, time.monotonic() - start)]
         text = "\n".join(lines) + "\n"
     if args.out:

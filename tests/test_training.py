@@ -440,6 +440,37 @@ def test_freeze_batchnorm_and_replay_fine_tune_around_the_start(tiny_data, tmp_p
     assert replayed["images"] == len(tiny_config(tiny_data, None).open_folder().train)
 
 
+def test_prepare_runtime_leaves_the_bundle_ready_for_the_app(tiny_data, tmp_path, monkeypatch):
+    from segcore.bundles.runtime_cache import gate_record, open_cached_runtime
+    from segcore.inference.runtimes import selection
+
+    runs = tmp_path / "runs"
+    if not selection.auto_candidates():
+        pytest.skip("OpenVINO is not installed")
+    run = train(
+        tiny_config(tiny_data, runs / "ready", epochs=1, prepare_runtime=True), runs_dir=runs
+    )
+    status = run.read_status()
+    assert status["state"] == "completed" and status["runtime"]["auto"] in selection.RUNTIMES
+    bundle = load_bundle(run.bundle_dir)
+    record = gate_record(run.bundle_dir, bundle.card)
+    assert record is not None and selection.choose(record) == status["runtime"]["auto"]
+    if status["runtime"]["auto"] != "keras":  # what the app opens first: no conversion now
+        assert open_cached_runtime(bundle).name == status["runtime"]["auto"]
+
+    # A conversion that fails does not fail the run: the bundle stands, the status says why.
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(selection.RuntimeCache, "run_gate", broken)
+    run = train(
+        tiny_config(tiny_data, runs / "still", epochs=1, prepare_runtime=True), runs_dir=runs
+    )
+    status = run.read_status()
+    assert status["state"] == "completed" and (run.bundle_dir / "model.keras").is_file()
+    assert status["runtime"] == {"skipped": "RuntimeError: converter crashed"}
+
+
 def test_init_from_another_architecture_fails_clearly(tiny_data, tmp_path):
     runs = tmp_path / "runs"
     first = train(tiny_config(tiny_data, runs / "first", epochs=1), runs_dir=runs)

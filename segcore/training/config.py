@@ -133,6 +133,10 @@ class TrainConfig(JsonConfig):
             (:mod:`segcore.training.replay`). ``None`` (the default): no replay.
         replay_fraction: share of each epoch's crops drawn from ``replay_data``, in ``[0, 1)``,
             defaults to 0.
+        prepare_runtime: at the end, convert the new bundle to the fast CPU runtimes and run
+            their accuracy gate (``python -m segcore runtimes --prepare``: about a minute on
+            2 cores), so the app predicts with it at once after "Use this model" instead of
+            converting then. Defaults to False; the repository's recipes turn it on.
         name: the bundle's name.
         licence: licence recorded in the bundle's card (that of the training data).
         run_dir: where the run lives; ``None`` makes ``runs/<new run id>``.
@@ -162,6 +166,7 @@ class TrainConfig(JsonConfig):
     freeze_batchnorm: bool = False
     replay_data: str | None = None
     replay_fraction: float = 0.0
+    prepare_runtime: bool = False
     name: str = "segcore-deeplabv3plus"
     licence: str = "unspecified"
     run_dir: str | None = None

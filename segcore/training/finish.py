@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from segcore.atomic import is_disk_full
 from segcore.bundles.card import VALIDATION, ModelCard, SplitFigures
+from segcore.bundles.loading import Bundle
 from segcore.bundles.refs import resolve_bundle_ref
 from segcore.bundles.store import read_card, save_bundle
 from segcore.data.datasets import DatasetSplits, SampleSet, dataset_pixel_size
@@ -157,10 +159,15 @@ def finish_run(
         config, splits, figures, outcome, validation_split=validation_split, comparison=comparison
     )
     bundle = save_bundle(model, run.bundle_dir, card)
+    runtime = None
+    if config.prepare_runtime:
+        run.write_status(phase="preparing the fast runtime")
+        runtime = prepare_fast_runtime(Bundle(path=bundle, card=read_card(bundle), model=model))
     run.write_status(
         state="completed",
         phase=None,
         bundle=str(bundle),
+        runtime=runtime,
         threshold=figures.threshold,
         val_dice=figures.pooled["dice"],
         comparison=comparison,
@@ -174,6 +181,27 @@ def finish_run(
         figures.pooled["dice"],
         figures.threshold,
     )
+
+
+def prepare_fast_runtime(bundle: Bundle) -> dict[str, Any]:
+    """Converts ``bundle`` to the fast CPU runtimes and gates them, as ``runtimes --prepare``
+    does (the record lands in the bundle's runtime cache, where the app looks first). Returns
+    what the run's status records: ``{"auto": runtime, "seconds": s}``, or ``{"skipped":
+    reason}`` — a failure here is logged and never fails the run, whose bundle is complete."""
+    from segcore.bundles.runtime_cache import bundle_runtime_cache
+    from segcore.inference.runtimes import selection
+
+    if not selection.auto_candidates():
+        return {"skipped": "no fast runtime can run here (OpenVINO is not installed)"}
+    start = time.monotonic()
+    try:
+        record = bundle_runtime_cache(bundle).run_gate(log.info)
+    except Exception as exc:  # the bundle stands; the app converts on first use instead
+        log.warning("the fast runtime was not prepared: %s", exc)
+        return {"skipped": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    chosen = selection.choose(record)
+    log.info("prepared the fast runtime: auto picks %s", chosen)
+    return {"auto": chosen, "seconds": round(time.monotonic() - start, 1)}
 
 
 def hint_for(exc: BaseException) -> str | None:
