@@ -168,3 +168,11 @@ def test_a_config_file_names_the_file_and_the_field(tmp_path: Path):
     with pytest.raises(ConfigError) as info:
         TrainConfig.from_file(path)
     assert str(info.value) == f"{path}: TrainConfig.epochs must be an integer, got 'many'"
+
+
+def test_the_start_threshold_rule_needs_a_start():
+    with pytest.raises(ConfigError, match='threshold_rule "start" needs a starting bundle'):
+        TrainConfig(threshold_rule="start")
+    with pytest.raises(ConfigError, match="threshold_rule must be one of"):
+        TrainConfig(threshold_rule="median", init_from="default")
+    assert TrainConfig(threshold_rule="start", init_from="default").threshold_rule == "start"

@@ -399,7 +399,9 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
     )
 
 
-def test_freeze_batchnorm_and_replay_fine_tune_around_the_start(tiny_data, tmp_path):
+def test_freeze_batchnorm_replay_and_the_start_threshold_fine_tune_around_the_start(
+    tiny_data, tmp_path
+):
     import keras
 
     runs = tmp_path / "runs"
@@ -414,6 +416,7 @@ def test_freeze_batchnorm_and_replay_fine_tune_around_the_start(tiny_data, tmp_p
             init_from=str(first.bundle_dir),
             replay_data="init_from",  # the first run's data, from its card
             replay_fraction=0.5,
+            threshold_rule="start",
         ),
         runs_dir=runs,
     )
@@ -435,7 +438,12 @@ def test_freeze_batchnorm_and_replay_fine_tune_around_the_start(tiny_data, tmp_p
         np.asarray(source.trainable_weights[0]), np.asarray(model.trainable_weights[0])
     )
     assert TrainConfig.from_dict(RunDir(tuned.path).read_config()).freeze_batchnorm
-    replayed = load_bundle(tuned.bundle_dir).card.training["replay"]
+    card = load_bundle(tuned.bundle_dir).card
+    start_threshold = load_bundle(first.bundle_dir).card.threshold
+    assert card.threshold == pytest.approx(round(start_threshold, 2))  # kept, not chosen again
+    assert card.comparison["after"]["threshold"] == pytest.approx(card.threshold)
+    assert card.metrics["validation"].threshold == pytest.approx(card.threshold)
+    replayed = card.training["replay"]
     assert replayed["data"] == str(tiny_data) and replayed["fraction"] == 0.5
     assert replayed["images"] == len(tiny_config(tiny_data, None).open_folder().train)
 

@@ -79,6 +79,9 @@ class AugmentConfig(JsonConfig):
             raise ConfigError("AugmentConfig.context must be at least 1")
 
 
+THRESHOLD_RULES = ("validation", "start")
+"""``TrainConfig.threshold_rule`` values."""
+
 REPLAY_START = "init_from"
 """``TrainConfig.replay_data`` keyword: the starting bundle's own training data
 (:mod:`segcore.training.replay`)."""
@@ -118,6 +121,11 @@ class TrainConfig(JsonConfig):
             instead of the run's validation tiles alone. Their images are never trained on.
         source_rule: ``"mean"`` (best mean of per-source pooled Dice, the default) or
             ``"worst"`` (best worst-source pooled Dice).
+        threshold_rule: how the bundle's threshold is chosen: ``"validation"`` (the default:
+            best pooled Dice on the run's validation images, or ``source_rule`` over
+            ``validation_sources``) or ``"start"`` (a fine-tuning keeps its starting bundle's
+            threshold, chosen on more images than a lab's handful of validation tiles; the
+            validation figures are then those at that threshold; needs ``init_from``).
         init_from: a bundle ref (see :func:`segcore.bundles.loading.load_bundle`) whose weights
             start the model instead of ``backbone_weights`` (fine-tuning); its architecture must be
             this config's ``model``. ``None`` (the default) starts from ``backbone_weights``.
@@ -162,6 +170,7 @@ class TrainConfig(JsonConfig):
     preview_tiles: int = 4
     validation_sources: list = field(default_factory=list)
     source_rule: str = "mean"
+    threshold_rule: str = "validation"
     init_from: str | None = None
     freeze_batchnorm: bool = False
     replay_data: str | None = None
@@ -186,6 +195,12 @@ class TrainConfig(JsonConfig):
             )
         if self.crops_per_epoch is not None and self.crops_per_epoch < 1:
             raise ConfigError("crops_per_epoch must be at least 1 (or null)")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(
+                f"threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}"
+            )
+        if self.threshold_rule == "start" and not self.init_from:
+            raise ConfigError('threshold_rule "start" needs a starting bundle (init_from)')
         if not 0 <= self.replay_fraction < 1:
             raise ConfigError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
         if self.replay_fraction > 0 and not self.replay_data:

@@ -14,6 +14,8 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from segcore.atomic import is_disk_full
 from segcore.bundles.card import VALIDATION, ModelCard, SplitFigures
 from segcore.bundles.loading import Bundle
@@ -106,7 +108,9 @@ def finish_run(
 
     The bundle's threshold is the one of best pooled Dice on the validation images, or, with
     ``sources`` (as for :func:`segcore.training.callback.make_callback`), the one the sources
-    share under ``config.source_rule``; the card then records every source's Dice there.
+    share under ``config.source_rule`` (the card then records every source's Dice there);
+    with ``threshold_rule`` ``"start"``, the starting bundle's (the nearest of the sweep's
+    thresholds, 0.00–1.00 by 0.01).
     A run that started from a bundle (``init_from``) also scores that bundle on the same
     images (:func:`~segcore.training.comparison.compare_models`): the card's and the
     status's ``comparison``."""
@@ -138,6 +142,9 @@ def finish_run(
                 **choice.to_dict(),
             },
         }
+    if config.threshold_rule == "start":  # on the sweep's grid, where the figures are read
+        start = read_card(resolve_bundle_ref(config.init_from)).threshold
+        threshold = float(result.sweep.thresholds[np.argmin(abs(result.sweep.thresholds - start))])
     figures = SplitFigures.from_evaluation(
         result,
         split=VALIDATION,
