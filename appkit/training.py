@@ -31,7 +31,7 @@ from segcore.data import roots, samples
 from segcore.errors import ConfigError, DatasetError, SegcoreError
 from segcore.paths import REPO_ROOT
 from segcore.training import estimates, recipes
-from segcore.training.config import AugmentConfig, TrainConfig
+from segcore.training.config import REPLAY_START, AugmentConfig, TrainConfig
 from segcore.training.runs import RunDir
 
 ADAPT = "Adapt a model to your tiles (short)"
@@ -160,14 +160,28 @@ def recipe_summary(config: TrainConfig) -> str:
     augment = config.augment_config()
     if augment is not None:
         parts.append(_augment_summary(augment))
+    if config.freeze_batchnorm:
+        parts.append("batch normalisation kept as the starting model has it")
+    if config.replay_data and config.replay_fraction:
+        tiles = (
+            "the starting model's own training tiles (when this machine has them)"
+            if config.replay_data == REPLAY_START
+            else Path(config.replay_data).name
+        )
+        parts.append(f"{config.replay_fraction:.0%} of the crops from {tiles}")
+    what = "best epoch" if config.threshold_rule == "start" else "best epoch and threshold"
     if config.validation_sources:
         names = ", ".join(Path(p).name for p in config.validation_sources)
         parts.append(
-            f"best epoch and threshold chosen on the validation parts of {names} "
+            f"{what} chosen on the validation parts of {names} "
             f"({config.source_rule} of their Dice; never trained on)"
         )
     else:
-        parts.append("best epoch and threshold chosen on the dataset's own validation tiles")
+        parts.append(f"{what} chosen on the dataset's own validation tiles")
+    if config.threshold_rule == "start":
+        parts.append("the starting model's threshold kept")
+    if config.prepare_runtime:
+        parts.append("the new model prepared for the fast CPU runtime at the end")
     return "The recipe " + "; ".join(parts) + "."
 
 

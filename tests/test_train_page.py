@@ -503,3 +503,29 @@ def test_a_device_held_by_a_run_of_another_folder_is_named(runs):
         "Training v6 (its run folder is not in this runs folder) is using the device: Start "
         "comes back when it ends."
     )
+
+
+def test_the_recipe_summary_names_the_fine_tuning_settings():
+    from segcore.training.config import TrainConfig
+
+    plain = training.recipe_summary(TrainConfig())
+    assert "best epoch and threshold chosen on the dataset's own validation tiles" in plain
+    assert "batch normalisation" not in plain and "fast CPU runtime" not in plain
+    summary = training.recipe_summary(
+        TrainConfig(
+            init_from="default",
+            freeze_batchnorm=True,
+            replay_data="init_from",
+            replay_fraction=0.5,
+            threshold_rule="start",
+            prepare_runtime=True,
+        )
+    )
+    for words in (
+        "batch normalisation kept as the starting model has it",
+        "50% of the crops from the starting model's own training tiles (when this machine has",
+        "best epoch chosen on the dataset's own validation tiles",
+        "the starting model's threshold kept",
+        "the new model prepared for the fast CPU runtime at the end",
+    ):
+        assert words in summary, words
