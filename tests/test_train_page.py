@@ -286,9 +286,14 @@ def train_page() -> AppTest:
 def test_adapt_is_the_short_recipe_from_the_chosen_bundle_on_your_tiles():
     adapt, default = recipes.read_recipe("adapt"), recipes.read_recipe("default")
     assert adapt.data == "" and adapt.init_from == "default" and not adapt.validation_sources
-    # The default's augmentation and preprocessing on a schedule a tenth as long.
+    # The default's augmentation and preprocessing on a schedule at most a third as long, half
+    # of whose crops replay the starting model's own tiles; the start's statistics and
+    # threshold kept, the last epoch kept, the fast runtime prepared for "Use this model".
     assert adapt.augmentation == default.augmentation and adapt.preprocess == default.preprocess
-    assert adapt.epochs * adapt.crops_per_epoch * 4 <= default.epochs * default.crops_per_epoch
+    assert adapt.epochs * adapt.crops_per_epoch * 3 <= default.epochs * default.crops_per_epoch
+    assert (adapt.replay_data, adapt.replay_fraction) == ("init_from", 0.5)
+    assert adapt.freeze_batchnorm and adapt.prepare_runtime
+    assert (adapt.final_weights, adapt.threshold_rule) == ("last", "start")
     config = training.build_config(
         training.ADAPT, training.FormValues(" data/lab ", 2, start_from="weights/other")
     )
@@ -355,7 +360,7 @@ def test_the_page_opens_on_the_adapt_preset():
     assert start.label == "Start from" and start.value == catalog.active_ref()
     assert start.options[0].startswith("The active model")
     page = texts(at)
-    assert "The recipe trains 160 crops of 256² per epoch" in page
+    assert "The recipe trains 320 crops of 256² per epoch" in page
     assert "unknown until a training has completed on this machine" in page
     assert "No training has run yet" in page
     at.radio(key=training.PRESET_KEY).set_value(training.FROM_SCRATCH).run()

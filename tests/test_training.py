@@ -417,6 +417,7 @@ def test_freeze_batchnorm_replay_and_the_start_threshold_fine_tune_around_the_st
             replay_data="init_from",  # the first run's data, from its card
             replay_fraction=0.5,
             threshold_rule="start",
+            final_weights="last",
         ),
         runs_dir=runs,
     )
@@ -438,7 +439,11 @@ def test_freeze_batchnorm_replay_and_the_start_threshold_fine_tune_around_the_st
         np.asarray(source.trainable_weights[0]), np.asarray(model.trainable_weights[0])
     )
     assert TrainConfig.from_dict(RunDir(tuned.path).read_config()).freeze_batchnorm
+    last = keras.saving.load_model(RunDir(tuned.path).checkpoints_dir / "epoch-002.keras")
+    for a, b in zip(last.weights, model.weights, strict=True):  # the last epoch's, not the best
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     card = load_bundle(tuned.bundle_dir).card
+    assert card.training["kept_epoch"] == 2 and card.training["final_weights"] == "last"
     start_threshold = load_bundle(first.bundle_dir).card.threshold
     assert card.threshold == pytest.approx(round(start_threshold, 2))  # kept, not chosen again
     assert card.comparison["after"]["threshold"] == pytest.approx(card.threshold)

@@ -97,6 +97,8 @@ def _training_run(training: Mapping[str, Any]) -> str | None:
         if isinstance(training.get(key), int):
             parts.append(f"{word} {training[key]:,d}")
             break
+    if training.get("final_weights") == "last" and isinstance(training.get("kept_epoch"), int):
+        parts.append(f"kept the last epoch ({training['kept_epoch']:,d})")
     seconds = training.get("time_s")
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
         parts.append(f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s")

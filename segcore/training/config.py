@@ -79,6 +79,9 @@ class AugmentConfig(JsonConfig):
             raise ConfigError("AugmentConfig.context must be at least 1")
 
 
+FINAL_WEIGHTS = ("best", "last")
+"""``TrainConfig.final_weights`` values."""
+
 THRESHOLD_RULES = ("validation", "start")
 """``TrainConfig.threshold_rule`` values."""
 
@@ -121,6 +124,10 @@ class TrainConfig(JsonConfig):
             instead of the run's validation tiles alone. Their images are never trained on.
         source_rule: ``"mean"`` (best mean of per-source pooled Dice, the default) or
             ``"worst"`` (best worst-source pooled Dice).
+        final_weights: which weights the bundle keeps: ``"best"`` (the default: the epoch of
+            best validation Dice) or ``"last"`` (the end of the schedule, whose learning rate
+            has decayed; for a fine-tuning whose handful of validation tiles would pick an epoch
+            by chance — the best epoch is still recorded).
         threshold_rule: how the bundle's threshold is chosen: ``"validation"`` (the default:
             best pooled Dice on the run's validation images, or ``source_rule`` over
             ``validation_sources``) or ``"start"`` (a fine-tuning keeps its starting bundle's
@@ -170,6 +177,7 @@ class TrainConfig(JsonConfig):
     preview_tiles: int = 4
     validation_sources: list = field(default_factory=list)
     source_rule: str = "mean"
+    final_weights: str = "best"
     threshold_rule: str = "validation"
     init_from: str | None = None
     freeze_batchnorm: bool = False
@@ -195,6 +203,10 @@ class TrainConfig(JsonConfig):
             )
         if self.crops_per_epoch is not None and self.crops_per_epoch < 1:
             raise ConfigError("crops_per_epoch must be at least 1 (or null)")
+        if self.final_weights not in FINAL_WEIGHTS:
+            raise ConfigError(
+                f"final_weights must be one of {FINAL_WEIGHTS}, got {self.final_weights!r}"
+            )
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ConfigError(
                 f"threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}"

@@ -66,8 +66,9 @@ def make_card(
         config: the run's config.
         splits: the dataset's splits.
         figures: the validation figures at the chosen threshold.
-        outcome: ``epochs_completed``, ``best_epoch``, ``time_s``, ``device``, ``command``,
-            ``history_last``, recorded under ``training``.
+        outcome: ``epochs_completed``, ``best_epoch``, ``kept_epoch``, ``time_s``,
+            ``device``, ``command``, ``history_last`` (and ``replay`` when the run asked for
+            replay tiles), recorded under ``training``.
         validation_split: which split validated (``"val"``, or train when there is none).
         comparison: the starting model and this one on the validation images
             (:func:`~segcore.training.comparison.compare_models`), for a fine-tuning.
@@ -103,8 +104,9 @@ def finish_run(
     *,
     sources=None,
 ) -> None:
-    """Evaluates the best weights (``best.keras``, else ``model``), writes the bundle and the
-    ``completed`` status. ``outcome`` is as for :func:`make_card`.
+    """Evaluates the best weights (``best.keras``, else ``model``; ``model`` itself with
+    ``final_weights`` ``"last"``), writes the bundle and the ``completed`` status.
+    ``outcome`` is as for :func:`make_card`.
 
     The bundle's threshold is the one of best pooled Dice on the validation images, or, with
     ``sources`` (as for :func:`segcore.training.callback.make_callback`), the one the sources
@@ -117,7 +119,7 @@ def finish_run(
     import keras
 
     best_path = run.checkpoints_dir / BEST_FILE
-    if best_path.exists():
+    if config.final_weights == "best" and best_path.exists():
         model = keras.saving.load_model(best_path, safe_mode=True)
     run.write_status(batch=0, eta_s=None, phase="evaluating validation images")
     result = evaluate(

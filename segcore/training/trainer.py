@@ -389,6 +389,11 @@ def _run(
     outcome = {
         "epochs_completed": len(history),
         "best_epoch": callback.best["epoch"] if callback.best else None,
+        "kept_epoch": (
+            len(history)
+            if config.final_weights == "last" or not callback.best
+            else callback.best["epoch"]
+        ),
         "time_s": round(time.monotonic() - start_time, 1),
         "device": device,
         "command": command,
