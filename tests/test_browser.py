@@ -602,6 +602,13 @@ def test_train_page_adapts_the_active_model_to_an_uploaded_zip_of_geojson_annota
     card = json.loads((run / "bundle" / "card.json").read_text())
     assert card["training"]["init_from"] == str(start)
     assert card["comparison"]["before"]["model"] == "tiny-start"
+    # The preset's end: the runtime prepared for "Use this model"; no replay (the tiny start's
+    # card names no training data), and the card says why.
+    status = json.loads((run / "status.json").read_text())
+    assert "auto" in status["runtime"], status["runtime"]
+    assert card["training"]["replay"] == {
+        "skipped": f"the card of {start} records no training data"
+    }
     page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the before/after grid
     page.screenshot(path=str(ARTIFACTS / "train-adapt-done.png"), full_page=True)
     page.get_by_role("button", name="Use this model").first.click()
