@@ -201,7 +201,12 @@ def table(bundles: dict, scores: dict, set_name: str, training: Training) -> lis
     for name in ("start", "adapted"):
         own, mon = scores[name]
         bundle, first = bundles[name], name == "start"
-        threshold = f"{bundle.threshold:.2f}" + ("" if first else " (chosen on the run's val)")
+        chosen = (
+            " (the start's, kept)"
+            if training.config.get("threshold_rule") == "start"
+            else " (chosen on the run's val)"
+        )
+        threshold = f"{bundle.threshold:.2f}" + ("" if first else chosen)
         gain = "" if first else f" ({signed(own.dice - start[0].dice)})"
         best_gain = "" if first else f" ({signed(own.best_dice - start[0].dice)})"
         mon_gain = "" if first else f" ({signed(mon.dice - start[1].dice)})"
@@ -239,11 +244,24 @@ def notes(
     lines = [
         f"Run: {status.get('epoch')} of {config.get('epochs')} epochs of "
         f"{config.get('crops_per_epoch')} crops of {config.get('image_size')}², batch "
-        f"{config.get('batch_size')}, lr {config.get('lr'):g} {config.get('lr_schedule')}; best "
-        f"epoch {best.get('epoch')} (val Dice {best.get('val_dice', float('nan')):.3f}); device "
+        f"{config.get('batch_size')}, lr {config.get('lr'):g} {config.get('lr_schedule')}; "
+        + (
+            f"kept the last epoch (the best on its val tiles: {best.get('epoch')}, "
+            if config.get("final_weights") == "last"
+            else f"best epoch {best.get('epoch')} ("
+        )
+        + f"val Dice {best.get('val_dice', float('nan')):.3f}); device "
         f"{status.get('device')}; 1-minute load average while it ran "
         f"{min(training.loads):.1f}–{max(training.loads):.1f}.",
     ]
+    replay = (adapted.card.training or {}).get("replay")
+    if replay:
+        lines.append(
+            f"Replay: {replay['images']} training tiles of {replay['data']} in "
+            f"{replay['fraction']:.0%} of the crops."
+            if "images" in replay
+            else f"No replay: {replay.get('skipped')}."
+        )
     if overrides:
         lines.append(
             f"**Overrides** `{' '.join(overrides)}`: not the recipe, so the targets say nothing."
