@@ -607,7 +607,8 @@ def test_train_page_adapts_the_active_model_to_an_uploaded_zip_of_geojson_annota
     status = json.loads((run / "status.json").read_text())
     assert "auto" in status["runtime"], status["runtime"]
     assert card["training"]["replay"] == {
-        "skipped": f"the card of {start} records no training data"
+        "skipped": f"the card of {start} records no training data",
+        "crops_per_epoch": 2,  # half of the recipe's 4: the lab's own share
     }
     page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the before/after grid
     page.screenshot(path=str(ARTIFACTS / "train-adapt-done.png"), full_page=True)

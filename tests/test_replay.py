@@ -38,6 +38,7 @@ def test_no_replay_asked_is_no_replay(tmp_path):
     for config in (TrainConfig(data=str(own)), TrainConfig(replay_data=str(own))):
         replay = resolve_replay(config, own)
         assert replay.samples is None and replay.fraction == 0 and replay.record == {}
+        assert replay.crops_per_epoch == config.crops_per_epoch
 
 
 def test_a_named_folder_gives_its_training_tiles(tmp_path):
@@ -86,8 +87,30 @@ def test_init_from_replays_the_starting_models_data_when_this_machine_has_it(tmp
     )
     assert replay.samples is None and replay.fraction == 0
     assert replay.record == {
-        "skipped": f"the training data of {absent} (../not/here/monuseg) is not on this machine"
+        "skipped": f"the training data of {absent} (../not/here/monuseg) is not on this machine",
+        "crops_per_epoch": None,  # one crop per tile's worth: nothing to scale
     }
+    # Without its replay tiles a run draws its own share of the crops: the lab's tiles weigh
+    # as much as with replay, and the run is shorter.
+    short = resolve_replay(
+        TrainConfig(
+            data=str(own),
+            init_from=str(absent),
+            replay_data=REPLAY_START,
+            replay_fraction=0.5,
+            crops_per_epoch=320,
+        ),
+        own,
+    )
+    assert short.crops_per_epoch == 160 and short.record["crops_per_epoch"] == 160
+    kept = TrainConfig(
+        data=str(own),
+        init_from=str(present),
+        replay_data=REPLAY_START,
+        replay_fraction=0.5,
+        crops_per_epoch=320,
+    )
+    assert resolve_replay(kept, own).crops_per_epoch == 320
     with pytest.raises(ConfigError, match="needs a starting bundle"):
         resolve_replay(TrainConfig(replay_data=REPLAY_START, replay_fraction=0.5), own)
 

@@ -11,8 +11,10 @@ starting model's own training tiles into every epoch (``TrainConfig.replay_data`
   in the starting bundle's card (``training.data``, else ``dataset.data``; relative paths are
   against :data:`segcore.paths.REPO_ROOT`, as in recipes), carved as that run carved it (so
   its validation tiles stay out). A model's training tiles are often
-  not on the machine that fine-tunes it: then the run trains on its own tiles alone, and its
-  log and card say why (``training.replay``).
+  not on the machine that fine-tunes it: then the run trains on its own tiles alone, on the
+  crops they would have had (``crops_per_epoch × (1 − replay_fraction)``, so the lab's tiles
+  weigh as much as with replay and the run is shorter), and its log and card say why
+  (``training.replay``).
 """
 
 from __future__ import annotations
@@ -42,12 +44,16 @@ class Replay:
         samples: the replayed training samples, or None (no replay).
         fraction: share of every epoch's crops drawn from ``samples`` (0 without them).
         record: ``training.replay`` of the card: ``{"data", "images", "fraction"}``, or
-            ``{"skipped": reason}``, or empty when the run asked for no replay.
+            ``{"skipped": reason, "crops_per_epoch": n}``, or empty when the run asked for no
+            replay.
+        crops_per_epoch: the crops per epoch the run draws: the config's, or, when its replay
+            tiles are absent, the share its own tiles would have had.
     """
 
     samples: SampleSet | None = None
     fraction: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)
+    crops_per_epoch: int | None = None
 
 
 def _start_data(ref: str) -> tuple[str | None, dict[str, Any]]:
@@ -77,7 +83,7 @@ def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
         DatasetError: a named folder is missing or holds no training samples.
     """
     if not config.replay_data or config.replay_fraction <= 0:
-        return Replay()
+        return Replay(crops_per_epoch=config.crops_per_epoch)
     if config.replay_data == REPLAY_START:
         if not config.init_from:
             raise ConfigError('replay_data "init_from" needs a starting bundle (init_from)')
@@ -89,8 +95,17 @@ def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
                 if recorded
                 else f"the card of {config.init_from} records no training data"
             )
-            log.warning("no replay: %s; training on the run's own tiles alone", reason)
-            return Replay(record={"skipped": reason})
+            crops = config.crops_per_epoch
+            if crops is not None:
+                crops = max(1, round(crops * (1 - config.replay_fraction)))
+            log.warning(
+                "no replay: %s; training on the run's own tiles alone (%s crops per epoch)",
+                reason,
+                crops or "one per tile",
+            )
+            return Replay(
+                record={"skipped": reason, "crops_per_epoch": crops}, crops_per_epoch=crops
+            )
     else:
         folder, carving = config.replay_data, {}
     carving = {
@@ -116,4 +131,4 @@ def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
         100 * config.replay_fraction,
     )
     record = {"data": str(folder), "images": len(splits.train), "fraction": config.replay_fraction}
-    return Replay(splits.train, config.replay_fraction, record)
+    return Replay(splits.train, config.replay_fraction, record, config.crops_per_epoch)

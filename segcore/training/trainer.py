@@ -293,9 +293,10 @@ def _choose_devices(run: RunDir):
 def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int, replay: Replay):
     """The tf.data pipelines of a run: ``(train_data, val_source, val_data, preview)``.
 
-    Training crops come from the train split and ``replay``'s tiles; validation uses the val
-    split, or train when there is none; ``preview`` is ``(images, masks)`` of the first
-    ``config.preview_tiles`` validation tiles, or None.
+    Training crops (``replay.crops_per_epoch`` of them) come from the train split and
+    ``replay``'s tiles; validation uses the val split, or train when there is none;
+    ``preview`` is ``(images, masks)`` of the first ``config.preview_tiles`` validation
+    tiles, or None.
     """
     from segcore.training.pipeline import make_eval_dataset, make_training_dataset
 
@@ -306,7 +307,7 @@ def _inputs(config: TrainConfig, splits: DatasetSplits, initial_epoch: int, repl
         image_size=config.image_size,
         batch_size=config.batch_size,
         augment=config.augment_config(),
-        crops_per_epoch=config.crops_per_epoch,
+        crops_per_epoch=replay.crops_per_epoch,
         seed=config.seed,
         first_epoch=initial_epoch,
         replay=replay.samples,
