@@ -241,9 +241,11 @@ def notes(
     own before/after on its validation tiles, the load."""
     config, status = training.config, training.status
     best = status.get("best") or {}
+    replay = (adapted.card.training or {}).get("replay")
+    crops = (replay or {}).get("crops_per_epoch") or config.get("crops_per_epoch")
     lines = [
         f"Run: {status.get('epoch')} of {config.get('epochs')} epochs of "
-        f"{config.get('crops_per_epoch')} crops of {config.get('image_size')}², batch "
+        f"{crops} crops of {config.get('image_size')}², batch "
         f"{config.get('batch_size')}, lr {config.get('lr'):g} {config.get('lr_schedule')}; "
         + (
             f"kept the last epoch (the best on its val tiles: {best.get('epoch')}, "
@@ -254,7 +256,6 @@ def notes(
         f"{status.get('device')}; 1-minute load average while it ran "
         f"{min(training.loads):.1f}–{max(training.loads):.1f}.",
     ]
-    replay = (adapted.card.training or {}).get("replay")
     if replay:
         lines.append(
             f"Replay: {replay['images']} training tiles of {replay['data']} in "
