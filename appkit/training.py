@@ -32,6 +32,7 @@ from segcore.errors import ConfigError, DatasetError, SegcoreError
 from segcore.paths import REPO_ROOT
 from segcore.training import estimates, recipes
 from segcore.training.config import REPLAY_START, AugmentConfig, TrainConfig
+from segcore.training.replay import planned_crops
 from segcore.training.runs import RunDir
 
 ADAPT = "Adapt a model to your tiles (short)"
@@ -329,10 +330,10 @@ def estimate_text(config: TrainConfig, runs_dir=None) -> str:
     """How long ``config`` will take on this machine (:mod:`segcore.training.estimates`)."""
     augment = config.augment_config()
     speed = estimates.measured_speed(runs_dir, raw_crops=bool(augment and augment.raw_crops))
-    crops = config.crops_per_epoch
+    crops = planned_crops(config)  # fewer when the replay tiles are not on this machine
     if crops is None and speed is not None:
         crops = dataset_facts(config)[1]
-    return estimates.estimate(config, speed, crops).text
+    return estimates.estimate(dataclasses.replace(config, crops_per_epoch=crops), speed, crops).text
 
 
 def draft(preset: str, values: FormValues) -> Draft:

@@ -11,7 +11,7 @@ from segcore.errors import ConfigError, DatasetError
 from segcore.paths import REPO_ROOT
 from segcore.training.config import REPLAY_START, TrainConfig
 from segcore.training.recipes import resolve_paths
-from segcore.training.replay import resolve_replay
+from segcore.training.replay import planned_crops, resolve_replay
 from tests.conftest import make_pairs_dataset
 
 
@@ -120,3 +120,19 @@ def test_a_recipe_resolves_a_replay_folder_but_keeps_the_keyword(tmp_path):
     assert named.replay_data == str(tmp_path / "data" / "start")
     keyword = resolve_paths(TrainConfig(replay_data=REPLAY_START, replay_fraction=0.5), tmp_path)
     assert keyword.replay_data == REPLAY_START
+
+
+def test_the_planned_crops_say_beforehand_what_the_run_will_draw(tmp_path):
+    start_data = make_pairs_dataset(tmp_path / "start-data", n=4)
+    present = card_bundle(tmp_path / "present", str(start_data))
+    absent = card_bundle(tmp_path / "absent", "../not/here/monuseg")
+
+    def crops(**fields):
+        return planned_crops(TrainConfig(crops_per_epoch=320, **fields))
+
+    assert crops() == 320
+    replay = {"replay_data": REPLAY_START, "replay_fraction": 0.5}
+    assert crops(init_from=str(present), **replay) == 320
+    assert crops(init_from=str(absent), **replay) == 160
+    assert crops(init_from=str(tmp_path / "no-bundle"), **replay) == 320  # the run will say
+    assert crops(replay_data=str(start_data), replay_fraction=0.5) == 320

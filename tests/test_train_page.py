@@ -534,3 +534,13 @@ def test_the_recipe_summary_names_the_fine_tuning_settings():
         "the new model prepared for the fast CPU runtime at the end",
     ):
         assert words in summary, words
+
+
+def test_a_run_that_drew_fewer_crops_than_configured_is_timed_by_what_it_drew(runs):
+    from segcore.training import estimates
+
+    # An Adapt run whose replay tiles were absent: 320 crops configured, 160 drawn (20 batches).
+    short = completed(runs, "run-short", epoch_time=60.0, steps=20, crops_per_epoch=320)
+    assert estimates.speed_of(short).seconds_per_crop == pytest.approx(60.0 / 160)
+    full = completed(runs, "run-full", epoch_time=60.0, steps=40, crops_per_epoch=320)
+    assert estimates.speed_of(full).seconds_per_crop == pytest.approx(60.0 / 320)

@@ -130,7 +130,8 @@ def speed_of(run: RunDir) -> Speed | None:
     except (SegcoreError, ValueError, KeyError):
         return None
     steps = int(status.get("steps_per_epoch") or 0)
-    crops = config.crops_per_epoch or steps * config.batch_size
+    drawn = steps * config.batch_size  # what the run drew (its own share, if replay was absent)
+    crops = min(config.crops_per_epoch, drawn) if config.crops_per_epoch else drawn
     if not times or not steps or not crops:
         return None
     overhead = None

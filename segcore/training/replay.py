@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from segcore.data.datasets import SampleSet, dataset_pixel_size, open_dataset
-from segcore.errors import ConfigError
+from segcore.errors import ConfigError, SegcoreError
 from segcore.training.config import REPLAY_START, TrainConfig
 from segcore.training.recipes import resolve_recipe_path
 
@@ -69,6 +69,29 @@ def _start_data(ref: str) -> tuple[str | None, dict[str, Any]]:
     return (str(data) if data else None), carving
 
 
+def _own_share(config: TrainConfig) -> int | None:
+    """The crops per epoch of the run's own tiles: ``crops_per_epoch × (1 − replay_fraction)``
+    (None stays None: one crop per tile's worth)."""
+    crops = config.crops_per_epoch
+    return None if crops is None else max(1, round(crops * (1 - config.replay_fraction)))
+
+
+def planned_crops(config: TrainConfig) -> int | None:
+    """The crops per epoch ``config`` will draw, known before the run (for time estimates):
+    ``crops_per_epoch``, or the run's own share when it asks for the starting bundle's tiles
+    and this machine does not have them (as :func:`resolve_replay` will find). Reads the
+    starting card only; a card that cannot be read counts as tiles present (the run will say)."""
+    if config.replay_data != REPLAY_START or config.replay_fraction <= 0 or not config.init_from:
+        return config.crops_per_epoch
+    try:
+        recorded, _ = _start_data(config.init_from)
+    except SegcoreError:
+        return config.crops_per_epoch
+    if recorded and Path(resolve_recipe_path(recorded)).is_dir():
+        return config.crops_per_epoch
+    return _own_share(config)
+
+
 def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
     """The replay tiles of ``config`` (see the module docstring).
 
@@ -95,9 +118,7 @@ def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
                 if recorded
                 else f"the card of {config.init_from} records no training data"
             )
-            crops = config.crops_per_epoch
-            if crops is not None:
-                crops = max(1, round(crops * (1 - config.replay_fraction)))
+            crops = _own_share(config)
             log.warning(
                 "no replay: %s; training on the run's own tiles alone (%s crops per epoch)",
                 reason,
