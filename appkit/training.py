@@ -333,7 +333,7 @@ def estimate_text(config: TrainConfig, runs_dir=None) -> str:
     crops = planned_crops(config)  # fewer when the replay tiles are not on this machine
     if crops is None and speed is not None:
         crops = dataset_facts(config)[1]
-    return estimates.estimate(dataclasses.replace(config, crops_per_epoch=crops), speed, crops).text
+    return estimates.estimate(config, speed, crops).text
 
 
 def draft(preset: str, values: FormValues) -> Draft:

@@ -149,7 +149,7 @@ class TrainConfig(JsonConfig):
         replay_fraction: share of each epoch's crops drawn from ``replay_data``, in ``[0, 1)``,
             defaults to 0.
         prepare_runtime: at the end, convert the new bundle to the fast CPU runtimes and run
-            their accuracy gate (``python -m segcore runtimes --prepare``: about a minute on
+            their accuracy gate (``python -m segcore runtimes --prepare``: under a minute on
             2 cores), so the app predicts with it at once after "Use this model" instead of
             converting then. Defaults to False; the repository's recipes turn it on.
         name: the bundle's name.

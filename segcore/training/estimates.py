@@ -194,10 +194,11 @@ def estimate(config: TrainConfig, speed: Speed | None, crops_per_epoch: int | No
     Args:
         config: the settings.
         speed: the measured speed (:func:`measured_speed`), or None (then unknown).
-        crops_per_epoch: the crops of one epoch (``config.crops_per_epoch``, or what the
-            dataset gives when that is None), or None if not known.
+        crops_per_epoch: the crops one epoch will draw (e.g.
+            :func:`segcore.training.replay.planned_crops`, or what the dataset gives when the
+            config leaves it open); None: ``config.crops_per_epoch``, which may be unknown too.
     """
-    crops = config.crops_per_epoch or crops_per_epoch
+    crops = crops_per_epoch if crops_per_epoch is not None else config.crops_per_epoch
     base = dict(
         epochs=config.epochs, crops_per_epoch=crops, image_size=config.image_size, speed=speed
     )

@@ -56,17 +56,30 @@ class Replay:
     crops_per_epoch: int | None = None
 
 
-def _start_data(ref: str) -> tuple[str | None, dict[str, Any]]:
-    """The training data a bundle's card records (or None), and how its run carved val and
-    test out of it (``val_fraction``, ``test_fraction``, ``seed``, as far as recorded)."""
+def _start_tiles(config: TrainConfig) -> tuple[str | None, str | None, dict[str, Any]]:
+    """Where the starting bundle's (``config.init_from``) training tiles are on this machine:
+    ``(folder, None, carving)``, or ``(None, why not, carving)``. The folder is the card's
+    ``training.data`` (else ``dataset.data``) resolved as a recipe path; ``carving`` is how its
+    run carved val and test out of it (``val_fraction``, ``test_fraction``, ``seed``, as far as
+    recorded).
+
+    Raises:
+        BundleError: the starting bundle's card cannot be read.
+    """
     from segcore.bundles.refs import resolve_bundle_ref
     from segcore.bundles.store import read_card
 
-    card = read_card(resolve_bundle_ref(ref))
+    card = read_card(resolve_bundle_ref(config.init_from))
     training = card.training or {}
-    data = training.get("data") or (card.dataset or {}).get("data")
+    recorded = training.get("data") or (card.dataset or {}).get("data")
     carving = {k: training[k] for k in ("val_fraction", "test_fraction", "seed") if k in training}
-    return (str(data) if data else None), carving
+    if not recorded:
+        return None, f"the card of {config.init_from} records no training data", carving
+    folder = resolve_recipe_path(str(recorded))
+    if not Path(folder).is_dir():
+        why = f"the training data of {config.init_from} ({recorded}) is not on this machine"
+        return None, why, carving
+    return folder, None, carving
 
 
 def _own_share(config: TrainConfig) -> int | None:
@@ -84,12 +97,10 @@ def planned_crops(config: TrainConfig) -> int | None:
     if config.replay_data != REPLAY_START or config.replay_fraction <= 0 or not config.init_from:
         return config.crops_per_epoch
     try:
-        recorded, _ = _start_data(config.init_from)
+        folder, _, _ = _start_tiles(config)
     except SegcoreError:
         return config.crops_per_epoch
-    if recorded and Path(resolve_recipe_path(recorded)).is_dir():
-        return config.crops_per_epoch
-    return _own_share(config)
+    return config.crops_per_epoch if folder else _own_share(config)
 
 
 def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
@@ -110,14 +121,8 @@ def resolve_replay(config: TrainConfig, own_root: str | Path | None) -> Replay:
     if config.replay_data == REPLAY_START:
         if not config.init_from:
             raise ConfigError('replay_data "init_from" needs a starting bundle (init_from)')
-        recorded, carving = _start_data(config.init_from)
-        folder = resolve_recipe_path(recorded) if recorded else ""
-        if not folder or not Path(folder).is_dir():
-            reason = (
-                f"the training data of {config.init_from} ({recorded}) is not on this machine"
-                if recorded
-                else f"the card of {config.init_from} records no training data"
-            )
+        folder, reason, carving = _start_tiles(config)
+        if folder is None:
             crops = _own_share(config)
             log.warning(
                 "no replay: %s; training on the run's own tiles alone (%s crops per epoch)",
