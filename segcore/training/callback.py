@@ -4,6 +4,7 @@ and stopping after the current batch when asked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -52,7 +53,16 @@ def preview_png(images: np.ndarray, masks: np.ndarray, probs: np.ndarray) -> byt
 
 
 def make_callback(
-    run: RunDir, config: TrainConfig, *, history, best, preview, stop_flag, clock, sources=None
+    run: RunDir,
+    config: TrainConfig,
+    *,
+    history,
+    best,
+    preview,
+    stop_flag,
+    clock,
+    sources=None,
+    blend=None,
 ):
     """The callback for one ``fit``.
 
@@ -68,6 +78,9 @@ def make_callback(
             ``validation_sources`` as :class:`segcore.evaluation.sources.Source` — scored after
             every epoch into :data:`SOURCES_METRIC` (which then picks the best epoch, recorded
             with its threshold), or None.
+        blend: a :class:`~segcore.training.blending.StartBlend` (``start_blend``): the
+            sources then score each epoch's weights blended with the start's, as the bundle
+            would keep them (the checkpoints stay unblended), or None.
 
     Returns:
         A ``keras.callbacks.Callback`` with ``best``, ``epoch`` and ``stopped_at`` (the batch
@@ -114,7 +127,8 @@ def make_callback(
             threshold = None
             if sources is not None:
                 run.write_status(phase="scoring validation sources")
-                choice = score_epoch_sources(self.model, config, *sources)
+                with blend.applied(self.model) if blend else contextlib.nullcontext():
+                    choice = score_epoch_sources(self.model, config, *sources)
                 threshold = choice.threshold
                 row[SOURCES_METRIC] = choice.score
                 row["val_sources_threshold"] = choice.threshold

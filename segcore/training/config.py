@@ -148,6 +148,11 @@ class TrainConfig(JsonConfig):
             (:mod:`segcore.training.replay`). ``None`` (the default): no replay.
         replay_fraction: share of each epoch's crops drawn from ``replay_data``, in ``[0, 1)``,
             defaults to 0.
+        start_blend: the starting bundle's share in the kept weights, in ``[0, 1)``: the
+            bundle keeps ``start_blend * start + (1 - start_blend) * trained`` (weight-space
+            ensembling, WiSE-FT; :mod:`segcore.training.blending`), which keeps more of the
+            start's transfer to other labs; with ``validation_sources`` every epoch is scored
+            blended. Defaults to 0 (the trained weights as they are); needs ``init_from``.
         prepare_runtime: at the end, convert the new bundle to the fast CPU runtimes and run
             their accuracy gate (``python -m segcore runtimes --prepare``: under a minute on
             2 cores), so the app predicts with it at once after "Use this model" instead of
@@ -183,6 +188,7 @@ class TrainConfig(JsonConfig):
     freeze_batchnorm: bool = False
     replay_data: str | None = None
     replay_fraction: float = 0.0
+    start_blend: float = 0.0
     prepare_runtime: bool = False
     name: str = "segcore-deeplabv3plus"
     licence: str = "unspecified"
@@ -215,6 +221,10 @@ class TrainConfig(JsonConfig):
             raise ConfigError('threshold_rule "start" needs a starting bundle (init_from)')
         if not 0 <= self.replay_fraction < 1:
             raise ConfigError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if not 0 <= self.start_blend < 1:
+            raise ConfigError(f"start_blend must be in [0, 1), got {self.start_blend}")
+        if self.start_blend > 0 and not self.init_from:
+            raise ConfigError("start_blend needs a starting bundle (init_from)")
         if self.replay_fraction > 0 and not self.replay_data:
             raise ConfigError("replay_fraction needs replay_data (a dataset folder or init_from)")
         if self.source_rule not in SOURCE_RULES:

@@ -103,10 +103,12 @@ def finish_run(
     outcome: dict[str, Any],
     *,
     sources=None,
+    blend=None,
 ) -> None:
     """Evaluates the best weights (``best.keras``, else ``model``; ``model`` itself with
-    ``final_weights`` ``"last"``), writes the bundle and the ``completed`` status.
-    ``outcome`` is as for :func:`make_card`.
+    ``final_weights`` ``"last"``) — blended with the starting bundle's when ``blend`` (a
+    :class:`~segcore.training.blending.StartBlend`, ``start_blend``) is given — writes the
+    bundle and the ``completed`` status. ``outcome`` is as for :func:`make_card`.
 
     The bundle's threshold is the one of best pooled Dice on the validation images, or, with
     ``sources`` (as for :func:`segcore.training.callback.make_callback`), the one the sources
@@ -121,6 +123,8 @@ def finish_run(
     best_path = run.checkpoints_dir / BEST_FILE
     if config.final_weights == "best" and best_path.exists():
         model = keras.saving.load_model(best_path, safe_mode=True)
+    if blend is not None:
+        blend.apply(model)
     run.write_status(batch=0, eta_s=None, phase="evaluating validation images")
     result = evaluate(
         model,

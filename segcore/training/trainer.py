@@ -47,6 +47,7 @@ from segcore.data.synthetic_set import DEFAULT_SYNTHETIC_DIR, SYNTHETIC, ensure_
 from segcore.errors import ConfigError
 from segcore.timestamps import utc_now
 from segcore.training import devices
+from segcore.training.blending import StartBlend
 from segcore.training.callback import StopTraining, make_callback
 from segcore.training.checkpoints import (
     checkpoint_state,
@@ -359,6 +360,7 @@ def _run(
         "initial_epoch": initial_epoch,
     }
     sources = _validation_sources(config, splits, val_source)
+    blend = StartBlend.for_config(config)
     callback = make_callback(
         run,
         config,
@@ -368,6 +370,7 @@ def _run(
         stop_flag=stop_flag,
         clock=clock,
         sources=sources,
+        blend=blend,
     )
     if verbose == "auto":  # one progress: Keras' live bar, or the callback's line per epoch
         verbose = 1 if sys.stderr.isatty() or "ipykernel" in sys.modules else 0
@@ -401,7 +404,7 @@ def _run(
         "history_last": history[-1] if history else None,
         **({"replay": replay.record} if replay.record else {}),
     }
-    finish_run(run, config, model, splits, val_source, outcome, sources=sources)
+    finish_run(run, config, model, splits, val_source, outcome, sources=sources, blend=blend)
 
 
 def _validation_sources(config: TrainConfig, splits: DatasetSplits, val_source):
