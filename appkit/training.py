@@ -181,6 +181,11 @@ def recipe_summary(config: TrainConfig) -> str:
         parts.append(f"{what} chosen on the dataset's own validation tiles")
     if config.threshold_rule == "start":
         parts.append("the starting model's threshold kept")
+    if config.start_blend:
+        parts.append(
+            f"the kept weights blended with the starting model's ({config.start_blend:.0%} of "
+            "them), which transfers better to other labs"
+        )
     if config.prepare_runtime:
         parts.append("the new model prepared for the fast CPU runtime at the end")
     return "The recipe " + "; ".join(parts) + "."

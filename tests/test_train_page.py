@@ -286,11 +286,11 @@ def train_page() -> AppTest:
 def test_adapt_is_the_short_recipe_from_the_chosen_bundle_on_your_tiles():
     adapt, default = recipes.read_recipe("adapt"), recipes.read_recipe("default")
     assert adapt.data == "" and adapt.init_from == "default" and not adapt.validation_sources
-    # The default's augmentation and preprocessing on a schedule at most a third as long, half
+    # The default's augmentation and preprocessing on a schedule at most two thirds as long, half
     # of whose crops replay the starting model's own tiles; the start's statistics and
     # threshold kept, the last epoch kept, the fast runtime prepared for "Use this model".
     assert adapt.augmentation == default.augmentation and adapt.preprocess == default.preprocess
-    assert adapt.epochs * adapt.crops_per_epoch * 3 <= default.epochs * default.crops_per_epoch
+    assert adapt.epochs * adapt.crops_per_epoch * 3 <= default.epochs * default.crops_per_epoch * 2
     assert (adapt.replay_data, adapt.replay_fraction) == ("init_from", 0.5)
     assert adapt.freeze_batchnorm and adapt.prepare_runtime
     assert (adapt.final_weights, adapt.threshold_rule) == ("last", "start")
@@ -516,6 +516,7 @@ def test_the_recipe_summary_names_the_fine_tuning_settings():
     plain = training.recipe_summary(TrainConfig())
     assert "best epoch and threshold chosen on the dataset's own validation tiles" in plain
     assert "batch normalisation" not in plain and "fast CPU runtime" not in plain
+    assert "blended" not in plain
     summary = training.recipe_summary(
         TrainConfig(
             init_from="default",
@@ -523,10 +524,12 @@ def test_the_recipe_summary_names_the_fine_tuning_settings():
             replay_data="init_from",
             replay_fraction=0.5,
             threshold_rule="start",
+            start_blend=0.25,
             prepare_runtime=True,
         )
     )
     for words in (
+        "the kept weights blended with the starting model's (25% of them)",
         "batch normalisation kept as the starting model has it",
         "50% of the crops from the starting model's own training tiles (when this machine has",
         "best epoch chosen on the dataset's own validation tiles",
