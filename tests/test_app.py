@@ -571,7 +571,8 @@ def test_models_page_shows_cards_as_tables_and_a_fine_tuning_comparison(isolated
     assert titles.count("Full card (JSON)") == 2  # one per card, collapsed
     tables = [t.value for t in at.table]
     facts = [dict(zip(t.iloc[:, 0], t.iloc[:, 1], strict=True)) for t in tables if t.shape[1] == 2]
-    default = next(f for f in facts if f["Name"] == "monuseg-deeplabv3plus-v4.2")
+    shipped = json.loads((REPO / "weights" / "default" / "card.json").read_text())["name"]
+    default = next(f for f in facts if f["Name"] == shipped)
     assert default["Pixel size"] == "0.25 µm/px" and default["Folder"] == "weights/default"
     assert default["Licence"].startswith("CC BY-NC-SA 4.0")
     figures = [t for t in tables if "Set" in t.columns]
