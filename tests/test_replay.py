@@ -136,3 +136,70 @@ def test_the_planned_crops_say_beforehand_what_the_run_will_draw(tmp_path):
     assert crops(init_from=str(absent), **replay) == 160
     assert crops(init_from=str(tmp_path / "no-bundle"), **replay) == 320  # the run will say
     assert crops(replay_data=str(start_data), replay_fraction=0.5) == 320
+
+
+def carved_bundle(folder, data, *, carve_seed, training_seed):
+    """A bundle card of a run on ``data`` whose val split was carved by ``carve_seed`` while its
+    training record says ``training_seed`` (as v4's experiment script recorded its crop seed)."""
+    from segcore.data.datasets import open_dataset
+
+    folder = card_bundle(folder, str(data))
+    card = json.loads((folder / "card.json").read_text())
+    card["dataset"] = {**open_dataset(data, seed=carve_seed).summary(), "data": str(data)}
+    card["training"] = {**card["training"], "seed": training_seed}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_a_fine_tuning_on_the_starts_own_data_must_carve_it_as_the_start_did(tmp_path):
+    from segcore.bundles.store import read_card
+    from segcore.data.datasets import open_dataset
+    from segcore.training.replay import check_start_carve, start_carving
+
+    data = make_pairs_dataset(tmp_path / "monuseg", n=10)
+    start = carved_bundle(tmp_path / "start", data, carve_seed=1, training_seed=11)
+    assert start_carving(read_card(start))["seed"] == 1  # the carve's seed, not the crops'
+
+    def config(seed, on=data):
+        return TrainConfig(data=str(on), init_from=str(start), seed=seed)
+
+    seed_1, seed_11 = open_dataset(data, seed=1), open_dataset(data, seed=11)
+    assert set(seed_1.val.ids) != set(seed_11.val.ids)  # the two carves differ
+    with pytest.raises(ConfigError, match=r"carved by seed 1; .* with seed 11.*set \"seed\": 1"):
+        check_start_carve(config(11), seed_11)
+    check_start_carve(config(1), seed_1)  # the start's carve: its validation tiles stay out
+    other = make_pairs_dataset(tmp_path / "lab", n=10)
+    check_start_carve(config(11, other), open_dataset(other, seed=11))  # other data: no check
+    # The same folder found by name and sizes when the card's path was relative elsewhere.
+    card = json.loads((start / "card.json").read_text())
+    card["dataset"]["root"] = "../elsewhere/monuseg"
+    (start / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match="seed 1"):
+        check_start_carve(config(11), seed_11)
+    # Replaying the start's tiles carves them as the start did, too.
+    replay = resolve_replay(
+        TrainConfig(
+            data=str(other),
+            init_from=str(start),
+            replay_data=REPLAY_START,
+            replay_fraction=0.5,
+            seed=11,
+        ),
+        other,
+    )
+    assert sorted(replay.samples.ids) == sorted(seed_1.train.ids)
+
+
+def test_the_trainer_and_the_launcher_refuse_the_other_carve_before_making_anything(tmp_path):
+    from segcore.training.jobs import check_dataset
+    from segcore.training.trainer import train
+
+    data = make_pairs_dataset(tmp_path / "monuseg", n=10)
+    start = carved_bundle(tmp_path / "start", data, carve_seed=1, training_seed=1)
+    config = TrainConfig(data=str(data), init_from=str(start), seed=2)
+    with pytest.raises(ConfigError, match='set "seed": 1'):
+        check_dataset(config.to_dict())
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match='set "seed": 1'):
+        train(config, runs_dir=runs)
+    assert not runs.exists() or not any(runs.iterdir())

@@ -96,7 +96,9 @@ def check_run_id(run_id: str) -> str:
 def check_dataset(config: Mapping[str, Any]) -> None:
     """Refuses a training whose dataset folder would fail at once, as ``train`` does before it
     makes a run folder (:meth:`~segcore.training.config.TrainConfig.open_folder`), or whose
-    starting bundle cannot start it (:func:`~segcore.training.comparison.check_init_from`).
+    starting bundle cannot start it (:func:`~segcore.training.comparison.check_init_from`) or
+    was trained on the same data carved another way
+    (:func:`~segcore.training.replay.check_start_carve`).
 
     Only a config naming a dataset folder or a starting bundle is read as a
     :class:`~segcore.training.config.TrainConfig`; otherwise (the synthetic set from scratch,
@@ -105,19 +107,21 @@ def check_dataset(config: Mapping[str, Any]) -> None:
 
     Raises:
         ConfigError: the config is not a valid ``TrainConfig``, or the starting bundle has
-            another input size or architecture.
+            another input size or architecture, or carved the same data another way.
         BundleError: the starting bundle cannot be read.
         DatasetError: the folder is missing, unreadable or holds no training samples.
     """
     from segcore.data.synthetic_set import SYNTHETIC
     from segcore.training.comparison import check_init_from
     from segcore.training.config import TrainConfig
+    from segcore.training.replay import check_start_carve
 
     if config.get("init_from"):
         check_init_from(TrainConfig.from_dict(dict(config)))
     if config.get("data", SYNTHETIC) == SYNTHETIC:
         return
-    TrainConfig.from_dict(dict(config)).open_folder()
+    train_config = TrainConfig.from_dict(dict(config))
+    check_start_carve(train_config, train_config.open_folder())
 
 
 def _child_env(run: RunDir, lock: DeviceLock, env: Mapping[str, str] | None) -> dict[str, str]:

@@ -3,14 +3,16 @@
 A short fine-tune on one lab's tiles moves the network towards that lab (its stain, and its
 annotators' outline convention) and away from the lab it was made on. Mixing a share of the
 starting model's own training tiles into every epoch (``TrainConfig.replay_data``,
-``replay_fraction``) keeps both in view. :func:`resolve_replay` finds those tiles:
+``replay_fraction``) keeps both in view. :func:`resolve_replay` finds those tiles (and
+:func:`check_start_carve` keeps a fine-tuning on the start's own data from validating on
+them):
 
 * a dataset folder: its training samples, carved as the run carves its own (a missing folder
   is an error, as for ``data``);
 * ``"init_from"`` (:data:`~segcore.training.config.REPLAY_START`): the training data recorded
   in the starting bundle's card (``training.data``, else ``dataset.data``; relative paths are
   against :data:`segcore.paths.REPO_ROOT`, as in recipes), carved as that run carved it (so
-  its validation tiles stay out). A model's training tiles are often
+  its validation tiles stay out; :func:`start_carving`). A model's training tiles are often
   not on the machine that fine-tunes it: then the run trains on its own tiles alone, on the
   crops they would have had (``crops_per_epoch × (1 − replay_fraction)``, so the lab's tiles
   weigh as much as with replay and the run is shorter), and its log and card say why
@@ -72,7 +74,7 @@ def _start_tiles(config: TrainConfig) -> tuple[str | None, str | None, dict[str,
     card = read_card(resolve_bundle_ref(config.init_from))
     training = card.training or {}
     recorded = training.get("data") or (card.dataset or {}).get("data")
-    carving = {k: training[k] for k in ("val_fraction", "test_fraction", "seed") if k in training}
+    carving = start_carving(card)
     if not recorded:
         return None, f"the card of {config.init_from} records no training data", carving
     folder = resolve_recipe_path(str(recorded))
@@ -80,6 +82,55 @@ def _start_tiles(config: TrainConfig) -> tuple[str | None, str | None, dict[str,
         why = f"the training data of {config.init_from} ({recorded}) is not on this machine"
         return None, why, carving
     return folder, None, carving
+
+
+def start_carving(card) -> dict[str, Any]:
+    """How the run that made ``card`` carved val and test out of its data: ``val_fraction``,
+    ``test_fraction`` and ``seed``, as far as recorded. The seed is the dataset's
+    (``dataset.seed``, the carve itself) before the training record's, which an older
+    experiment script used for its crops alone."""
+    training = card.training or {}
+    carving = {k: training[k] for k in ("val_fraction", "test_fraction", "seed") if k in training}
+    seed = (card.dataset or {}).get("seed")
+    return carving if seed is None else {**carving, "seed": seed}
+
+
+def check_start_carve(config: TrainConfig, splits) -> None:
+    """Refuses a fine-tuning on its starting bundle's own data carved another way.
+
+    A dataset with no val (or test) split of its own has one carved by the run's ``seed``; a
+    fine-tuning that carves the same data with another seed validates on tiles its start
+    was trained on (and trains on the start's validation tiles), so its validation figures
+    and its choice of epoch would flatter both. Nothing is checked without ``init_from``,
+    when nothing is carved, or on other data (same resolved folder, or same folder name and
+    split sizes).
+
+    Raises:
+        ConfigError: naming the start, the data and the seed to use.
+        BundleError: the starting bundle's card cannot be read.
+    """
+    from segcore.bundles.refs import resolve_bundle_ref
+    from segcore.bundles.store import read_card
+
+    if not config.init_from or not splits.carved:
+        return
+    card = read_card(resolve_bundle_ref(config.init_from))
+    dataset = card.dataset or {}
+    if not dataset.get("carved") or "root" not in dataset:
+        return
+    theirs = Path(resolve_recipe_path(str(dataset["root"])))
+    ours = splits.summary()
+    same = theirs.resolve() == Path(splits.root).resolve() or (
+        theirs.name == Path(splits.root).name and dataset.get("sizes") == ours["sizes"]
+    )
+    seed = start_carving(card).get("seed")
+    if same and seed is not None and seed != config.seed:
+        raise ConfigError(
+            f"init_from {config.init_from!r} was trained on {dataset['root']} with its "
+            f"{'/'.join(dataset['carved'])} split carved by seed {seed}; this run carves "
+            f"{splits.root} with seed {config.seed}, so it would validate on tiles that model "
+            f'was trained on: set "seed": {seed}'
+        )
 
 
 def _own_share(config: TrainConfig) -> int | None:

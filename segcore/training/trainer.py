@@ -59,7 +59,7 @@ from segcore.training.config import TrainConfig
 from segcore.training.finish import finish_run, recording_failure
 from segcore.training.locks import lock_for
 from segcore.training.models import model_for_run
-from segcore.training.replay import Replay, resolve_replay
+from segcore.training.replay import Replay, check_start_carve, resolve_replay
 from segcore.training.runs import (
     RunDir,
     default_runs_dir,
@@ -243,6 +243,7 @@ def train(
         # one is refused with nothing left behind (a queued run's folder exists already: the
         # launcher checked its dataset, and a failure now is recorded in the run).
         splits = config.open_folder()
+        check_start_carve(config, splits)  # the start's own data carved another way: refused
     handler = None
     stop_flag = {"requested": False}
     # The same key the web server uses (no TensorFlow needed), so both see one lock.
