@@ -22,7 +22,8 @@ The ``reference`` column quotes ``../shared/data/README.md``'s classical figure 
 implementation with σ 2, measured here.
 
 Models run in the keras runtime (the reference) unless ``--runtime NAME=RUNTIME`` says otherwise
-(e.g. ``--model int8=default --runtime int8=openvino-int8``).
+(e.g. ``--model int8=default --runtime int8=openvino-int8``); ``--flips NAME`` makes model NAME
+predict the mean of its four flips (``--flips`` on the command line).
 
 Usage (``--model`` may repeat; ``baseline`` is the classical hematoxylin + Otsu reference)::
 
@@ -52,6 +53,7 @@ from segcore.bundles.loading import load_bundle
 from segcore.bundles.runtime_cache import open_bundle_runtime
 from segcore.data.images import read_image, read_mask_array
 from segcore.inference.classical import ClassicalBaseline
+from segcore.inference.flips import FLIPS_DETAIL, with_flips
 from segcore.inference.instances import label_instances
 from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
 from segcore.inference.scale import AUTO, predict_at_given_pixel_size
@@ -191,6 +193,13 @@ def main() -> int:
         help="NAME=RUNTIME: run model NAME in that runtime (keras, openvino, openvino-bf16, "
         "openvino-int8, auto); default keras for every model",
     )
+    parser.add_argument(
+        "--flips",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model NAME predicts the mean of its four flips (segcore.inference.flips)",
+    )
     parser.add_argument("--data", default="../shared/data", help="folder of the sets")
     parser.add_argument("--out", help="write the Markdown table here (default: print it)")
     parser.add_argument("--json", help="also write the counts as JSON")
@@ -201,6 +210,10 @@ def main() -> int:
         model = open_bundle_runtime(bundles[name], runtime, report=print)
         bundles[name] = dataclasses.replace(bundles[name], model=model)  # predicts in that runtime
         print(f"{name}: runtime {getattr(model, 'name', 'classical')}")
+    for name in args.flips:  # after --runtime: the flips wrap whichever runtime NAME runs in
+        model = with_flips(bundles[name].model)
+        bundles[name] = dataclasses.replace(bundles[name], model=model)
+        print(f"{name}: {FLIPS_DETAIL}")
     start = time.monotonic()
     results = {}
     for row, folder, mode, part in ROWS:

@@ -272,3 +272,19 @@ def test_train_names_the_field_of_a_config_value_of_the_wrong_type(tmp_path, cap
     err = capsys.readouterr().err
     assert err == f"error: {config}: TrainConfig.epochs must be an integer, got 'many'\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_flips_average_the_mirror_images_but_never_land_in_the_card(tiny_bundle, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "synth", count=3, size=64, seed=3)
+    argv = ["evaluate", "--model", str(tiny_bundle), "--data", str(data), "--split", "train"]
+    argv += ["--runtime", "keras", "--overlap", "16"]
+    plain, flipped = tmp_path / "plain.json", tmp_path / "flipped.json"
+    assert main([*argv, "--json", str(plain)]) == 0
+    assert main([*argv, "--flips", "--json", str(flipped)]) == 0
+    assert "mean of 4 flips" in capsys.readouterr().err  # the runtime line says so
+    a, b = json.loads(plain.read_text()), json.loads(flipped.read_text())
+    assert a["sweep"]["pooled"] != b["sweep"]["pooled"]  # another prediction was scored
+    before = (tiny_bundle / "card.json").read_text()
+    assert main([*argv, "--flips", "--update-card"]) == 2
+    assert "--flips with --update-card" in capsys.readouterr().err
+    assert (tiny_bundle / "card.json").read_text() == before

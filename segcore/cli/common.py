@@ -121,19 +121,26 @@ def check_unique_stems(
             )
 
 
-def runtime_model(bundle, requested: str, quiet: bool):
+def runtime_model(bundle, requested: str, quiet: bool, *, flips: bool = False):
     """The model the command predicts with: ``bundle``'s network in runtime ``requested``
-    (:func:`segcore.bundles.runtime_cache.open_bundle_runtime`). Slow first-use steps, the
+    (:func:`segcore.bundles.runtime_cache.open_bundle_runtime`), averaged over test-time flips
+    with ``flips`` (:func:`segcore.inference.flips.with_flips`). Slow first-use steps, the
     runtime that runs and any notice (a fallback to Keras, a failed gate) go to stderr; the
     notice also when ``quiet``.
+
+    Raises:
+        ConfigError: ``flips`` for the classical baseline.
     """
     from segcore.bundles.runtime_cache import open_bundle_runtime
+    from segcore.inference.flips import with_flips
 
     def report(line: str) -> None:
         if not quiet:
             print(line, file=sys.stderr)
 
     model = open_bundle_runtime(bundle, requested, report=report)
+    if flips:
+        model = with_flips(model)
     describe = getattr(model, "describe", None)
     if describe is not None:
         report(f"runtime: {describe()}")

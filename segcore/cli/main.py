@@ -130,7 +130,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{done}/{total}] {sample_id}", file=sys.stderr)
 
-    model = runtime_model(bundle, args.runtime, args.quiet)
+    model = runtime_model(bundle, args.runtime, args.quiet, flips=args.flips)
     estimate = None
     if is_auto(pixel_size) and len(samples) == 0:
         pixel_size = None  # evaluate says the split is empty
@@ -257,7 +257,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model)
     job = PredictJob(
         bundle=bundle,
-        model=runtime_model(bundle, args.runtime, args.quiet),
+        model=runtime_model(bundle, args.runtime, args.quiet, flips=args.flips),
         out=out,
         threshold=bundle.threshold if args.threshold is None else args.threshold,
         pixel_size=given,
@@ -362,6 +362,12 @@ def _add_inference_args(sub, *, auto: bool = False, pixel_default: str = "") -> 
     sub.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model's)")
     sub.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
     sub.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
+    sub.add_argument(
+        "--flips",
+        action="store_true",
+        help="average the network's probabilities over the image and its three mirror images "
+        "(4x the time; for the default model +0.009 mean Dice over five labs' validation parts)",
+    )
     if not auto:
         sub.add_argument(
             "--pixel-size",
@@ -516,6 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if getattr(args, "flips", False) and getattr(args, "update_card", False):
+            raise ConfigError(
+                "--flips with --update-card: a card records the model as the app runs it, "
+                "without test-time flips; leave one out"
+            )
         return args.func(args)
     except SegcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -46,7 +46,7 @@ def cmd_tune_instances(args: argparse.Namespace) -> int:
     if args.source and args.split != "val":
         raise ConfigError("--source tunes on validation parts: use it with --split val")
     sets += [(s.name, s.samples, s.pixel_size) for s in open_validation_sources(args.source)]
-    model = runtime_model(bundle, args.runtime, args.quiet)
+    model = runtime_model(bundle, args.runtime, args.quiet, flips=args.flips)
     tunings = {
         name: tune_instances(
             model,

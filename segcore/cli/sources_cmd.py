@@ -34,7 +34,7 @@ def cmd_choose_threshold(args: argparse.Namespace) -> int:
     )
     sources = [own, *open_validation_sources(args.source)]
     choice, sweeps = score_sources(
-        runtime_model(bundle, args.runtime, args.quiet),
+        runtime_model(bundle, args.runtime, args.quiet, flips=args.flips),
         sources,
         bundle.preprocess,
         rule=args.rule,

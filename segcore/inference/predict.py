@@ -119,7 +119,8 @@ def _check_image(image: object) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_keras_model(model: object) -> bool:
+def is_keras_model(model: object) -> bool:
+    """Whether ``model`` is a ``keras.Model`` (without importing Keras when it was not)."""
     # A Keras model cannot exist unless keras was imported, so plain callables never load it.
     if "keras" not in sys.modules:
         return False
@@ -149,7 +150,7 @@ def keras_function(model: Any, height: int, width: int) -> Any:
 
 
 def _predictor(model: Any, height: int, width: int) -> Predictor:
-    if _is_keras_model(model):
+    if is_keras_model(model):
         function = keras_function(model, height, width)
         return lambda batch: function(batch).numpy()
     if not callable(model):
