@@ -17,7 +17,9 @@ Run: ``python benchmarks/bench_runtimes.py [--model default] [--rounds 9]
    masks, and the largest probability difference from keras.
 4. **First use** (``--first-use``): ``auto`` opened on an empty cache folder (conversion,
    int8 quantisation, the accuracy gate on every candidate), then opened again from the cache.
-5. **Tiling** (with ``--data`` and ``--tilings``): the fastest runtime's pooled Dice and seconds
+5. **Flips** (``--flips``): every runtime also as ``NAME+flips``, the mean of its four mirror-image
+   predictions (``--flips`` on the command line), in the same interleaved rounds.
+6. **Tiling** (with ``--data`` and ``--tilings``): the fastest runtime's pooled Dice and seconds
    per image for other tile sizes and overlaps, down to the whole image in one call — what a
    tiling policy that predicts fewer redundant pixels would cost in Dice.
 
@@ -51,6 +53,7 @@ from segcore.data import samples
 from segcore.data.datasets import open_dataset
 from segcore.data.images import encode_png
 from segcore.data.preprocessing import enhance_image, to_model_input
+from segcore.inference.flips import with_flips
 from segcore.inference.predict import predict_probabilities
 from segcore.inference.runtimes import open_runtime, selection
 from segcore.inference.runtimes.base import KERAS, RUNTIMES
@@ -237,6 +240,9 @@ def main() -> None:
     parser.add_argument(
         "--first-use", action="store_true", help="time auto on an empty cache, then cached"
     )
+    parser.add_argument(
+        "--flips", action="store_true", help="also time every runtime with test-time flips"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -262,6 +268,8 @@ def main() -> None:
     models = {name: model for name, model in models.items() if model.name == name}
     for name, why in skipped.items():
         print(f"{name}: skipped — {why}")
+    if args.flips:  # segcore.inference.flips: the same runtime, the mean of four flips
+        models.update({f"{name}+flips": with_flips(model) for name, model in list(models.items())})
     figures: dict = {"cpu": info.describe(), "bundle": bundle.card.name}
 
     tiles = per_tile(models, real_tiles(bundle.preprocess), args.rounds)
