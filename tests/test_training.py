@@ -355,9 +355,7 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
     source = load_bundle(first.bundle_dir).model
     # lr so small that one epoch cannot move the weights: the result must be the source's.
     tuned = train(
-        tiny_config(
-            tiny_data, runs / "tuned", epochs=1, lr=1e-12, seed=5, init_from=str(first.bundle_dir)
-        ),
+        tiny_config(tiny_data, runs / "tuned", epochs=1, lr=1e-12, init_from=str(first.bundle_dir)),
         runs_dir=runs,
     )
     model = load_bundle(tuned.bundle_dir).model
@@ -373,7 +371,7 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
     assert comparison == RunDir(tuned.path).read_status()["comparison"]
     assert comparison["before"]["model"] == source_card.name
     assert comparison["after"]["threshold"] == pytest.approx(card.threshold, abs=1e-4)
-    splits = tiny_config(tiny_data, runs / "unused", seed=5).open_folder()
+    splits = tiny_config(tiny_data, runs / "unused").open_folder()  # the start's carve
     assert comparison["images"] == len(splits.val) > 0
     source_bundle = load_bundle(first.bundle_dir)
     expected = evaluate(
@@ -391,8 +389,8 @@ def test_init_from_a_bundle_starts_from_its_weights(tiny_data, tmp_path):
         comparison["after"]["dice"] - comparison["before"]["dice"], abs=2e-4
     )
     assert card.instances == source_card.instances  # the nuclei settings carry over
-    # Without init_from the same seed-5 run starts elsewhere.
-    fresh = train(tiny_config(tiny_data, runs / "fresh", epochs=1, lr=1e-12, seed=5), runs_dir=runs)
+    # Without init_from the same run starts elsewhere (from its seed's initial weights).
+    fresh = train(tiny_config(tiny_data, runs / "fresh", epochs=1, lr=1e-12), runs_dir=runs)
     other = load_bundle(fresh.bundle_dir).model
     assert not np.allclose(
         np.asarray(other.trainable_weights[-1]), np.asarray(model.trainable_weights[-1])
