@@ -63,21 +63,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from segcore.bundles.loading import load_bundle
-    from segcore.data.datasets import dataset_pixel_size, open_dataset
-    from segcore.evaluation.sources import Source, open_validation_sources, score_sources
+    from segcore.evaluation.sources import (
+        carved_validation_source,
+        open_validation_sources,
+        score_sources,
+    )
     from segcore.training.blending import StartBlend
 
     start = load_bundle(args.start)
     sources = [
-        Source(
-            Path(args.data).name,
-            open_dataset(args.data, seed=args.seed).split("val"),
-            dataset_pixel_size(args.data),
-        ),
+        carved_validation_source(args.data, args.seed),
         *open_validation_sources(args.source or [str(DATA / s) for s in SOURCES]),
     ]
     own = start.model.get_weights()
-    blend = StartBlend(own, 0.0, args.start)
     trained = tuned_weights(args.tuned)
     reference_t = round(args.reference_threshold or start.threshold, 2)
     names = [s.name for s in sources]
@@ -87,8 +85,8 @@ def main(argv=None) -> int:
     ]
     reference = None
     for share in [1.0, *sorted(set(args.share or [0.7, 0.5, 0.3, 0.0]) - {1.0}, reverse=True)]:
-        blend.share = share
-        start.model.set_weights(blend.blended(trained) if share < 1 else own)
+        blended = StartBlend(own, share, args.start).blended(trained) if share < 1 else own
+        start.model.set_weights(blended)
         choice, sweeps = score_sources(
             start.model,
             sources,

@@ -19,19 +19,18 @@ from segcore.errors import ConfigError
 def cmd_choose_threshold(args: argparse.Namespace) -> int:
     """Scores every source, prints the table, optionally records the choice."""
     from segcore.bundles.loading import load_bundle
-    from segcore.data.datasets import dataset_pixel_size, open_dataset
-    from segcore.evaluation.sources import Source, open_validation_sources, score_sources
+    from segcore.evaluation.sources import (
+        carved_validation_source,
+        open_validation_sources,
+        score_sources,
+    )
 
     if args.threshold is not None:
         raise ConfigError("choose-threshold chooses the threshold: --threshold does not apply")
     bundle = load_bundle(args.model)
     if args.update_card and bundle.path is None:
         raise ConfigError("--update-card: the classical baseline has no card to update")
-    own = Source(
-        Path(args.data).name,
-        open_dataset(args.data, seed=args.seed).split("val"),
-        args.pixel_size or dataset_pixel_size(args.data),
-    )
+    own = carved_validation_source(args.data, args.seed, args.pixel_size)
     sources = [own, *open_validation_sources(args.source)]
     choice, sweeps = score_sources(
         runtime_model(bundle, args.runtime, args.quiet, flips=args.flips),

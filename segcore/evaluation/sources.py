@@ -55,6 +55,19 @@ class Source:
     pixel_size: float | None = None
 
 
+def carved_validation_source(
+    root: str | os.PathLike, seed: int, pixel_size: float | None = None
+) -> Source:
+    """The ``val`` split of a training dataset folder (carved by ``seed`` when it has none of
+    its own: ``--seed 1`` gives the default's 4 MoNuSeg validation tiles), named by the folder;
+    its pixel size is ``pixel_size``, else the one its ``dataset.json`` declares."""
+    return Source(
+        Path(root).name,
+        open_dataset(root, seed=seed).split("val"),
+        pixel_size or dataset_pixel_size(root),
+    )
+
+
 def open_validation_sources(paths: Sequence[str | os.PathLike], split: str = "val") -> list[Source]:
     """The ``split`` part of each dataset folder, as sources named by the folder.
 

@@ -43,18 +43,27 @@ class StartBlend:
         self.ref = ref
 
     @classmethod
-    def for_config(cls, config: TrainConfig) -> StartBlend | None:
+    def for_config(
+        cls, config: TrainConfig, start_weights: list[np.ndarray] | None = None
+    ) -> StartBlend | None:
         """The blend ``config`` asks for (``start_blend`` > 0), or None.
+
+        Args:
+            config: the run's config.
+            start_weights: the starting bundle's weights when the caller has them (a new
+                run's model just initialised from ``init_from``); None loads the bundle (a
+                resumed run, whose model comes from a checkpoint).
 
         Raises:
             BundleError: the starting bundle cannot be loaded.
         """
         if not config.start_blend:
             return None
-        from segcore.bundles.loading import load_bundle
+        if start_weights is None:
+            from segcore.bundles.loading import load_bundle
 
-        start = load_bundle(config.init_from)
-        return cls(start.model.get_weights(), config.start_blend, config.init_from)
+            start_weights = load_bundle(config.init_from).model.get_weights()
+        return cls(start_weights, config.start_blend, config.init_from)
 
     def blended(self, weights: list[np.ndarray]) -> list[np.ndarray]:
         """``share * start + (1 - share) * weights``, weight by weight.

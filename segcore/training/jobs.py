@@ -116,12 +116,13 @@ def check_dataset(config: Mapping[str, Any]) -> None:
     from segcore.training.config import TrainConfig
     from segcore.training.replay import check_start_carve
 
-    if config.get("init_from"):
-        check_init_from(TrainConfig.from_dict(dict(config)))
-    if config.get("data", SYNTHETIC) == SYNTHETIC:
+    if not config.get("init_from") and config.get("data", SYNTHETIC) == SYNTHETIC:
         return
     train_config = TrainConfig.from_dict(dict(config))
-    check_start_carve(train_config, train_config.open_folder())
+    if train_config.init_from:
+        check_init_from(train_config)
+    if train_config.data != SYNTHETIC:
+        check_start_carve(train_config, train_config.open_folder())
 
 
 def _child_env(run: RunDir, lock: DeviceLock, env: Mapping[str, str] | None) -> dict[str, str]:

@@ -58,6 +58,18 @@ class Replay:
     crops_per_epoch: int | None = None
 
 
+def _start_card(config: TrainConfig):
+    """The card of the bundle ``config`` starts from (``init_from``).
+
+    Raises:
+        BundleError: it cannot be read.
+    """
+    from segcore.bundles.refs import resolve_bundle_ref
+    from segcore.bundles.store import read_card
+
+    return read_card(resolve_bundle_ref(config.init_from))
+
+
 def _start_tiles(config: TrainConfig) -> tuple[str | None, str | None, dict[str, Any]]:
     """Where the starting bundle's (``config.init_from``) training tiles are on this machine:
     ``(folder, None, carving)``, or ``(None, why not, carving)``. The folder is the card's
@@ -68,10 +80,7 @@ def _start_tiles(config: TrainConfig) -> tuple[str | None, str | None, dict[str,
     Raises:
         BundleError: the starting bundle's card cannot be read.
     """
-    from segcore.bundles.refs import resolve_bundle_ref
-    from segcore.bundles.store import read_card
-
-    card = read_card(resolve_bundle_ref(config.init_from))
+    card = _start_card(config)
     training = card.training or {}
     recorded = training.get("data") or (card.dataset or {}).get("data")
     carving = start_carving(card)
@@ -109,19 +118,15 @@ def check_start_carve(config: TrainConfig, splits) -> None:
         ConfigError: naming the start, the data and the seed to use.
         BundleError: the starting bundle's card cannot be read.
     """
-    from segcore.bundles.refs import resolve_bundle_ref
-    from segcore.bundles.store import read_card
-
     if not config.init_from or not splits.carved:
         return
-    card = read_card(resolve_bundle_ref(config.init_from))
+    card = _start_card(config)
     dataset = card.dataset or {}
     if not dataset.get("carved") or "root" not in dataset:
         return
     theirs = Path(resolve_recipe_path(str(dataset["root"])))
-    ours = splits.summary()
     same = theirs.resolve() == Path(splits.root).resolve() or (
-        theirs.name == Path(splits.root).name and dataset.get("sizes") == ours["sizes"]
+        theirs.name == Path(splits.root).name and dataset.get("sizes") == splits.summary()["sizes"]
     )
     seed = start_carving(card).get("seed")
     if same and seed is not None and seed != config.seed:

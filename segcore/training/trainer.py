@@ -361,7 +361,9 @@ def _run(
         "initial_epoch": initial_epoch,
     }
     sources = _validation_sources(config, splits, val_source)
-    blend = StartBlend.for_config(config)
+    # A new run's model holds the start's weights now: no second load of the starting bundle.
+    fresh = config.start_blend and not state
+    blend = StartBlend.for_config(config, model.get_weights() if fresh else None)
     callback = make_callback(
         run,
         config,
