@@ -166,10 +166,19 @@ def region_analysis(bundle, view: slide_views.SlideOverview, box, pixel_size: fl
     )
 
 
-def run_config(pixel_size: float | None, tissue_threshold: float | None):
+FLIPS_HELP = (
+    "Average the model over each tile and its three mirror images: four network calls per "
+    "tile instead of one, for slightly better nuclei on stains unlike the training set's (the "
+    "default model gained 0.003 to 0.018 Dice on five labs' validation images)."
+)
+"""The help of the Slides page's test-time flips box (:mod:`segcore.inference.flips`)."""
+
+
+def run_config(pixel_size: float | None, tissue_threshold: float | None, flips: bool = False):
     """The :class:`~segcore.wholeslide.config.SlideRunConfig` of a job started from the page:
-    the app's runtime, the pixel size the user gave (None: the slide's) and the tissue
-    threshold (None: Otsu's at the job's resolution)."""
+    the app's runtime, the pixel size the user gave (None: the slide's), the tissue
+    threshold (None: Otsu's at the job's resolution) and whether to average test-time
+    flips."""
     from appkit import runtime
     from segcore.slides.tissue import TissueConfig
     from segcore.wholeslide.config import SlideRunConfig
@@ -178,6 +187,7 @@ def run_config(pixel_size: float | None, tissue_threshold: float | None):
         pixel_size=pixel_size,
         runtime=runtime.requested_runtime()[0],
         tissue=TissueConfig(threshold=tissue_threshold),
+        flips=flips,
     )
 
 

@@ -242,20 +242,24 @@ with side:
     active = newest is not None and newest["state"] in ACTIVE_STATES
     if access.viewer_mode():
         st.info(access.VIEWER_NOTE, icon=":material/visibility:")
-    elif st.button(
-        "Segment the whole slide", type="primary", disabled=active, key=f"segment_{sid}"
-    ):
-        try:
-            job = access.start_slide_job(
-                path,
-                model_ref=state.active_ref(),
-                config=slides.run_config(given, tissue_threshold),
-            )
-        except SegcoreError as exc:
-            widgets.show_error(exc, "Not started")
-        else:
-            st.toast(f"Started {job.job_id}: it runs in the background.")
-            active = True
+    else:
+        flips = st.checkbox(
+            "Test-time flips", key=f"flips_{sid}", disabled=active, help=slides.FLIPS_HELP
+        )
+        if st.button(
+            "Segment the whole slide", type="primary", disabled=active, key=f"segment_{sid}"
+        ):
+            try:
+                job = access.start_slide_job(
+                    path,
+                    model_ref=state.active_ref(),
+                    config=slides.run_config(given, tissue_threshold, flips),
+                )
+            except SegcoreError as exc:
+                widgets.show_error(exc, "Not started")
+            else:
+                st.toast(f"Started {job.job_id}: it runs in the background.")
+                active = True
     st.fragment(job_panel, run_every=2 if active else None)(active)
 
 if not opened:

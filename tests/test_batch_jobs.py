@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import json
 import os
@@ -456,10 +457,12 @@ def small_inputs(tmp_path_factory) -> dict[str, Path]:
 CONFIG = BatchConfig(region_tiles=4, slide=FAST)
 
 
-def batch_in_process(inputs: dict[str, Path], out: Path) -> dict[str, dict]:
+def batch_in_process(
+    inputs: dict[str, Path], out: Path, config: BatchConfig = CONFIG
+) -> dict[str, dict]:
     """The batch's CSV rows by input stem, run in this process."""
     run_batch(
-        list(inputs.values()), out, spec=StandInSpec(), config=CONFIG, ray_module=InProcessRay()
+        list(inputs.values()), out, spec=StandInSpec(), config=config, ray_module=InProcessRay()
     )
     with open(out / CSV_FILE, newline="") as handle:
         return {Path(row["input"]).stem: row for row in csv.DictReader(handle)}
@@ -499,6 +502,30 @@ def test_a_full_disk_fails_one_input_and_a_rerun_after_freeing_space_finishes_it
         assert int(again["slide"]["nuclei"]) == reference["nuclei"]
         for name in outputs.OUTPUT_FILES:
             assert (folder / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
+
+
+def test_a_batch_with_flips_redoes_images_made_without_and_keeps_slide_folders(
+    small_inputs, tmp_path
+):
+    out = tmp_path / "out"
+    first = batch_in_process(small_inputs, out)
+    assert {row["status"] for row in first.values()} == {"completed"}
+    image_summary = json.loads((out / "image" / outputs.SUMMARY_FILE).read_text())
+    assert image_summary["flips"] is False
+    slide_summary = (out / "slide" / outputs.SUMMARY_FILE).read_bytes()
+    flipped = dataclasses.replace(CONFIG, slide=dataclasses.replace(FAST, flips=True))
+    again = batch_in_process(small_inputs, out, flipped)
+    # The image was made without flips: computed again, with them.
+    assert again["image"]["status"] == "completed"
+    assert json.loads((out / "image" / outputs.SUMMARY_FILE).read_text())["flips"] is True
+    # The slide's folder holds the run without flips: refused, naming the difference, kept.
+    assert again["slide"]["status"] == "failed"
+    assert "holds another run" in again["slide"]["error"], again["slide"]
+    assert "config.flips" in again["slide"]["error"]
+    assert (out / "slide" / outputs.SUMMARY_FILE).read_bytes() == slide_summary
+    # The same batch with flips once more skips the image; without them it redoes it.
+    assert batch_in_process(small_inputs, out, flipped)["image"]["status"] == "skipped"
+    assert batch_in_process(small_inputs, out)["image"]["status"] == "completed"
 
 
 def test_a_stop_between_tasks_reports_the_unfinished_inputs_stopped(small_inputs, tmp_path):

@@ -63,6 +63,7 @@ def test_without_ray_it_says_how_to_install_it(image, tmp_path, capsys, monkeypa
         (["--cpus-per-worker", "-1"], "--cpus-per-worker -1: give a positive number"),
         (["--pixel-size", "abc"], "--pixel-size 'abc': not a number"),
         (["--model", "no-such-bundle"], "no-such-bundle"),
+        (["--model", "baseline", "--flips"], "--flips: test-time flips apply to a network"),
     ],
 )
 def test_bad_options_are_refused_before_ray_starts(image, tmp_path, capsys, flags, said):

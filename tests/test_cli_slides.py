@@ -152,6 +152,17 @@ def test_run_one_slide_into_the_folder_and_several_into_subfolders(slides, tmp_p
         assert summary["config"]["threshold"] == 0.4
 
 
+def test_flips_need_a_network_and_are_refused_for_the_baseline_before_anything(
+    slides, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = ["slide", "run", slides["svs"], "--model", "baseline", "--out", out, "--flips"]
+    status, printed, err = run_cli(capsys, "-q", *argv)
+    assert status == 2 and printed == ""
+    assert "flips" in err and "baseline" in err and err.count("\n") == 1, err
+    assert not (out / "run.json").exists()
+
+
 def test_a_full_disk_during_a_run_is_one_line(slides, tmp_path, capsys, monkeypatch):
     import errno
 

@@ -68,6 +68,9 @@ def test_pictures_and_readouts(slide):
     assert slide_views.tissue_readouts(view.tissue, None)["Tissue area"] == "–"
     counts = slide_views.run_readouts({"nuclei": 12, "tissue_mm2": 0.25, "density_per_mm2": 48})
     assert counts["Nuclei (whole slide)"] == "12" and counts["Nuclei density"] == "48 /mm²"
+    assert counts["Run time"] == "–"
+    timed = slide_views.run_readouts({"seconds": 61.25, "flips": True})
+    assert timed["Run time"] == "61.2 s (with test-time flips)"
 
 
 def test_a_missing_or_bad_file_is_one_slide_error(tmp_path):

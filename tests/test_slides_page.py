@@ -162,6 +162,7 @@ def test_viewer_mode_offers_no_whole_slide_job(lab, monkeypatch):
     at = pick(slides_page(), "lab/case.svs")
     assert_clean(at)
     assert "Segment the whole slide" not in [b.label for b in at.button]
+    assert "Test-time flips" not in [c.label for c in at.checkbox]
     assert any(access.VIEWER_NOTE in i.value for i in at.info)
     with pytest.raises(access.ViewerModeError):
         access.start_slide_job(lab / "case.svs", model_ref="default", config=None)
@@ -185,6 +186,12 @@ def test_segment_starts_a_job_with_the_pages_settings(lab, monkeypatch, isolated
     assert slide == (lab / "case.svs").resolve() and model_ref == "default"
     assert config["runtime"] == "keras" and config["pixel_size"] is None
     assert config["tissue"]["threshold"] == pytest.approx(0.2)
+    assert config["flips"] is False
+    # Test-time flips, ticked, go into the next job's settings.
+    next(c for c in at.checkbox if c.label == "Test-time flips").check().run()
+    next(b for b in at.button if b.label == "Segment the whole slide").click().run()
+    assert_clean(at)
+    assert started[-1][2]["flips"] is True
 
 
 def fake_job(runs, slide, state: str, **status) -> str:
@@ -212,6 +219,7 @@ def test_a_completed_job_shows_the_density_counts_and_downloads(lab, isolated_ru
     assert shown["Nuclei (whole slide)"] == ["1,234"]
     assert shown["Nuclei density"] == ["2,468 /mm²"]
     assert shown["Tissue segmented"] == ["0.50 mm²"]
+    assert shown["Run time"] == ["12.5 s"]
     labels = {b.label for b in at.get("download_button")}
     assert {label for label, _, _ in slide_state.RUN_DOWNLOADS} <= labels
 

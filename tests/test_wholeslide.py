@@ -28,6 +28,7 @@ from segcore.bundles.loading import Bundle
 from segcore.data.preprocessing import enhance_with_lut, equalisation_lut, lightness_histogram
 from segcore.data.synthetic import generate_tile
 from segcore.errors import ConfigError, SlideError
+from segcore.inference.flips import with_flips
 from segcore.inference.instances import InstanceConfig, label_instances
 from segcore.inference.predict import predict_probabilities
 from segcore.metrics.instances import match_instances
@@ -176,6 +177,9 @@ def test_config_round_trips_through_json():
     assert config.instance_config(InstanceConfig()) == InstanceConfig(min_area_um2=4.0)
     assert SlideRunConfig().instance_config(InstanceConfig(split_depth_um=1.0)).split_depth_um == 1
     assert "read_ahead" not in config.result_dict()
+    # flips shape the results, and are recorded only when on: folders made before match.
+    assert "flips" not in config.result_dict()
+    assert SlideRunConfig(flips=True).result_dict()["flips"] is True
 
 
 @pytest.mark.parametrize(
@@ -192,6 +196,7 @@ def test_config_round_trips_through_json():
         {"region": (0, 0, 0, 10)},
         {"runtime": "fast"},
         {"read_ahead": -1},
+        {"flips": "yes"},
         {"tissue": {"max_side": 1}},
     ],
 )
@@ -265,6 +270,41 @@ def test_stitched_nuclei_equal_one_run_of_the_whole_image(tmp_path, synthetic_sl
     assert np.count_nonzero(match.ious < 1.0) <= summary["edge_nuclei"]
     assert match.ious.min() > 0.99
     assert [f["id"] for f in features] == [str(i) for i in range(1, len(features) + 1)]
+
+
+class ShiftedModel(HematoxylinModel):
+    """The stand-in reading each pixel's probability 3 pixels to its left: not symmetric
+    under mirroring, so averaging its flips changes what it finds."""
+
+    name = "shifted-stand-in"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.roll(super().__call__(batch), 3, axis=2)
+
+
+def test_flips_average_each_tile_over_its_mirror_images_and_are_recorded(tmp_path, synthetic_slide):
+    path, rgb = synthetic_slide
+    flipped = dataclasses.replace(FAST, flips=True)
+    plain_model, flips_model = ShiftedModel(), ShiftedModel()
+    plain = run(path, tmp_path / "plain", model=plain_model)
+    summary = run(path, tmp_path / "flips", flipped, model=flips_model)
+    assert flips_model.calls == 4 * plain_model.calls
+    assert summary["flips"] is True and plain["flips"] is False
+    assert summary["runtime"] == plain["runtime"] == "shifted-stand-in"
+    assert json.loads((tmp_path / "flips" / "run.json").read_text())["config"]["flips"] is True
+    assert "flips" not in json.loads((tmp_path / "plain" / "run.json").read_text())["config"]
+    # The stitched nuclei are one flip-averaged run's over the whole image (but near the model
+    # tiles' edges, where the shift wraps around), not the plain run's.
+    bundle = stand_in_bundle()
+    reference = reference_labels(rgb, bundle, with_flips(ShiftedModel()), 0.25)
+    stitched = rasterize(features_of(tmp_path / "flips"), rgb.shape[:2])
+    plain_reference = reference_labels(rgb, bundle, ShiftedModel(), 0.25)
+    same, other = match_instances(reference, stitched), match_instances(plain_reference, stitched)
+    assert_same_nuclei(reference, stitched, 0.02)
+    assert same.ious.mean() > 0.95 and other.ious.mean() < 0.8  # measured: 0.99 and 0.65
+    # A folder of the run without flips is not continued with them.
+    with pytest.raises(SlideError, match=r"holds another run.*config\.flips"):
+        run(path, tmp_path / "plain", flipped)
 
 
 def test_stitching_a_20x_slide_on_the_upsampled_grid(tmp_path, synthetic_slide):

@@ -223,5 +223,7 @@ def run_readouts(summary: Mapping) -> dict[str, str]:
         "Nuclei (whole slide)": f"{int(summary.get('nuclei', 0)):,d}",
         "Tissue segmented": f"{float(summary.get('tissue_mm2', 0.0)):,.2f} mm²",
         "Nuclei density": "–" if density is None else f"{density:,.0f} /mm²",
-        "Run time": "–" if seconds is None else f"{seconds:,.1f} s",
+        "Run time": "–"
+        if seconds is None
+        else f"{seconds:,.1f} s" + (" (with test-time flips)" if summary.get("flips") else ""),
     }

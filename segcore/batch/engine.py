@@ -261,8 +261,9 @@ def _identity(item: BatchInput) -> dict[str, Any]:
     return slide_identity(item.path)
 
 
-def _prepare(inputs: list[BatchInput], spec: Any) -> list[_Input]:
-    """The states: missing inputs failed, finished ones skipped, the rest pending."""
+def _prepare(inputs: list[BatchInput], spec: Any, flips: bool) -> list[_Input]:
+    """The states: missing inputs failed, finished ones (with or without test-time flips, as
+    this batch asks) skipped, the rest pending."""
     card = spec.card()
     runtime = getattr(spec, "runtime", "auto")
     states = []
@@ -271,7 +272,7 @@ def _prepare(inputs: list[BatchInput], spec: Any) -> list[_Input]:
         if item.kind not in (SLIDE, IMAGE):
             state.status, state.error = "failed", "no such file or folder"
         else:
-            done = finished_summary(item, card.model_sha256 or "", runtime)
+            done = finished_summary(item, card.model_sha256 or "", runtime, flips)
             if done is not None:
                 state.status, state.summary = "skipped", done
         states.append(state)
@@ -314,7 +315,7 @@ def run_batch(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    states = _prepare(collect_inputs(list(given), out), spec)
+    states = _prepare(collect_inputs(list(given), out), spec, config.slide.flips)
     todo = [s for s in states if s.status == "pending"]
     report = progress or (lambda info: None)
     own = ray_module is None

@@ -10,7 +10,8 @@
 * **Finished**: the folder's ``summary.json`` says ``completed`` for this very input (its
   name, size, modification time and the SHA-256 of its first and last MiB,
   :func:`~segcore.wholeslide.runfolder.slide_identity`, under ``slide`` or ``input``) and
-  this model (``model_sha256``, and the runtime when one is asked for by name). Anything else
+  this model (``model_sha256``, and the runtime when one is asked for by name), made with
+  test-time flips or without them as this batch asks (``"flips"``). Anything else
   is computed (a slide's run folder resumes from its finished chunks).
 """
 
@@ -109,7 +110,9 @@ def collect_inputs(given: list[str | os.PathLike], out: Path) -> list[BatchInput
     return inputs
 
 
-def finished_summary(item: BatchInput, model_sha256: str, runtime: str) -> dict[str, Any] | None:
+def finished_summary(
+    item: BatchInput, model_sha256: str, runtime: str, flips: bool = False
+) -> dict[str, Any] | None:
     """The summary of ``item``'s finished output for this model, or None (see the module
     docstring)."""
     try:
@@ -123,5 +126,7 @@ def finished_summary(item: BatchInput, model_sha256: str, runtime: str) -> dict[
     recorded = {k: v for k, v in source.items() if k in identity}
     same_runtime = runtime == AUTO or summary.get("runtime") == runtime
     if recorded != identity or (summary.get("model_sha256") or "") != model_sha256:
+        return None
+    if bool(summary.get("flips", False)) != flips:  # summaries made before flips had none
         return None
     return summary if same_runtime else None

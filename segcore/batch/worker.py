@@ -126,6 +126,7 @@ class SegmentWorker:
         """
         from segcore.analysis.image_files import write_instance_files, write_probability_files
         from segcore.data.images import read_image
+        from segcore.inference.flips import with_flips
         from segcore.inference.resolution import image_pixel_size
         from segcore.inference.scale import PIXEL_SIZE_WHEN_UNKNOWN, predict_at_given_pixel_size
         from segcore.wholeslide.outputs import SUMMARY_FILE, write_json
@@ -146,8 +147,9 @@ class SegmentWorker:
             "batch_size": IMAGE_BATCH,
         }
         # auto measures the nuclei at the bundle's threshold, as ``predict`` does
+        model = with_flips(self.model) if self.config.flips else self.model
         probs, pixel_size, estimate = predict_at_given_pixel_size(
-            self.model,
+            model,
             image,
             bundle.preprocess,
             pixel_size=pixel_size,
@@ -160,6 +162,7 @@ class SegmentWorker:
         summary = image_summary(
             identity, bundle, self.model, image.shape, pixel_size, threshold, nuclei
         )
+        summary["flips"] = self.config.flips
         if estimate is not None:
             summary["pixel_size_estimate"] = estimate.describe()
         summary["seconds"] = round(time.perf_counter() - started, 3)

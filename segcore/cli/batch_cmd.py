@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segcore.cli.common import output_folder
+from segcore.cli.common import FLIPS_HELP, output_folder
 from segcore.cli.slides_cmd import _pixel_size, _threshold, summary_line
 from segcore.errors import ConfigError
 from segcore.inference.runtimes.base import CHOICES, default_runtime
@@ -66,6 +66,7 @@ def add_batch(commands) -> None:
     batch.add_argument("--pixel-size", metavar="UM", help="µm per pixel (slides: level 0)")
     batch.add_argument("--model", default="default", help="bundle (default: weights/default)")
     batch.add_argument("--threshold", metavar="T", help="default: the bundle's threshold")
+    batch.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     batch.add_argument(
         "--region-tiles",
         type=int,
@@ -133,13 +134,19 @@ def _batch(args: argparse.Namespace, progress, should_stop=None) -> tuple[list[d
     from segcore.batch.cluster import require_ray
     from segcore.batch.engine import BatchConfig, run_batch
     from segcore.batch.worker import ModelSpec
+    from segcore.inference.classical import BASELINE_REF
     from segcore.wholeslide.config import SlideRunConfig
 
+    if args.flips and str(args.model) == BASELINE_REF:
+        raise ConfigError(
+            "--flips: test-time flips apply to a network; the classical baseline has none"
+        )
     require_ray()  # before anything is written
     slide = SlideRunConfig(
         threshold=_threshold(args.threshold),
         pixel_size=_pixel_size(args.pixel_size),
         runtime=args.runtime,
+        flips=args.flips,
     )
     cpus = args.cpus_per_worker or max(1, (os.cpu_count() or 1) // args.workers)
     config = BatchConfig(

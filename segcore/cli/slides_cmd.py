@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segcore.cli.common import check_unique_stems, output_folder, runtime_model
+from segcore.cli.common import FLIPS_HELP, check_unique_stems, output_folder, runtime_model
 from segcore.errors import ConfigError, SlideError
 from segcore.inference.runtimes.base import CHOICES, default_runtime
 
@@ -67,6 +67,7 @@ def add_slides(commands) -> None:
     run.add_argument("--pixel-size", metavar="UM", help=pixel_help)
     run.add_argument("--model", default="default", help="bundle (default: weights/default)")
     run.add_argument("--threshold", metavar="T", help="default: the bundle's threshold")
+    run.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     run.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
     )
@@ -328,6 +329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pixel_size=pixel_size,
         region=region,
         runtime=args.runtime,
+        flips=args.flips,
     )
     check_unique_stems(
         args.slides, writes="{stem}/ in --out", fix="run them into different --out folders"

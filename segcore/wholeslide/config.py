@@ -59,6 +59,10 @@ class SlideRunConfig(JsonConfig):
         region: level-0 ``(x, y, w, h)`` to segment; None (the default): the whole slide.
         runtime: the runtime asked for (``auto``, ``keras``, ``openvino``, ...), defaults to
             ``auto``.
+        flips: average the network over each model tile and its three mirror images
+            (:mod:`segcore.inference.flips`), defaults to False. Better on other labs' stains
+            (+0.003 to +0.018 pooled Dice on five labs' validation parts for the default), for
+            four network calls per model tile instead of one.
         tissue: how the tissue is found (:class:`~segcore.slides.tissue.TissueConfig`).
         read_ahead: tiles read and resampled ahead of the model by a reader thread, defaults
             to 2; 0 reads each tile when it is needed.
@@ -73,6 +77,7 @@ class SlideRunConfig(JsonConfig):
     pixel_size: float | None = None
     region: tuple[int, int, int, int] | None = None
     runtime: str = AUTO
+    flips: bool = False
     tissue: TissueConfig = field(default_factory=TissueConfig)
     read_ahead: int = 2
 
@@ -109,6 +114,8 @@ class SlideRunConfig(JsonConfig):
             raise ConfigError(
                 f"SlideRunConfig.runtime must be one of {', '.join(CHOICES)}, got {self.runtime!r}"
             )
+        if not isinstance(self.flips, bool):
+            raise ConfigError(f"SlideRunConfig.flips must be true or false, got {self.flips!r}")
         if isinstance(self.tissue, dict):
             object.__setattr__(self, "tissue", TissueConfig.from_dict(self.tissue))
         if not isinstance(self.tissue, TissueConfig):
@@ -121,9 +128,10 @@ class SlideRunConfig(JsonConfig):
         return default if self.instances is None else InstanceConfig.from_dict(self.instances)
 
     def result_dict(self) -> dict[str, Any]:
-        """The fields that shape the results (:data:`RESULT_FIELDS`), as JSON values."""
+        """The fields that shape the results (:data:`RESULT_FIELDS`), as JSON values;
+        ``flips`` only when on, so run folders made before it existed still match."""
         data = self.to_dict()
-        return {name: data[name] for name in RESULT_FIELDS}
+        return {name: data[name] for name in RESULT_FIELDS if name != "flips" or self.flips}
 
 
 RESULT_FIELDS = (
@@ -136,6 +144,7 @@ RESULT_FIELDS = (
     "pixel_size",
     "region",
     "runtime",
+    "flips",
     "tissue",
 )
 """The fields a resumed run must share with the run it continues (all but ``read_ahead``)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from segcore.bundles.card import software_versions
+from segcore.inference.flips import with_flips
 from segcore.inference.resolution import DEFAULT_MODEL_PIXEL_SIZE
 from segcore.slides.grid import GridTile, SlideGrid, lattice_aligned, plan_grid
 from segcore.slides.reader import open_slide
@@ -110,7 +111,9 @@ def segment_slide(
             threshold, instance settings, pixel size, input size, ``card.model_sha256``).
         model: what :func:`~segcore.inference.predict.predict_probabilities` runs (a
             :class:`~segcore.inference.runtimes.base.RuntimeModel`, a Keras model, a
-            callable); its ``name``, if it has one, is recorded as the runtime.
+            callable); its ``name``, if it has one, is recorded as the runtime. With
+            ``config.flips`` it is averaged over its mirror images here
+            (:func:`~segcore.inference.flips.with_flips`).
         config: the run's settings.
         progress: called from this thread with ``{"tiles_done", "tiles_total", "nuclei",
             "elapsed_s", "eta_s", "phase"}`` at each phase (``tissue`` — finding it, totals
@@ -141,6 +144,8 @@ def segment_slide(
     """
     started = time.perf_counter()
     out_dir, slide_path = Path(out_dir), Path(slide_path)
+    # Refuses a model without a network to flip (the baseline) before anything is written.
+    network = with_flips(model) if config.flips else model
     should_stop = should_stop or (lambda: False)
     with open_slide(slide_path, pixel_size=config.pixel_size) as slide:
         Progress(progress, 0, 0, 0).send("tissue")
@@ -163,7 +168,7 @@ def segment_slide(
         report = Progress(progress, len(grid.tiles), _tiles_in(chunks, done), sum(done.values()))
         report.send("segmenting")
         pipeline = Pipeline(
-            slide, grid, out_dir, model, settings, config.read_ahead, report, tissue
+            slide, grid, out_dir, network, settings, config.read_ahead, report, tissue
         )
         log.info(
             "%s: %d tissue tiles in %d chunks, %d to compute (%s)",
@@ -276,6 +281,7 @@ def _finish(out_dir, slide, grid, tissue, chunks, record, config, pipeline, star
         "tissue_megapixels": round(tissue_mm2 / (level0_um / 1000.0) ** 2 / 1e6, 3),
         "edge_nuclei": merged["edge_nuclei"],
         "runtime": record["model"]["runtime"],
+        "flips": config.flips,
         "model": record["model"]["name"],
         "model_sha256": record["model"]["sha256"],
         "slide": {**record["slide"], "info": slide.info.to_dict()},
