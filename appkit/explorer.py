@@ -28,7 +28,8 @@ def image_views(analysis, bundle, pixel_size, *, no_truth: str = NO_TRUTH) -> No
         f"**{analysis.name}** — {width}×{height} px at {pixel_size:g} µm/px, predicted in "
         f"{analysis.seconds:.2f} s by {bundle.card.name} (trained at "
         f"{bundle.pixel_size or 0.25:g} µm/px"
-        f"{', runtime ' + analysis.runtime if analysis.runtime else ''}). Probabilities are "
+        f"{', runtime ' + analysis.runtime if analysis.runtime else ''}"
+        f"{', mean of 4 flips' if analysis.flips else ''}). Probabilities are "
         "cached: the sliders below never re-run the model."
     )
     if analysis.scale is not None:

@@ -166,14 +166,6 @@ def region_analysis(bundle, view: slide_views.SlideOverview, box, pixel_size: fl
     )
 
 
-FLIPS_HELP = (
-    "Average the model over each tile and its three mirror images: four network calls per "
-    "tile instead of one, for slightly better nuclei on stains unlike the training set's (the "
-    "default model gained 0.003 to 0.018 Dice on five labs' validation images)."
-)
-"""The help of the Slides page's test-time flips box (:mod:`segcore.inference.flips`)."""
-
-
 def run_config(pixel_size: float | None, tissue_threshold: float | None, flips: bool = False):
     """The :class:`~segcore.wholeslide.config.SlideRunConfig` of a job started from the page:
     the app's runtime, the pixel size the user gave (None: the slide's), the tissue

@@ -434,6 +434,7 @@ def analysis_for(
     name: str,
     load: Callable[[], tuple],
     pixel_size: float | str | None = None,
+    flips: bool = False,
 ):
     """The stored analysis of ``key`` for this model, else one made now with a progress bar
     (and stored), under this session's ``name``.
@@ -451,6 +452,8 @@ def analysis_for(
         load: returns ``(image, truth_or_None)``; called only when nothing is stored.
         pixel_size: the image's µm per pixel (``None``: the model's; ``"auto"``: estimated
             from its nuclei, :mod:`segcore.inference.scale`); part of the key.
+        flips: average the model over the image's mirror images (four network calls per
+            tile; :func:`~segcore.analysis.analyse.analyse_image`); part of the key.
 
     Raises:
         SegcoreError: ``load`` or the prediction failed (nothing is stored).
@@ -458,11 +461,12 @@ def analysis_for(
     from segcore.analysis.analyse import analyse_image
 
     model = predicting_model(bundle)
-    full_key = (*model_key(bundle), getattr(model, "name", ""), *key, pixel_size)
+    image_key = (*model_key(bundle), *key, pixel_size, flips)
+    full_key = (*model_key(bundle), getattr(model, "name", ""), *key, pixel_size, flips)
     store = analysis_store()
     found = store.get(full_key)
     if found is not None:
-        _note_runtime((*model_key(bundle), *key, pixel_size), name, found.runtime)
+        _note_runtime(image_key, name, found.runtime)
         return found.named(name)
     image, truth = load()
     with (
@@ -471,7 +475,7 @@ def analysis_for(
     ):
         found = store.get(full_key)  # another session may have predicted it while this one waited
         if found is not None:
-            _note_runtime((*model_key(bundle), *key, pixel_size), name, found.runtime)
+            _note_runtime(image_key, name, found.runtime)
             return found.named(name)
         analysis = analyse_image(
             model,
@@ -486,11 +490,12 @@ def analysis_for(
             model_pixel_size=bundle.pixel_size,
             instances=bundle.instances,
             threshold=bundle.threshold,
+            flips=flips,
         )
         # stored before the slot is given up: a session waiting for it then finds the result
         store.put(full_key, analysis.named(""))  # content only: no session's name is kept
     _prediction_done(bundle)
-    _note_runtime((*model_key(bundle), *key, pixel_size), name, analysis.runtime)
+    _note_runtime(image_key, name, analysis.runtime)
     return analysis
 
 
@@ -555,11 +560,19 @@ def source_pixel_size(splits: DatasetSplits) -> float | None:
         return None
 
 
-def sample_analysis(bundle, sample_set, sample_id: str, pixel_size: float | str | None = None):
+def sample_analysis(
+    bundle,
+    sample_set,
+    sample_id: str,
+    pixel_size: float | str | None = None,
+    flips: bool = False,
+):
     """:func:`analysis_for` one sample of a :class:`~segcore.data.datasets.SampleSet`, by id."""
     index = sample_set.ids.index(sample_id)
     key = ("sample", sample_set.describe(index))
-    return analysis_for(bundle, key, sample_id, lambda: sample_set.load_truth(index), pixel_size)
+    return analysis_for(
+        bundle, key, sample_id, lambda: sample_set.load_truth(index), pixel_size, flips
+    )
 
 
 def _evaluation_key(

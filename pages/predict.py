@@ -62,8 +62,9 @@ if mode == "Sample":
     pixel_size = widgets.magnification(
         f"sample_{sample_id}", state.source_pixel_size(splits), auto=True, image=False
     )
+    flips = widgets.flips_box(bundle)
     try:
-        analysis = state.sample_analysis(bundle, sample_set, sample_id, pixel_size)
+        analysis = state.sample_analysis(bundle, sample_set, sample_id, pixel_size, flips)
     except SegcoreError as exc:
         widgets.show_error(exc, f"Cannot predict {sample_id}")
         st.stop()
@@ -95,6 +96,7 @@ else:
     key = ("upload", digest(image_bytes), digest(mask_bytes) if mask_bytes else "")
     recorded = state.upload_pixel_size(image_bytes)
     pixel_size = widgets.magnification(key[1], recorded.value, note=recorded.note, auto=True)
+    flips = widgets.flips_box(bundle)
     try:
         analysis = state.analysis_for(
             bundle,
@@ -104,6 +106,7 @@ else:
                 image_bytes, image_file.name, mask_bytes, mask_file.name if mask_file else None
             ),
             pixel_size,
+            flips,
         )
     except SegcoreError as exc:
         widgets.show_error(exc, "Cannot use this upload")

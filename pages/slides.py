@@ -244,7 +244,7 @@ with side:
         st.info(access.VIEWER_NOTE, icon=":material/visibility:")
     else:
         flips = st.checkbox(
-            "Test-time flips", key=f"flips_{sid}", disabled=active, help=slides.FLIPS_HELP
+            "Test-time flips", key=f"flips_{sid}", disabled=active, help=widgets.FLIPS_HELP
         )
         if st.button(
             "Segment the whole slide", type="primary", disabled=active, key=f"segment_{sid}"

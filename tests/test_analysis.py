@@ -91,6 +91,21 @@ def test_analysis_runs_the_model_once_and_thresholds_exactly(image_and_truth):
     assert analysis.model_input.dtype == np.uint8 and analysis.model_input.shape == image.shape
 
 
+def test_flips_call_the_model_four_times_and_are_recorded(image_and_truth):
+    from segcore.errors import ConfigError
+    from segcore.inference.classical import ClassicalBaseline
+
+    image, truth = image_and_truth
+    plain_model, flips_model = CountingModel(), CountingModel()
+    plain = analyse_image(plain_model, image, PreprocessConfig(), truth)
+    flipped = analyse_image(flips_model, image, PreprocessConfig(), truth, flips=True)
+    assert flips_model.calls == 4 * plain_model.calls and flipped.flips and not plain.flips
+    # A per-pixel model gives the same probabilities however the tile is mirrored.
+    np.testing.assert_allclose(flipped.probabilities, plain.probabilities, atol=1e-6)
+    with pytest.raises(ConfigError, match="baseline"):
+        analyse_image(ClassicalBaseline(), image, PreprocessConfig(), truth, flips=True)
+
+
 def test_analysis_preprocesses_the_image_once(image_and_truth, monkeypatch):
     import segcore.analysis.analyse as analyse
     import segcore.inference.predict as predict

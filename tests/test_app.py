@@ -249,6 +249,32 @@ def test_magnification_control_predicts_at_the_chosen_pixel_size(reference):
     assert readouts(at)["Dice"][0] != f"{dice_of(truth, probabilities >= a):.3f}"
 
 
+def test_test_time_flips_box_predicts_the_mean_of_four_mirror_images(reference):
+    from segcore.bundles.loading import load_bundle
+    from segcore.inference.flips import with_flips
+    from segcore.inference.predict import predict_probabilities
+    from segcore.metrics.counts import dice as dice_of
+
+    image, truth, probabilities, _ = reference
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
+    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
+    at.run()
+    next(r for r in at.radio if r.label == "Magnification").set_value("40× (0.25 µm/px)").run()
+    box = next(c for c in at.checkbox if c.label == "Test-time flips")
+    assert box.value is False and not any("flips" in c.value for c in at.caption)
+    a = next(s for s in at.slider if s.label == "Threshold A").value
+    assert readouts(at)["Dice"][0] == f"{dice_of(truth, probabilities >= a):.3f}"
+    box.check().run()
+    assert_clean(at)
+    assert any("runtime keras, mean of 4 flips" in c.value for c in at.caption)
+    bundle = load_bundle("default")
+    flipped = predict_probabilities(with_flips(bundle.model), image, bundle.preprocess)
+    assert not np.allclose(flipped, probabilities, atol=1e-3)
+    assert readouts(at)["Dice"][0] == f"{dice_of(truth, flipped >= a):.3f}"
+
+
 def test_predict_three_random_samples_gallery():
     at = page("pages/predict.py")
     at.button(key="random_button").click().run()

@@ -41,6 +41,7 @@ from segcore.analysis.uploads import digest, read_upload
 from segcore.data.images import check_same_size
 from segcore.data.preprocessing import PreprocessConfig, enhance_image
 from segcore.inference.classical import ClassicalBaseline
+from segcore.inference.flips import with_flips
 from segcore.inference.instances import InstanceConfig
 from segcore.inference.predict import ProgressCallback, predict_probabilities
 from segcore.inference.resolution import (
@@ -172,6 +173,8 @@ class ImageAnalysis:
         scale: what was estimated of the image's pixel size when it was asked for ``"auto"``
             (:class:`~segcore.inference.scale.ScaleEstimate`: its ``describe()`` is the
             caption), else ``None``.
+        flips: whether the probabilities are the mean of the image's four mirror-image
+            predictions (:mod:`segcore.inference.flips`).
     """
 
     name: str
@@ -185,6 +188,7 @@ class ImageAnalysis:
     display_note: str | None = None
     stain_note: str | None = None
     scale: ScaleEstimate | None = None
+    flips: bool = False
     _baseline: _Once = dataclasses.field(default_factory=_Once, repr=False)
     _nuclei: _Last = dataclasses.field(default_factory=_Last, repr=False)
 
@@ -368,6 +372,7 @@ def analyse_image(
     model_pixel_size: float | None = None,
     instances: InstanceConfig | None = None,
     threshold: float = 0.5,
+    flips: bool = False,
 ) -> ImageAnalysis:
     """Predicts one image of any size and keeps what exploring it needs.
 
@@ -399,12 +404,19 @@ def analyse_image(
             ``InstanceConfig()``.
         threshold: the threshold the nuclei are measured at for ``"auto"`` (the bundle's),
             default 0.5; nothing else depends on it (the explorer re-thresholds).
+        flips: average the model over the image and its three mirror images
+            (:func:`segcore.inference.flips.with_flips`: four network calls per tile), default
+            False; the runtime recorded is still the model's.
 
     Raises:
         InvalidImageError: bad image, the mask's size differs from the image's, or the
             resampled image would be too large.
-        ConfigError: a pixel size outside :data:`~segcore.data.images.PIXEL_SIZE_RANGE`.
+        ConfigError: a pixel size outside :data:`~segcore.data.images.PIXEL_SIZE_RANGE`, or
+            ``flips`` for the classical baseline.
     """
+    runtime = model.name if isinstance(model, RuntimeModel) else ""
+    if flips:
+        model = with_flips(model)
     if truth is not None:  # checked before the (slow) prediction
         check_same_size(np.asarray(image), np.asarray(truth), name=f"{name} (ground truth)")
     height, width = np.asarray(image).shape[:2]  # the resampled size too, before any work
@@ -462,9 +474,10 @@ def analyse_image(
         ),
         seconds=seconds,
         model_name=model_name,
-        runtime=model.name if isinstance(model, RuntimeModel) else "",
+        runtime=runtime,
         display_image=None if display_note is None else display,
         display_note=display_note,
         stain_note=stain_notice(display),
         scale=scale,
+        flips=flips,
     )
