@@ -23,16 +23,13 @@ Usage (about 40 s per share on the 2-core VM)::
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA = REPO.parent / "shared" / "data"
-SOURCES = ("tnbc", "cryonuseg", "pannuke-breast", "consep")
+from validation_table import SourceTable, add_source_arguments, open_sources  # noqa: E402
 
 
 def tuned_weights(path: str):
@@ -54,68 +51,23 @@ def main(argv=None) -> int:
     parser.add_argument("--start", default="default", help="the starting bundle (default: default)")
     parser.add_argument("--tuned", required=True, help="bundle folder or .keras checkpoint")
     parser.add_argument("--share", type=float, action="append", help="the start's share(s)")
-    parser.add_argument("--data", default=str(DATA / "monuseg"))
-    parser.add_argument("--seed", type=int, default=1, help="the carve of --data's val split")
-    parser.add_argument("--source", action="append", help="evaluation set folder(s)")
-    parser.add_argument("--rule", default="mean", choices=("mean", "worst"))
-    parser.add_argument("--reference-threshold", type=float, help="default: the start's card's")
-    parser.add_argument("--out", help="also write the table to this Markdown file")
+    add_source_arguments(parser)
     args = parser.parse_args(argv)
 
     from segcore.bundles.loading import load_bundle
-    from segcore.evaluation.sources import (
-        carved_validation_source,
-        open_validation_sources,
-        score_sources,
-    )
     from segcore.training.blending import StartBlend
 
     start = load_bundle(args.start)
-    sources = [
-        carved_validation_source(args.data, args.seed),
-        *open_validation_sources(args.source or [str(DATA / s) for s in SOURCES]),
-    ]
+    sources = open_sources(args)
     own = start.model.get_weights()
     trained = tuned_weights(args.tuned)
-    reference_t = round(args.reference_threshold or start.threshold, 2)
-    names = [s.name for s in sources]
-    lines = [
-        f"| start's share | threshold | {' | '.join(names)} | {args.rule} | largest fall |",
-        "|---" * (len(names) + 4) + "|",
-    ]
-    reference = None
+    reference_t = args.reference_threshold or start.threshold
+    table = SourceTable("start's share", [s.name for s in sources], args.rule, reference_t)
     for share in [1.0, *sorted(set(args.share or [0.7, 0.5, 0.3, 0.0]) - {1.0}, reverse=True)]:
         blended = StartBlend(own, share, args.start).blended(trained) if share < 1 else own
         start.model.set_weights(blended)
-        choice, sweeps = score_sources(
-            start.model,
-            sources,
-            start.preprocess,
-            rule=args.rule,
-            model_pixel_size=start.pixel_size,
-            tile_size=start.input_size,
-        )
-        if reference is None:
-            reference = {
-                name: float(sweep.pooled.get("dice")[sweep.index_of(reference_t)])
-                for name, sweep in sweeps.items()
-            }
-        fall = max(reference[n] - choice.dice[n] for n in names)
-        dice = " | ".join(f"{choice.dice[n]:.4f}" for n in names)
-        lines.append(
-            f"| {share:.2f} | {choice.threshold:.2f} | {dice} | {choice.score:.4f} | {fall:+.4f} |"
-        )
-        print(lines[-1], flush=True)
-    lines += [
-        "",
-        f"Start {start.card.name} ({args.start}), tuned {args.tuned}; validation parts only; "
-        f"largest fall: from the start's own Dice at threshold {reference_t:.2f}. "
-        f"{platform.node()}, {datetime.date.today()}.",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+        table.score(f"{share:.2f}", start.model, sources, start)
+    table.finish(f"Start {start.card.name} ({args.start}), tuned {args.tuned}", args.out)
     return 0
 
 

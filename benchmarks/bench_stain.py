@@ -42,8 +42,6 @@ VM)::
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,8 +51,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA = REPO.parent / "shared" / "data"
-SOURCES = ("tnbc", "cryonuseg", "pannuke-breast", "consep")
+from validation_table import SourceTable, add_source_arguments, open_sources  # noqa: E402
+
 METHODS = ("macenko", "reinhard", "reinhard-modified", "chroma")
 
 Normaliser = Callable[[np.ndarray], np.ndarray]
@@ -129,76 +127,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="default", help="the bundle scored (default: default)")
     parser.add_argument("--method", action="append", choices=METHODS, help="default: all")
-    parser.add_argument("--data", default=str(DATA / "monuseg"), help="the training set")
-    parser.add_argument("--seed", type=int, default=1, help="the carve of --data's splits")
-    parser.add_argument("--source", action="append", help="evaluation set folder(s)")
-    parser.add_argument("--rule", default="mean", choices=("mean", "worst"))
-    parser.add_argument("--reference-threshold", type=float, help="default: the bundle's card's")
-    parser.add_argument("--out", help="also write the table to this Markdown file")
+    add_source_arguments(parser)
     args = parser.parse_args(argv)
 
     from dataclasses import replace
 
     from segcore.bundles.loading import load_bundle
     from segcore.data.datasets import open_dataset
-    from segcore.evaluation.sources import (
-        carved_validation_source,
-        open_validation_sources,
-        score_sources,
-    )
 
     bundle = load_bundle(args.bundle)
-    sources = [
-        carved_validation_source(args.data, args.seed),
-        *open_validation_sources(args.source or [str(DATA / s) for s in SOURCES]),
-    ]
+    sources = open_sources(args)
     reference = reference_pixels(open_dataset(args.data, seed=args.seed).split("train"))
-    reference_t = round(args.reference_threshold or bundle.threshold, 2)
+    reference_t = args.reference_threshold or bundle.threshold
     names = [s.name for s in sources]
-    lines = [
-        f"| method | threshold | {' | '.join(names)} | {args.rule} | largest fall "
-        "| own best thresholds |",
-        "|---" * (len(names) + 5) + "|",
-    ]
-    unnormalised = None
-    for method in ["none", *(args.method or METHODS)]:
-        if method == "none":
-            scored = sources
-        else:
-            normalise = make_normaliser(method, reference)
-            scored = [replace(s, samples=NormalisedSamples(s.samples, normalise)) for s in sources]
-        choice, sweeps = score_sources(
-            bundle.model,
-            scored,
-            bundle.preprocess,
-            rule=args.rule,
-            model_pixel_size=bundle.pixel_size,
-            tile_size=bundle.input_size,
-        )
-        if unnormalised is None:
-            unnormalised = {
-                name: float(sweep.pooled.get("dice")[sweep.index_of(reference_t)])
-                for name, sweep in sweeps.items()
-            }
-        fall = max(unnormalised[n] - choice.dice[n] for n in names)
-        dice = " | ".join(f"{choice.dice[n]:.4f}" for n in names)
-        own = ", ".join(f"{choice.own_best[n][0]:.2f}" for n in names)
-        lines.append(
-            f"| {method} | {choice.threshold:.2f} | {dice} | {choice.score:.4f} | {fall:+.4f} "
-            f"| {own} |"
-        )
-        print(lines[-1], flush=True)
-    lines += [
-        "",
-        f"Bundle {bundle.card.name} ({args.bundle}); normalisers fitted on {args.data}'s training "
-        f"tiles (carve seed {args.seed}); validation parts only; largest fall: from the "
-        f"un-normalised Dice at threshold {reference_t:.2f}. {platform.node()}, "
-        f"{datetime.date.today()}.",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    table = SourceTable("method", names, args.rule, reference_t, own_best=True)
+    table.score("none", bundle.model, sources, bundle)
+    for method in args.method or METHODS:
+        normalise = make_normaliser(method, reference)
+        normalised = [replace(s, samples=NormalisedSamples(s.samples, normalise)) for s in sources]
+        table.score(method, bundle.model, normalised, bundle)
+    what = f"Bundle {bundle.card.name} ({args.bundle}), normalisers fitted on {args.data}'s "
+    table.finish(what + f"training tiles (carve seed {args.seed})", args.out)
     return 0
 
 
