@@ -89,6 +89,15 @@ def expected(truth, probabilities, threshold):
     return f1_score(truth.ravel(), pred), jaccard_score(truth.ravel(), pred)
 
 
+def predict_upload(image: np.ndarray, truth: np.ndarray) -> AppTest:
+    """The Predict page with ``image`` and its 0/1 ``truth`` uploaded (as PNG files)."""
+    at = page("pages/predict.py")
+    at.radio(key="predict_mode").set_value("Upload").run()
+    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
+    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
+    return at.run()
+
+
 def test_home_renders_without_tensorflow():
     at = app().run()
     assert_clean(at)
@@ -227,11 +236,7 @@ def test_magnification_control_predicts_at_the_chosen_pixel_size(reference):
     from segcore.metrics.counts import dice as dice_of
 
     image, truth, probabilities, _ = reference
-    at = page("pages/predict.py")
-    at.radio(key="predict_mode").set_value("Upload").run()
-    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
-    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
-    at.run()
+    at = predict_upload(image, truth)
     control = next(r for r in at.radio if r.label == "Magnification")
     assert control.value.startswith("Auto")  # a PNG records no pixel size: estimated
     assert any("pixel size estimated from the nuclei: 0.25 µm/px" in c.value for c in at.caption)
@@ -256,11 +261,7 @@ def test_test_time_flips_box_predicts_the_mean_of_four_mirror_images(reference):
     from segcore.metrics.counts import dice as dice_of
 
     image, truth, probabilities, _ = reference
-    at = page("pages/predict.py")
-    at.radio(key="predict_mode").set_value("Upload").run()
-    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
-    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
-    at.run()
+    at = predict_upload(image, truth)
     next(r for r in at.radio if r.label == "Magnification").set_value("40× (0.25 µm/px)").run()
     box = next(c for c in at.checkbox if c.label == "Test-time flips")
     assert box.value is False and not any("flips" in c.value for c in at.caption)
@@ -288,11 +289,7 @@ def test_predict_three_random_samples_gallery():
 
 def test_upload_then_slider_changes_dice_to_segcores_value(reference):
     image, truth, probabilities, threshold = reference
-    at = page("pages/predict.py")
-    at.radio(key="predict_mode").set_value("Upload").run()
-    at.file_uploader(key="upload_image").upload("tile.png", png(image), "image/png")
-    at.file_uploader(key="upload_mask").upload("tile_mask.png", png(truth * 255), "image/png")
-    at.run()
+    at = predict_upload(image, truth)
     assert_clean(at)
     slider_a = next(s for s in at.slider if s.label == "Threshold A")
     assert slider_a.value == pytest.approx(round(threshold, 2))
