@@ -1,8 +1,8 @@
 """Whole-slide segmentation: throughput end to end, and memory whatever the slide's size.
 
 Run: ``python benchmarks/bench_slides.py [--runtime auto] throughput [--grid 5x5] [--repeats 3]
-[--compare]``, ``python benchmarks/bench_slides.py [--runtime auto] memory [--sides 10000,40000]``
-and ``python benchmarks/bench_slides.py [--runtime auto] startup``.
+[--compare] [--flips]``, ``python benchmarks/bench_slides.py [--runtime auto] memory [--sides
+10000,40000]`` and ``python benchmarks/bench_slides.py [--runtime auto] startup``.
 
 No real slide can be downloaded here, so both build slides from real tissue (MoNuSeg tiles,
 ``../shared/data/monuseg`` or ``$SEGCORE_MONUSEG``; :mod:`devtools.slides`) in a temporary
@@ -17,7 +17,8 @@ folder, as JPEG-compressed Aperio SVS like a scanner writes them:
    ≥ 1.0 megapixel of tissue per second and ≥ 0.6× the model-only throughput. ``--compare``
    alternates each run with one that splits the nuclei over every tile's whole box (the way
    before :mod:`segcore.wholeslide.nuclei_region`), so both are measured under the same load,
-   and checks that their outputs are the same bytes;
+   and checks that their outputs are the same bytes; ``--flips`` alternates each run with one
+   with test-time flips (``SlideRunConfig.flips``) and gives the ratio of their times;
 2. **memory**: square slides of each side in ``--sides`` with islands of tissue (2000² of
    repeated MoNuSeg tissue at the centre of every 10,000² cell, so the larger slide also holds
    more tissue), each segmented by ``python -m segcore slide run`` as its own process; its
@@ -74,8 +75,11 @@ def _load() -> str:
     return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
 
 
-def _segment_once(slide: Path, out: Path, bundle, model, runtime: str, whole_box: bool) -> dict:
-    """One timed :func:`segment_slide`; ``whole_box`` splits each tile's whole box."""
+def _segment_once(
+    slide: Path, out: Path, bundle, model, runtime: str, whole_box: bool, flips: bool = False
+) -> dict:
+    """One timed :func:`segment_slide`; ``whole_box`` splits each tile's whole box; ``flips``
+    averages the model over each tile's mirror images."""
     import functools
 
     from segcore.wholeslide import pipeline, tiles
@@ -88,7 +92,11 @@ def _segment_once(slide: Path, out: Path, bundle, model, runtime: str, whole_box
     try:
         started = time.perf_counter()
         summary = segment_slide(
-            slide, out, bundle=bundle, model=model, config=SlideRunConfig(runtime=runtime)
+            slide,
+            out,
+            bundle=bundle,
+            model=model,
+            config=SlideRunConfig(runtime=runtime, flips=flips),
         )
         seconds = time.perf_counter() - started
     finally:
@@ -128,7 +136,11 @@ def throughput(args: argparse.Namespace) -> None:
     mosaic = monuseg_mosaic(MONUSEG, rows=rows, cols=cols, margin=512, split=args.split)
     bundle, model = _model(args.runtime)
     print(f"runtime: {model.describe() if hasattr(model, 'describe') else model}")
-    ways = {"region": False, "whole box": True} if args.compare else {"region": False}
+    ways = {"region": (False, False)}  # (whole box, flips)
+    if args.compare:
+        ways["whole box"] = (True, False)
+    if args.flips:
+        ways["flips"] = (False, True)
     runs: dict[str, list[dict]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory() as folder:
         slide = write_aperio_tiff(Path(folder) / "mosaic.svs", mosaic.rgb, compression="jpeg")
@@ -136,7 +148,7 @@ def throughput(args: argparse.Namespace) -> None:
             order = list(ways) if repeat % 2 == 0 else list(ways)[::-1]  # alternate who's first
             for way in order:
                 out = Path(folder) / f"run{repeat}-{way.replace(' ', '-')}"
-                runs[way].append(_segment_once(slide, out, bundle, model, args.runtime, ways[way]))
+                runs[way].append(_segment_once(slide, out, bundle, model, args.runtime, *ways[way]))
                 print(f"  run {repeat + 1} ({way}, {_load()}): {runs[way][-1]}")
         if args.compare:
             same = all(
@@ -155,6 +167,12 @@ def throughput(args: argparse.Namespace) -> None:
                 w[key] for w in whole
             )
             print(f"region ÷ whole box, median {key}: {ratio:.3f}")
+    if args.flips:
+        for key in ("seconds", "model_s"):
+            ratio = statistics.median(r[key] for r in runs["flips"]) / statistics.median(
+                r[key] for r in runs["region"]
+            )
+            print(f"flips ÷ plain, median {key}: {ratio:.2f}")
 
 
 def island_slide(side: int, pattern: np.ndarray) -> RegionSource:
@@ -283,6 +301,9 @@ def main() -> None:
         "--compare",
         action="store_true",
         help="alternate with runs that split the nuclei over each tile's whole box",
+    )
+    speed.add_argument(
+        "--flips", action="store_true", help="alternate with runs with test-time flips"
     )
     size = commands.add_parser("memory")
     size.add_argument("--sides", default="10000,40000")
