@@ -504,27 +504,31 @@ def test_a_full_disk_fails_one_input_and_a_rerun_after_freeing_space_finishes_it
             assert (folder / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
 
 
-def test_a_batch_with_flips_redoes_images_made_without_and_keeps_slide_folders(
-    small_inputs, tmp_path
+@pytest.mark.parametrize(
+    "change", [{"flips": True}, {"threshold": 0.3}], ids=["flips", "threshold"]
+)
+def test_a_batch_with_other_settings_redoes_images_and_keeps_slide_folders(
+    small_inputs, tmp_path, change
 ):
     out = tmp_path / "out"
     first = batch_in_process(small_inputs, out)
     assert {row["status"] for row in first.values()} == {"completed"}
     image_summary = json.loads((out / "image" / outputs.SUMMARY_FILE).read_text())
-    assert image_summary["flips"] is False
+    assert image_summary["config"] == {"threshold": None, "pixel_size": None, "flips": False}
     slide_summary = (out / "slide" / outputs.SUMMARY_FILE).read_bytes()
-    flipped = dataclasses.replace(CONFIG, slide=dataclasses.replace(FAST, flips=True))
-    again = batch_in_process(small_inputs, out, flipped)
-    # The image was made without flips: computed again, with them.
+    other = dataclasses.replace(CONFIG, slide=dataclasses.replace(FAST, **change))
+    again = batch_in_process(small_inputs, out, other)
+    # The image was made with other settings: computed again, with these.
     assert again["image"]["status"] == "completed"
-    assert json.loads((out / "image" / outputs.SUMMARY_FILE).read_text())["flips"] is True
-    # The slide's folder holds the run without flips: refused, naming the difference, kept.
+    [(name, value)] = change.items()
+    assert json.loads((out / "image" / outputs.SUMMARY_FILE).read_text())["config"][name] == value
+    # The slide's folder holds the run with the others: refused, naming the difference, kept.
     assert again["slide"]["status"] == "failed"
     assert "holds another run" in again["slide"]["error"], again["slide"]
-    assert "config.flips" in again["slide"]["error"]
+    assert f"config.{name}" in again["slide"]["error"]
     assert (out / "slide" / outputs.SUMMARY_FILE).read_bytes() == slide_summary
-    # The same batch with flips once more skips the image; without them it redoes it.
-    assert batch_in_process(small_inputs, out, flipped)["image"]["status"] == "skipped"
+    # The same batch once more skips the image; the first settings redo it.
+    assert batch_in_process(small_inputs, out, other)["image"]["status"] == "skipped"
     assert batch_in_process(small_inputs, out)["image"]["status"] == "completed"
 
 

@@ -23,9 +23,11 @@ driver looks at it between tasks: once it says stop, no task is sent any more, t
 killed and every unfinished input is reported ``stopped`` (a slide's finished chunks are kept,
 so the same batch again resumes it).
 
-**Idempotent.** An input whose folder holds its finished summary for this model is skipped
-(:func:`~segcore.batch.inputs.finished_summary`); a slide folder with finished chunks
-resumes from them. Only ``summary.json``, written last, makes an input finished.
+**Idempotent.** An input whose folder holds its finished summary for this model and this
+batch's threshold, pixel size and flips is skipped (:func:`~segcore.batch.inputs
+.finished_summary`); a slide folder with finished chunks resumes from them, and one that holds
+a run with other settings is refused (the input fails, naming what differs). Only
+``summary.json``, written last, makes an input finished.
 
 **The summary CSV** (``batch.csv`` in the output folder, written atomically at the end):
 one row per input — ``input``, ``kind``, ``nuclei``, ``tissue_mm2`` (an image: its whole
@@ -51,7 +53,14 @@ from pathlib import Path
 from typing import Any
 
 from segcore.atomic import is_disk_full, write_bytes_atomic
-from segcore.batch.inputs import IMAGE, SLIDE, BatchInput, collect_inputs, finished_summary
+from segcore.batch.inputs import (
+    IMAGE,
+    SLIDE,
+    BatchInput,
+    collect_inputs,
+    finished_summary,
+    given_settings,
+)
 from segcore.wholeslide.config import SlideRunConfig
 from segcore.wholeslide.runfolder import slide_identity
 
@@ -261,9 +270,9 @@ def _identity(item: BatchInput) -> dict[str, Any]:
     return slide_identity(item.path)
 
 
-def _prepare(inputs: list[BatchInput], spec: Any, flips: bool) -> list[_Input]:
-    """The states: missing inputs failed, finished ones (with or without test-time flips, as
-    this batch asks) skipped, the rest pending."""
+def _prepare(inputs: list[BatchInput], spec: Any, settings: dict[str, Any]) -> list[_Input]:
+    """The states: missing inputs failed, inputs finished with these ``settings``
+    (:func:`~segcore.batch.inputs.given_settings`) skipped, the rest pending."""
     card = spec.card()
     runtime = getattr(spec, "runtime", "auto")
     states = []
@@ -272,7 +281,7 @@ def _prepare(inputs: list[BatchInput], spec: Any, flips: bool) -> list[_Input]:
         if item.kind not in (SLIDE, IMAGE):
             state.status, state.error = "failed", "no such file or folder"
         else:
-            done = finished_summary(item, card.model_sha256 or "", runtime, flips)
+            done = finished_summary(item, card.model_sha256 or "", runtime, settings)
             if done is not None:
                 state.status, state.summary = "skipped", done
         states.append(state)
@@ -315,7 +324,7 @@ def run_batch(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    states = _prepare(collect_inputs(list(given), out), spec, config.slide.flips)
+    states = _prepare(collect_inputs(list(given), out), spec, given_settings(config.slide))
     todo = [s for s in states if s.status == "pending"]
     report = progress or (lambda info: None)
     own = ray_module is None

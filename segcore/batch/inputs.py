@@ -10,8 +10,8 @@
 * **Finished**: the folder's ``summary.json`` says ``completed`` for this very input (its
   name, size, modification time and the SHA-256 of its first and last MiB,
   :func:`~segcore.wholeslide.runfolder.slide_identity`, under ``slide`` or ``input``) and
-  this model (``model_sha256``, and the runtime when one is asked for by name), made with
-  test-time flips or without them as this batch asks (``"flips"``). Anything else
+  this model (``model_sha256``, and the runtime when one is asked for by name), made with the
+  threshold, pixel size and test-time flips this batch is given (``config``). Anything else
   is computed (a slide's run folder resumes from its finished chunks).
 """
 
@@ -110,11 +110,23 @@ def collect_inputs(given: list[str | os.PathLike], out: Path) -> list[BatchInput
     return inputs
 
 
+GIVEN_SETTINGS = {"threshold": None, "pixel_size": None, "flips": False}
+"""The batch's settings that shape an input's results, with their defaults: as given (None:
+the model's threshold; the file's pixel size), recorded under ``config`` in every summary."""
+
+
+def given_settings(config: Any) -> dict[str, Any]:
+    """:data:`GIVEN_SETTINGS` of a :class:`~segcore.wholeslide.config.SlideRunConfig` (what an
+    image's ``summary.json`` records under ``config``; a slide's records the whole config)."""
+    return {name: getattr(config, name) for name in GIVEN_SETTINGS}
+
+
 def finished_summary(
-    item: BatchInput, model_sha256: str, runtime: str, flips: bool = False
+    item: BatchInput, model_sha256: str, runtime: str, settings: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """The summary of ``item``'s finished output for this model, or None (see the module
-    docstring)."""
+    docstring). With ``settings`` (:func:`given_settings`), only a summary made with the same
+    ones counts (an image's summary from before they were recorded does not)."""
     try:
         summary = json.loads((item.out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         identity = slide_identity(item.path)
@@ -127,6 +139,10 @@ def finished_summary(
     same_runtime = runtime == AUTO or summary.get("runtime") == runtime
     if recorded != identity or (summary.get("model_sha256") or "") != model_sha256:
         return None
-    if bool(summary.get("flips", False)) != flips:  # summaries made before flips had none
-        return None
+    if settings is not None:
+        given = summary.get("config")
+        if not isinstance(given, dict):
+            return None
+        if {k: given.get(k, default) for k, default in GIVEN_SETTINGS.items()} != settings:
+            return None
     return summary if same_runtime else None

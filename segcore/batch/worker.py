@@ -125,6 +125,7 @@ class SegmentWorker:
                 .slide_identity`), recorded in the summary.
         """
         from segcore.analysis.image_files import write_instance_files, write_probability_files
+        from segcore.batch.inputs import given_settings
         from segcore.data.images import read_image
         from segcore.inference.flips import with_flips
         from segcore.inference.resolution import image_pixel_size
@@ -162,7 +163,7 @@ class SegmentWorker:
         summary = image_summary(
             identity, bundle, self.model, image.shape, pixel_size, threshold, nuclei
         )
-        summary["flips"] = self.config.flips
+        summary["config"] = given_settings(self.config)
         if estimate is not None:
             summary["pixel_size_estimate"] = estimate.describe()
         summary["seconds"] = round(time.perf_counter() - started, 3)
