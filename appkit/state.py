@@ -462,7 +462,7 @@ def analysis_for(
 
     model = predicting_model(bundle)
     image_key = (*model_key(bundle), *key, pixel_size, flips)
-    full_key = (*model_key(bundle), getattr(model, "name", ""), *key, pixel_size, flips)
+    full_key = (*image_key, getattr(model, "name", ""))  # the image in the runtime of now
     store = analysis_store()
     found = store.get(full_key)
     if found is not None:

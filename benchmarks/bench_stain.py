@@ -53,6 +53,8 @@ sys.path.insert(0, str(REPO))
 
 from validation_table import SourceTable, add_source_arguments, open_sources  # noqa: E402
 
+from segcore.data.datasets import SampleSet  # noqa: E402
+
 METHODS = ("macenko", "reinhard", "reinhard-modified", "chroma")
 
 Normaliser = Callable[[np.ndarray], np.ndarray]
@@ -102,18 +104,12 @@ def make_normaliser(method: str, reference: np.ndarray) -> Normaliser:
     raise SystemExit(f"bench_stain: unknown method {method!r}; use one of {METHODS}")
 
 
-class NormalisedSamples:
+class NormalisedSamples(SampleSet):
     """A sample set whose images pass through ``normalise`` as they are loaded (masks as they
     are): what :func:`segcore.evaluation.sources.sweep_source` reads."""
 
-    def __init__(self, samples, normalise: Normaliser):
+    def __init__(self, samples: SampleSet, normalise: Normaliser):
         self.samples, self.normalise, self.ids = samples, normalise, samples.ids
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        return self.samples.ids[index]
 
     def describe(self, index: int) -> str:
         return self.samples.describe(index)

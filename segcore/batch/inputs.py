@@ -27,6 +27,7 @@ from segcore.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from segcore.errors import SegcoreError
 from segcore.inference.runtimes.base import AUTO
 from segcore.slides.reader import SLIDE_SUFFIXES
+from segcore.wholeslide.config import SlideRunConfig
 from segcore.wholeslide.outputs import SUMMARY_FILE
 from segcore.wholeslide.runfolder import slide_identity
 
@@ -110,14 +111,14 @@ def collect_inputs(given: list[str | os.PathLike], out: Path) -> list[BatchInput
     return inputs
 
 
-GIVEN_SETTINGS = {"threshold": None, "pixel_size": None, "flips": False}
-"""The batch's settings that shape an input's results, with their defaults: as given (None:
-the model's threshold; the file's pixel size), recorded under ``config`` in every summary."""
+GIVEN_SETTINGS = ("threshold", "pixel_size", "flips")
+"""The batch's settings that shape an input's results, as given (None: the model's threshold;
+the file's pixel size), recorded under ``config`` in every summary."""
 
 
-def given_settings(config: Any) -> dict[str, Any]:
-    """:data:`GIVEN_SETTINGS` of a :class:`~segcore.wholeslide.config.SlideRunConfig` (what an
-    image's ``summary.json`` records under ``config``; a slide's records the whole config)."""
+def given_settings(config: SlideRunConfig) -> dict[str, Any]:
+    """:data:`GIVEN_SETTINGS` of ``config`` (what an image's ``summary.json`` records under
+    ``config``; a slide's records the whole config)."""
     return {name: getattr(config, name) for name in GIVEN_SETTINGS}
 
 
@@ -143,6 +144,7 @@ def finished_summary(
         given = summary.get("config")
         if not isinstance(given, dict):
             return None
-        if {k: given.get(k, default) for k, default in GIVEN_SETTINGS.items()} != settings:
+        defaults = given_settings(SlideRunConfig())  # what an older summary left out
+        if {k: given.get(k, defaults[k]) for k in GIVEN_SETTINGS} != settings:
             return None
     return summary if same_runtime else None

@@ -135,12 +135,11 @@ def _batch(args: argparse.Namespace, progress, should_stop=None) -> tuple[list[d
     from segcore.batch.engine import BatchConfig, run_batch
     from segcore.batch.worker import ModelSpec
     from segcore.inference.classical import BASELINE_REF
+    from segcore.inference.flips import NO_NETWORK
     from segcore.wholeslide.config import SlideRunConfig
 
-    if args.flips and str(args.model) == BASELINE_REF:
-        raise ConfigError(
-            "--flips: test-time flips apply to a network; the classical baseline has none"
-        )
+    if args.flips and str(args.model) == BASELINE_REF:  # before Ray: workers would refuse it
+        raise ConfigError(f"--flips: {NO_NETWORK}")
     require_ray()  # before anything is written
     slide = SlideRunConfig(
         threshold=_threshold(args.threshold),

@@ -32,6 +32,9 @@ FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (1,), (2,), (1, 2))
 FLIPS_DETAIL = "mean of 4 flips"
 """What a runtime's description adds when it is flip-averaged."""
 
+NO_NETWORK = "test-time flips apply to a network; the classical baseline has none"
+"""Why flips are refused for the classical baseline."""
+
 
 def flip_averaged(predict: Predictor) -> Predictor:
     """``predict`` averaged over :data:`FLIP_AXES`: float32 ``(B, H, W)`` for a ``(B, H, W, 3)``
@@ -77,7 +80,7 @@ def with_flips(model: Any) -> Any:
     from segcore.inference.runtimes.base import RuntimeModel
 
     if isinstance(model, ClassicalBaseline):
-        raise ConfigError("test-time flips apply to a network; the classical baseline has none")
+        raise ConfigError(NO_NETWORK)
     if isinstance(model, RuntimeModel):
         detail = f"{model.detail}, {FLIPS_DETAIL}" if model.detail else FLIPS_DETAIL
         return dataclasses.replace(model, predict=flip_averaged(model.predict), detail=detail)
