@@ -33,7 +33,7 @@ from segcore.batch.inputs import collect_inputs, finished_summary
 from segcore.data.synthetic import generate_tile
 from segcore.errors import ConfigError
 from segcore.training.locks import DeviceLock, lock_path
-from segcore.training.runs import RunError, process_start_time, wait_for_state
+from segcore.training.runs import RunError, process_start_time, wait_for_end, wait_for_state
 from segcore.wholeslide import outputs
 from segcore.wholeslide.jobs import LOCK_KEY, start_slide_job, stop_slide_job
 from tests import test_slides_page as page_tests
@@ -124,7 +124,8 @@ def start(files, fake, mode: str = "", **kwargs) -> jobs.BatchJobDir:
 
 
 def final(job) -> dict:
-    return wait_for_state(job, FINAL, timeout=60)
+    """The job's status once it is over (its process ended, so its lock is free)."""
+    return wait_for_end(job, timeout=60)
 
 
 def slides_lock(runs: Path) -> DeviceLock:

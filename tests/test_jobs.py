@@ -26,7 +26,9 @@ from tests.conftest import REPO
 
 # Mimics ``python -m segcore train``: same arguments, takes the device lock (waiting for the
 # launcher's hand-over), writes ``running`` with its pid, polls stop requests and SIGTERM after
-# every "batch", ends ``stopped`` or ``completed`` and releases the lock.
+# every "batch", ends ``stopped`` or ``completed`` and releases the lock - half a second later,
+# as a real trainer tearing down does, so that a caller who takes a final state for a free device
+# is caught.
 FAKE_TRAINER = """
 import argparse, json, os, signal, sys, time
 from segcore.training.locks import TrainingBusyError, lock_for
@@ -63,6 +65,7 @@ try:
         run.write_status(batch=step + 1)
     else:
         run.write_status(state="completed", ended_at=utc_now())
+    time.sleep(0.5)
 finally:
     lock.release(run.run_id)
 """
@@ -141,8 +144,10 @@ def test_start_refuse_stop_and_start_again(runs_dir, fake, monkeypatch):
 
     final = stop_training(run.path, wait=True, timeout=20)
     assert final["state"] == "stopped"
-    wait_until(lambda: DeviceLock(lock_path(runs_dir, "cpu")).holder() is None)
+    # waiting for the stop means waiting for the process: the device is free at once
+    assert DeviceLock(lock_path(runs_dir, "cpu")).holder() is None
     assert running_job(runs_dir) is None
+    assert not process_alive(pid, status["pid_started"])
     wait_until(lambda: gone(pid))  # reaped: no zombie left behind
 
     second = start(runs_dir, fake, run_id="run-second")

@@ -58,11 +58,10 @@ from segcore.training.runs import (
     process_alive,
     process_start_time,
     utc_now,
-    wait_for_state,
+    wait_for_end,
 )
 
 TRAIN_COMMAND = (sys.executable, "-m", "segcore", "train")
-FINAL_STATES = ("completed", "failed", "stopped")
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +303,9 @@ def stop_training(
 
     Args:
         run_dir: the run folder, or its ``RunDir``.
-        wait: wait until the run reaches a final state, defaults to False.
+        wait: wait until the run reaches a final state and its process has ended (so the
+            device is free again, see :func:`~segcore.training.runs.wait_for_end`), defaults
+            to False.
         timeout: seconds to wait when ``wait`` is set, defaults to 120.
 
     Returns:
@@ -323,7 +324,7 @@ def stop_training(
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGTERM)
     if wait:
-        return wait_for_state(run, FINAL_STATES, timeout=timeout)
+        return wait_for_end(run, timeout=timeout)
     return run.read_status()
 
 

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("completed", "failed", "stopped")
 
 STATUS_FIELDS = {
     "run_id": "the folder name",
@@ -498,3 +499,32 @@ def wait_for_state(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{run.path}: state {status.get('state')!r} after {timeout} s")
         time.sleep(poll)
+
+
+def wait_for_end(run: RunDir, timeout: float = 60.0, poll: float = 0.2) -> dict[str, Any]:
+    """Polls until ``run`` is over: its state is final and the process its status names ended.
+
+    A job writes its final status *before* it releases its device lock and exits, so a final
+    state alone does not yet mean the device is free (a new start could still be refused as
+    busy). When this returns, the job's process is gone, and with it its lock and memory. A
+    status naming this very process (a run trained in-process) is not waited on beyond its
+    state.
+
+    Returns:
+        The final status.
+
+    Raises:
+        TimeoutError: the run did not reach a final state, or its process did not end, in
+            ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    status = wait_for_state(run, FINAL_STATES, timeout=timeout, poll=poll)
+    pid = status.get("pid")
+    while pid != os.getpid() and process_alive(pid, status.get("pid_started")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{run.path}: state {status.get('state')!r}, but its process {pid} still runs "
+                f"after {timeout} s"
+            )
+        time.sleep(poll)
+    return run.read_status()

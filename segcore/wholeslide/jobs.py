@@ -271,7 +271,8 @@ def stop_slide_job(
 
     Args:
         job_dir: the job folder.
-        wait: wait until the job reaches a final state, defaults to False.
+        wait: wait until the job reaches a final state and its process has ended, defaults
+            to False.
         timeout: seconds to wait when ``wait`` is set, defaults to 120.
 
     Returns:
