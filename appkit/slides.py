@@ -152,9 +152,17 @@ def take_click(keys: RegionKeys, view: slide_views.SlideOverview) -> None:
     st.session_state[keys.opened] = True
 
 
-def region_analysis(bundle, view: slide_views.SlideOverview, box, pixel_size: float, name: str):
+def region_analysis(
+    bundle,
+    view: slide_views.SlideOverview,
+    box,
+    pixel_size: float,
+    name: str,
+    flips: bool = False,
+):
     """The analysis of the level-0 ``box`` of the slide (predicted once per model, slide
-    version, box and pixel size: :func:`appkit.state.analysis_for`).
+    version, box, pixel size and flips: :func:`appkit.state.analysis_for`); ``flips``
+    averages the model over the region's mirror images.
 
     Raises:
         SegcoreError: the region cannot be read or predicted.
@@ -162,7 +170,7 @@ def region_analysis(bundle, view: slide_views.SlideOverview, box, pixel_size: fl
     path = view.identity[0]
     key = ("slide", *view.identity, tuple(box))
     return state.analysis_for(
-        bundle, key, name, lambda: slide_views.read_region(path, box), pixel_size
+        bundle, key, name, lambda: slide_views.read_region(path, box), pixel_size, flips
     )
 
 

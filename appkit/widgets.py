@@ -322,20 +322,30 @@ AUTO_PIXEL_SIZE = "Auto (from the nuclei)"
 FLIPS_KEY = "predict_flips"
 """``st.session_state`` key of the Predict page's test-time flips box (one for every image)."""
 
+REGION_FLIPS_KEY = "slides_region_flips"
+"""``st.session_state`` key of the Slides page's flips box for the region explorer (one for every
+region; the whole-slide job has its own box per slide)."""
+
 FLIPS_HELP = (
     "Average the model over the image and its three mirror images: four network calls per "
     "tile instead of one, for slightly better nuclei on stains unlike the training set's (the "
     "default model gained 0.003 to 0.018 Dice on five labs' validation images)."
 )
-"""The help of the test-time flips boxes (Predict and Slides pages)."""
+"""The help of the test-time flips boxes (Predict page; Slides page: region and whole slide)."""
 
 
-def flips_box(bundle) -> bool:
+def flips_box(bundle, key: str = FLIPS_KEY) -> bool:
     """The "Test-time flips" box (off by default; none for the classical baseline, which has
-    no network to flip): whether to average the model over each image's mirror images."""
+    no network to flip): whether to average the model over each image's mirror images.
+
+    Args:
+        bundle: the loaded bundle.
+        key: the box's ``st.session_state`` key, defaults to the Predict page's
+            :data:`FLIPS_KEY`.
+    """
     if bundle.path is None:
         return False
-    return st.checkbox("Test-time flips", key=FLIPS_KEY, help=FLIPS_HELP)
+    return st.checkbox("Test-time flips", key=key, help=FLIPS_HELP)
 
 
 def magnification_options(*, auto: bool) -> list[str]:

@@ -270,9 +270,10 @@ widgets.runtime_caption(bundle)
 st.subheader(f"Region x {box[0]:,d}–{box[0] + box[2]:,d}, y {box[1]:,d}–{box[1] + box[3]:,d}")
 if not tissue.covers(*box):
     st.caption("No tissue was found in this region: it may be glass.")
+region_flips = widgets.flips_box(bundle, key=widgets.REGION_FLIPS_KEY)
 try:
     analysis = slides.region_analysis(
-        bundle, view, box, pixel_size, f"{stem}_x{box[0]}_y{box[1]}.png"
+        bundle, view, box, pixel_size, f"{stem}_x{box[0]}_y{box[1]}.png", region_flips
     )
 except SegcoreError as exc:
     widgets.show_error(exc, "Cannot read this region")

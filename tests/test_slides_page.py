@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from appkit import access
+from appkit import access, widgets
 from appkit import slides as slide_state
 from segcore.analysis import slide_views
 from segcore.data import roots
@@ -118,6 +118,11 @@ def test_a_region_opened_by_its_number_inputs_gets_the_explorer(lab):
     next(s for s in at.slider if s.label == "Threshold A").set_value(0.9).run()
     assert_clean(at)
     assert readouts(at)["Nuclei"] != labels["Nuclei"]
+    # Test-time flips predict the region again, as the mean of its four mirror images.
+    assert not any("flips" in c.value for c in at.caption)
+    at.checkbox(key=widgets.REGION_FLIPS_KEY).check().run()
+    assert_clean(at)
+    assert any("mean of 4 flips" in c.value for c in at.caption)
 
 
 def test_a_slide_without_a_pixel_size_asks_for_its_magnification(lab):
