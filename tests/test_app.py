@@ -23,8 +23,7 @@ from segcore.analysis import catalog
 from segcore.data import roots, samples
 from segcore.data.synthetic import generate_tile
 from segcore.training import jobs
-from segcore.training.jobs import FINAL_STATES
-from segcore.training.runs import RunDir
+from segcore.training.runs import FINAL_STATES, RunDir
 from tests.conftest import REPO, make_pairs_dataset
 
 TIMEOUT = 240
