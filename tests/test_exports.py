@@ -198,13 +198,13 @@ def test_csv_bytes():
 def test_twenty_thousand_nuclei():
     labels = tiny_grid()
     image = np.random.default_rng(0).integers(0, 256, (*labels.shape, 3), dtype=np.uint8)
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU time: other load on the machine aside
     table = nuclei_table(labels, image, pixel_size=0.25)
     data = geojson_bytes(labels, table)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     features = json.loads(data)["features"]
     assert len(table) == len(features) == 20_000
     ((y, x),) = np.argwhere(labels == 20_000)  # the one-pixel nucleus: a unit square
     unit = [[x + 1, y], [x + 1, y + 1], [x, y + 1], [x, y], [x + 1, y]]
     assert features[-1]["geometry"]["coordinates"] == [unit]
-    assert elapsed < 5, f"table and GeoJSON of 20,000 nuclei took {elapsed:.1f} s"
+    assert elapsed < 5, f"table and GeoJSON of 20,000 nuclei took {elapsed:.1f} s of CPU"

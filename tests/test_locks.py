@@ -185,8 +185,8 @@ def test_processes_racing_have_exactly_one_winner(path):
 HANDOVER_CHILD = """
 import sys, time
 from segcore.training.locks import DeviceLock
+start = time.monotonic()  # before saying so: the parent's wait starts after the line
 print("waiting", flush=True)
-start = time.monotonic()
 lock = DeviceLock(sys.argv[1]).acquire(sys.argv[2])
 print(f"{time.monotonic() - start:.3f}", flush=True)
 lock.release(sys.argv[2])

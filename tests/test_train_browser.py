@@ -89,7 +89,11 @@ def test_the_train_page_follows_a_run_to_its_end_without_a_reload(tmp_path, chro
             body_has(page, "run-a · completed", "Completed: validation Dice 0.453")
             page.get_by_role("button", name="Use this model").wait_for(timeout=30_000)
             browser.wait_for_app(page)
-            assert start.is_enabled()
+            # the page may read the lock before the kill and the runs after the status:
+            # Start is then enabled at the next fragment tick (2 s), so wait for it
+            from playwright.sync_api import expect
+
+            expect(start).to_be_enabled(timeout=30_000)
             assert "run-a · running" not in page.inner_text("body")
             assert browser.exceptions(page) == []
             page.screenshot(path=str(ARTIFACTS / "train-run-ended.png"), full_page=True)

@@ -19,6 +19,7 @@ from segcore.bundles.loading import load_bundle
 from segcore.data.synthetic_set import generate_dataset
 from segcore.errors import ConfigError
 from segcore.evaluation.evaluate import evaluate
+from segcore.training.checkpoints import STALE_STATUS_TMP_SECONDS
 from segcore.training.config import TrainConfig
 from segcore.training.runs import RunDir, wait_for_state
 from segcore.training.trainer import train
@@ -115,6 +116,12 @@ def test_kill_9_then_resume_continues_the_history(tiny_data, tmp_path):
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"PK\x03\x04 partial")
+    # A kill inside a status write leaves a fresh status temporary, which the resume keeps
+    # until it is older than any write in progress could be (other processes write status
+    # too): age any such leftover, as the minutes before a real resume would.
+    stale = time.time() - 2 * STALE_STATUS_TMP_SECONDS
+    for leftover in run.path.glob(".status.json.*.tmp"):
+        os.utime(leftover, (stale, stale))
     args, env = cli("train", "--resume", str(run_dir), runs_dir=run_dir.parent)
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]

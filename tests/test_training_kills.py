@@ -48,7 +48,9 @@ def matches(path, data=None):
 
 
 def pause(tmp):
-    marker.write_text(str(tmp))
+    staged = marker.with_name(marker.name + ".part")  # the marker appears whole, never empty
+    staged.write_text(str(tmp))
+    os.replace(staged, marker)
     while True:
         time.sleep(60)  # SIGKILL ends it
 
