@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from skimage import draw
 from skimage.measure import points_in_poly
+from streamlit.testing.v1 import AppTest  # imported with the module: conftest checks its pages
 
 from segcore.analysis.exports import geojson_bytes
 from segcore.analysis.uploads import read_upload
@@ -336,7 +337,6 @@ def test_read_upload_rasterises_a_geojson_mask():
 @pytest.mark.slow
 def test_predict_page_takes_a_geojson_ground_truth(tmp_path, monkeypatch):
     from skimage import measure
-    from streamlit.testing.v1 import AppTest
 
     from segcore.data.synthetic import generate_tile
     from tests.conftest import REPO
