@@ -391,3 +391,19 @@ def test_the_reaper_says_how_a_process_ended_after_a_reader_found_it_gone(run):
     status = json.loads(run.status_path.read_text())
     assert status["state"] == "failed" and "exited with status 3" in status["reason"]
     assert status["found_dead_at"] is None
+
+
+def test_wait_for_end_waits_for_the_process_after_the_final_state(run, sleeper):
+    from segcore.training.runs import process_start_time, wait_for_end
+
+    running_in(run, sleeper)
+    run.write_status(state="stopped")  # the final status, written before the process ends
+    with pytest.raises(TimeoutError, match=rf"'stopped', but its process {sleeper.pid} still"):
+        wait_for_end(run, timeout=0.5, poll=0.05)
+    sleeper.kill()
+    sleeper.wait()
+    assert wait_for_end(run, timeout=5, poll=0.05)["state"] == "stopped"
+    # a run trained in this very process is not waited on beyond its state
+    pid = os.getpid()
+    run.write_status(state="completed", pid=pid, pid_started=process_start_time(pid))
+    assert wait_for_end(run, timeout=0.5, poll=0.05)["state"] == "completed"
