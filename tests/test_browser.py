@@ -187,8 +187,12 @@ def test_magnification_control_resamples_a_20x_upload(server, page, monuseg, tmp
     )
     browser.wait_for_app(page)
     page.get_by_text("20× (0.5 µm/px)", exact=True).click()
+    # Auto snapped this crop to 0.5 µm/px already, so "at 0.5 µm/px" alone is no sign of the
+    # click's run: wait until Auto's caption has gone as well
     page.wait_for_function(
-        "() => document.body.innerText.includes('at 0.5 µm/px')", timeout=180_000
+        "() => document.body.innerText.includes('at 0.5 µm/px') "
+        "&& !document.body.innerText.includes('pixel size estimated from the nuclei')",
+        timeout=180_000,
     )
     browser.wait_for_app(page)
     assert browser.exceptions(page) == []
