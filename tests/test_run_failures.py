@@ -407,3 +407,24 @@ def test_wait_for_end_waits_for_the_process_after_the_final_state(run, sleeper):
     pid = os.getpid()
     run.write_status(state="completed", pid=pid, pid_started=process_start_time(pid))
     assert wait_for_end(run, timeout=0.5, poll=0.05)["state"] == "completed"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's btime is Linux's")
+def test_a_live_process_stays_alive_when_the_wall_clock_moves(run, sleeper, monkeypatch):
+    import psutil
+
+    from segcore.training.runs import process_alive
+
+    written = running_in(run, sleeper)
+    started = written["pid_started"]
+    # The kernel's boot time (whole seconds since the epoch) moves when the wall clock is
+    # adjusted: psutil's start times then read a second later in one process than in another.
+    boot = psutil.boot_time()
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 1.0)
+    assert process_alive(sleeper.pid, started)
+    assert run.read_status()["state"] == "running"
+    monkeypatch.undo()
+    assert not process_alive(sleeper.pid, started + 1.0)  # another process with that pid
+    # a start recorded in seconds since the epoch (before 2026-12-07) is still recognised
+    epoch = psutil.Process(sleeper.pid).create_time()
+    assert process_alive(sleeper.pid, epoch) and not process_alive(sleeper.pid, epoch - 5)

@@ -3,10 +3,11 @@
 The lock of device key ``cpu`` (or ``gpu0``, see :func:`segcore.training.devices.lock_key`) is the
 file ``runs/.lock-cpu.json``::
 
-    {"run_id": "run-20261127-161502-3fa2", "pid": 4242, "pid_started": 1795790102.31,
+    {"run_id": "run-20261127-161502-3fa2", "pid": 4242, "pid_started": 76744.21,
      "acquired_at": "2026-11-27T16:15:02+00:00"}
 
-Its holder is the process ``pid`` (``pid_started`` tells it apart from a later process that got
+Its holder is the process ``pid`` (``pid_started``, its
+:func:`~segcore.training.runs.process_start_time`, tells it apart from a later process that got
 the same pid). A lock whose process is gone (killed, crashed, a zombie) is *stale*: the next
 :meth:`DeviceLock.acquire` removes it by itself, so a ``kill -9`` never blocks the device.
 

@@ -75,7 +75,8 @@ STATUS_FIELDS = {
     "steps_per_epoch": "batches per epoch",
     "eta_s": "estimated seconds to the end, or null",
     "pid": "process id of the training process",
-    "pid_started": "that process's start time (seconds since the epoch), to detect pid reuse",
+    "pid_started": "that process's start (process_start_time: seconds after boot on Linux), "
+    "to detect pid reuse",
     "device": "what it trains on, e.g. 'CPU' or 'GPU:0 NVIDIA H100 (80 GB)'",
     "started_at": "ISO time the process started",
     "updated_at": "ISO time of the last update",
@@ -116,8 +117,44 @@ def new_run_id(prefix: str = "run") -> str:
     return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
 
 
+EPOCH_START_AFTER = 1e8
+"""A recorded start time above this (about three years of uptime) is seconds since the epoch:
+what versions before 2026-12-07 recorded, and what :func:`process_start_time` gives where there
+is no ``/proc``."""
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _ticks_since_boot(pid: int) -> int | None:
+    """Field ``starttime`` of ``/proc/<pid>/stat`` (clock ticks from boot to the start of
+    ``pid``); None if the process is gone or a zombie. Raises OSError where there is no
+    ``/proc``."""
+    try:
+        raw = Path(f"/proc/{int(pid)}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()  # after the command name, which may hold spaces
+    if fields[0] in (b"Z", b"X"):  # a zombie, or dead
+        return None
+    return int(fields[19])  # field 22 of the file; this list starts at field 3
+
+
 def process_start_time(pid: int) -> float | None:
-    """Start time of process ``pid`` (seconds since the epoch), or ``None`` if it is gone."""
+    """An identity of process ``pid`` that tells it from a later process given the same pid, or
+    ``None`` if it is gone (or a zombie).
+
+    On Linux: seconds from boot to the process's start (``/proc/<pid>/stat``), exact to a clock
+    tick and never changed by the wall clock. Not seconds since the epoch: those are boot time
+    plus that, and the kernel's boot time (``btime``, whole seconds) moves when the wall clock
+    is adjusted, so the same process could read one second apart in two processes and be taken
+    for a dead one. Elsewhere (no ``/proc``): psutil's start time, seconds since the epoch.
+    """
+    try:
+        ticks = _ticks_since_boot(pid)
+    except OSError:  # no /proc
+        pass
+    else:
+        return None if ticks is None else ticks / _CLOCK_TICKS
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -128,13 +165,27 @@ def process_start_time(pid: int) -> float | None:
 
 
 def process_alive(pid: int | None, started: float | None = None) -> bool:
-    """Whether ``pid`` runs (not a zombie) and, if ``started`` is given, is the same process."""
+    """Whether ``pid`` runs (not a zombie) and, if ``started`` (a :func:`process_start_time`)
+    is given, is the same process.
+
+    A ``started`` in seconds since the epoch (above :data:`EPOCH_START_AFTER`: recorded by an
+    older version, or where there is no ``/proc``) is compared with psutil's start time within a
+    second, as before.
+    """
     if not pid:
         return False
     actual = process_start_time(int(pid))
     if actual is None:
         return False
-    return started is None or abs(actual - float(started)) < 1.0
+    if started is None:
+        return True
+    if float(started) > EPOCH_START_AFTER:
+        try:
+            actual = psutil.Process(int(pid)).create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+        return abs(actual - float(started)) < 1.0
+    return abs(actual - float(started)) < 0.05  # the same process reads the same tick
 
 
 class RunDir:
