@@ -143,14 +143,14 @@ def test_a_rerun_skips_the_finished_inputs(batch, inputs, ray_local):
 
 
 def test_another_model_is_not_taken_as_finished(batch, inputs):
-    from segcore.batch.inputs import collect_inputs, finished_summary
+    from segcore.batch.inputs import collect_inputs, finished_summary, given_settings
 
     out, _, _ = batch
     items = collect_inputs([inputs["slide_a"], inputs["image_0"]], out)
-    sha = StandInSpec().card().model_sha256
-    assert all(finished_summary(item, sha, "auto") for item in items)
-    assert not any(finished_summary(item, "0" * 64, "auto") for item in items)
-    assert not any(finished_summary(item, sha, "keras") for item in items)
+    sha, settings = StandInSpec().card().model_sha256, given_settings(CONFIG.slide)
+    assert all(finished_summary(item, sha, "auto", settings) for item in items)
+    assert not any(finished_summary(item, "0" * 64, "auto", settings) for item in items)
+    assert not any(finished_summary(item, sha, "keras", settings) for item in items)
 
 
 def test_bad_inputs_are_reported_one_by_one(ray_local, inputs, tmp_path):

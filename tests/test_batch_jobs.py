@@ -29,7 +29,7 @@ from appkit import access
 from segcore import atomic
 from segcore.batch import jobs
 from segcore.batch.engine import CSV_FILE, BatchConfig, run_batch
-from segcore.batch.inputs import collect_inputs, finished_summary
+from segcore.batch.inputs import collect_inputs, finished_summary, given_settings
 from segcore.data.synthetic import generate_tile
 from segcore.errors import ConfigError
 from segcore.training.locks import DeviceLock, lock_path
@@ -487,16 +487,16 @@ def test_a_full_disk_fails_one_input_and_a_rerun_after_freeing_space_finishes_it
     folder = out / full
     assert not (folder / outputs.SUMMARY_FILE).exists()
     assert not list(folder.glob(".*.tmp")), list(folder.iterdir())
-    sha = StandInSpec().card().model_sha256
+    sha, settings = StandInSpec().card().model_sha256, given_settings(CONFIG.slide)
     items = {item.path.stem: item for item in collect_inputs(list(small_inputs.values()), out)}
-    assert finished_summary(items[full], sha, "auto") is None
-    assert finished_summary(items[other], sha, "auto") is not None
+    assert finished_summary(items[full], sha, "auto", settings) is None
+    assert finished_summary(items[other], sha, "auto", settings) is not None
     if full == "slide":  # the finished chunks are kept for the re-run
         assert list((folder / outputs.PARTS_DIR).glob("chunk-*"))
     # Space freed: the same batch again finishes the failed input and skips the other.
     again = batch_in_process(small_inputs, out)
     assert again[full]["status"] == "completed" and again[other]["status"] == "skipped"
-    assert finished_summary(items[full], sha, "auto") is not None
+    assert finished_summary(items[full], sha, "auto", settings) is not None
     assert int(again["slide"]["nuclei"]) > 0 and int(again["image"]["nuclei"]) > 0
     if full == "slide":  # the bytes of an undisturbed run
         reference = run(small_inputs["slide"], tmp_path / "reference")

@@ -123,11 +123,11 @@ def given_settings(config: SlideRunConfig) -> dict[str, Any]:
 
 
 def finished_summary(
-    item: BatchInput, model_sha256: str, runtime: str, settings: dict[str, Any] | None = None
+    item: BatchInput, model_sha256: str, runtime: str, settings: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The summary of ``item``'s finished output for this model, or None (see the module
-    docstring). With ``settings`` (:func:`given_settings`), only a summary made with the same
-    ones counts (an image's summary from before they were recorded does not)."""
+    """The summary of ``item``'s finished output for this model, made with these ``settings``
+    (:func:`given_settings`), or None (see the module docstring; an image's summary from before
+    the settings were recorded does not count)."""
     try:
         summary = json.loads((item.out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         identity = slide_identity(item.path)
@@ -140,11 +140,10 @@ def finished_summary(
     same_runtime = runtime == AUTO or summary.get("runtime") == runtime
     if recorded != identity or (summary.get("model_sha256") or "") != model_sha256:
         return None
-    if settings is not None:
-        given = summary.get("config")
-        if not isinstance(given, dict):
-            return None
-        defaults = given_settings(SlideRunConfig())  # what an older summary left out
-        if {k: given.get(k, defaults[k]) for k in GIVEN_SETTINGS} != settings:
-            return None
+    given = summary.get("config")
+    if not isinstance(given, dict):
+        return None
+    defaults = given_settings(SlideRunConfig())  # what an older summary left out
+    if {k: given.get(k, defaults[k]) for k in GIVEN_SETTINGS} != settings:
+        return None
     return summary if same_runtime else None

@@ -122,7 +122,7 @@ EPOCH_START_AFTER = 1e8
 what versions before 2026-12-07 recorded, and what :func:`process_start_time` gives where there
 is no ``/proc``."""
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _ticks_since_boot(pid: int) -> int | None:
@@ -139,6 +139,17 @@ def _ticks_since_boot(pid: int) -> int | None:
     return int(fields[19])  # field 22 of the file; this list starts at field 3
 
 
+def _epoch_start_time(pid: int) -> float | None:
+    """psutil's start time of ``pid`` (seconds since the epoch), None if gone or a zombie."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
 def process_start_time(pid: int) -> float | None:
     """An identity of process ``pid`` that tells it from a later process given the same pid, or
     ``None`` if it is gone (or a zombie).
@@ -152,16 +163,8 @@ def process_start_time(pid: int) -> float | None:
     try:
         ticks = _ticks_since_boot(pid)
     except OSError:  # no /proc
-        pass
-    else:
-        return None if ticks is None else ticks / _CLOCK_TICKS
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-        return None
+        return _epoch_start_time(pid)
+    return None if ticks is None else ticks / _CLOCK_TICKS
 
 
 def process_alive(pid: int | None, started: float | None = None) -> bool:
@@ -170,22 +173,17 @@ def process_alive(pid: int | None, started: float | None = None) -> bool:
 
     A ``started`` in seconds since the epoch (above :data:`EPOCH_START_AFTER`: recorded by an
     older version, or where there is no ``/proc``) is compared with psutil's start time within a
-    second, as before.
+    second, as before; one from boot, within 0.05 s (the same process reads the same tick).
     """
     if not pid:
         return False
-    actual = process_start_time(int(pid))
+    epoch = started is not None and float(started) > EPOCH_START_AFTER
+    actual = (_epoch_start_time if epoch else process_start_time)(int(pid))
     if actual is None:
         return False
     if started is None:
         return True
-    if float(started) > EPOCH_START_AFTER:
-        try:
-            actual = psutil.Process(int(pid)).create_time()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
-        return abs(actual - float(started)) < 1.0
-    return abs(actual - float(started)) < 0.05  # the same process reads the same tick
+    return abs(actual - float(started)) < (1.0 if epoch else 0.05)
 
 
 class RunDir:
